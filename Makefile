@@ -1,0 +1,43 @@
+# visual-words — the front door. `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VW := $(VENV)/bin/vw
+export HF_HUB_OFFLINE ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export RAY_USAGE_STATS_ENABLED ?= 0
+export DVC_NO_ANALYTICS ?= 1
+PROFILE ?= smoke
+
+.PHONY: help install demo test test-quick bench docker-test clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v 'is ignored' || true
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v 'is ignored' || true
+	$(PY) -c "import torch, torchvision, open_clip, diffusers, transformers, visual_words" # fail loudly if broken
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv (if missing) and install the pinned environment (requirements.lock)
+
+demo: install ## run the main job: the whole study on the smoke profile (tiny models, CPU, minutes)
+	$(VW) reproduce --profile $(PROFILE)
+
+test: install ## run the test suite (HF_HUB_OFFLINE=1)
+	$(PY) -m pytest -q
+
+test-quick: install ## run the quick subset (no slow tests)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install ## run every benchmark (pytest-benchmark); each prints `NAME ratio=…`
+	$(PY) -m pytest benchmarks -s -q -p no:cacheprovider --benchmark-only
+
+docker-test: ## build the image and run the smoke study inside it with --network none
+	bash docker/test.sh
+
+clean: ## remove generated outputs (artifacts/, reports/<profile>/, mlflow store); keeps .venv and data/
+	rm -rf artifacts mlruns mlartifacts mlflow.db reports/smoke reports/paper

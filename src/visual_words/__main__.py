@@ -1,0 +1,5 @@
+import sys
+
+from visual_words.cli import main
+
+sys.exit(main())

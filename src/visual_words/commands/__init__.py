@@ -1,0 +1,22 @@
+"""One module per `vw` subcommand group; each defines `register(subparsers)` (discovered by cli.py).
+
+Shared argument helpers live here so every stage takes --profile / --set the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", help="profile in params.yaml (default: the file's `profile` key)")
+    parser.add_argument("--params", help="params file (default: params.yaml in this folder or a parent)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key, e.g. --set train.steps=5 (repeatable; values are YAML)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from visual_words.config import load_config, parse_override
+
+    overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
+    return load_config(profile=args.profile, params_file=args.params, overrides=overrides)

@@ -1,0 +1,195 @@
+"""Embedding files: our canonical format, and readers for the formats people actually have.
+
+Canonical: safetensors ``{token: tensor[n_vectors, d]}`` (so diffusers' ``load_textual_inversion`` loads our SD
+tokens as they are: it adds ``<tok>``, ``<tok>_1`` …) plus a JSON sidecar ``<file>.json`` with provenance (model id
+and revision, token-table hash, trial id, anchor, δ, seed, steps, optimizer, final metrics).
+
+Readers (``read_embedding``): ours; diffusers ``learned_embeds.bin`` (a torch pickle ``{token: tensor}``) and
+``.safetensors``; Automatic1111 ``.pt`` (``string_to_param``); SDXL ``{clip_l, clip_g}``; tensor shapes
+``[d]``, ``[1, d]`` and ``[n, d]``. Pickles are read with ``torch.load(weights_only=True)`` only: a payload that
+would run code is refused with a clear error, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visual_words.io import atomic_path, write_json
+
+SIDECAR_SUFFIX = ".json"
+FORMAT_VERSION = 1
+
+
+class EmbeddingFileError(ValueError):
+    """An embedding file that cannot be used: the message names the file and what is wrong."""
+
+
+@dataclass
+class Embedding:
+    """What a file holds: one or more tokens, each ``[n_vectors, d]`` float32, and what we know about them."""
+
+    path: Path
+    format: str  # visual-words | diffusers-bin | diffusers-safetensors | a1111-pt | sdxl
+    tokens: dict[str, torch.Tensor]  # token name -> [n, d]
+    meta: dict[str, Any] = field(default_factory=dict)  # our sidecar, or whatever the file carried
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {k: int(v.shape[-1]) for k, v in self.tokens.items()}
+
+    def single(self) -> tuple[str, torch.Tensor]:
+        """The file's one token (most files hold one); a clear error when it holds several."""
+        if len(self.tokens) != 1:
+            raise EmbeddingFileError(f"{self.path}: holds {len(self.tokens)} tokens ({', '.join(self.tokens)}); "
+                                     "pick one with --token")
+        return next(iter(self.tokens.items()))
+
+
+def table_hash(table: torch.Tensor) -> str:
+    """A short content hash of a token table (V × d), to tie embeddings and maps to the table they were made in."""
+    t = table.detach().to("cpu", torch.float32).contiguous()
+    h = hashlib.sha256()
+    h.update(str(tuple(t.shape)).encode())
+    h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + SIDECAR_SUFFIX)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_embedding(path: str | os.PathLike, token: str, vectors: torch.Tensor, meta: dict[str, Any]) -> Path:
+    """Write ``{token: vectors}`` as safetensors and its sidecar, both atomically (sidecar last = complete)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    vectors = _as_matrix(vectors.detach().to("cpu", torch.float32), path, token)
+    _check_finite(vectors, path, token)
+    with atomic_path(path) as tmp:
+        save_file({token: vectors.contiguous()}, str(tmp), metadata={"format": "visual-words",
+                                                                    "format_version": str(FORMAT_VERSION)})
+    write_json(sidecar_path(path), {"format_version": FORMAT_VERSION, "token": token,
+                                    "n_vectors": int(vectors.shape[0]), "dim": int(vectors.shape[1]), **meta})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _as_matrix(t: Any, path: Path, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise EmbeddingFileError(f"{path}: entry `{name}` is a {type(t).__name__}, not a tensor")
+    if t.ndim == 1:
+        t = t[None]
+    if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
+        raise EmbeddingFileError(f"{path}: entry `{name}` has shape {tuple(t.shape)}; expected [d], [1, d] or [n, d]")
+    if not t.is_floating_point():
+        raise EmbeddingFileError(f"{path}: entry `{name}` has dtype {t.dtype}; expected floating point")
+    return t.to(torch.float32)
+
+
+def _check_finite(t: torch.Tensor, path: Path, name: str) -> None:
+    bad = (~torch.isfinite(t)).sum().item()
+    if bad:
+        raise EmbeddingFileError(f"{path}: entry `{name}` has {bad} NaN/inf values")
+
+
+def _load_pickle(path: Path) -> Any:
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise EmbeddingFileError(
+            f"{path}: refused: the pickle holds objects other than tensors and plain data, and loading it would "
+            f"run code ({str(e).splitlines()[0][:200]}). Only weights_only pickles are read.") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise EmbeddingFileError(f"{path}: not a readable torch file ({str(e).splitlines()[0][:200]})") from None
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EmbeddingFileError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _tokens_from_dict(d: dict, path: Path) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """Recognise the layout of a loaded dict: A1111, SDXL, or diffusers {token: tensor}."""
+    if "string_to_param" in d:  # Automatic1111 / sd-webui
+        params = d["string_to_param"]
+        if not isinstance(params, dict) or not params:
+            raise EmbeddingFileError(f"{path}: `string_to_param` is empty or not a mapping")
+        name = d.get("name") or path.stem
+        tensors = list(params.values())
+        meta = {k: d[k] for k in ("name", "step", "sd_checkpoint", "sd_checkpoint_name") if k in d}
+        return "a1111-pt", {str(name): _as_matrix(tensors[0], path, "string_to_param")}, meta
+    if set(d) >= {"clip_l", "clip_g"}:  # SDXL: one tensor per text encoder
+        return "sdxl", {k: _as_matrix(d[k], path, k) for k in ("clip_l", "clip_g")}, {}
+    if not d:
+        raise EmbeddingFileError(f"{path}: holds no tensors")
+    tensors = {str(k): v for k, v in d.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise EmbeddingFileError(f"{path}: unknown format (keys {sorted(map(str, d))[:5]}; no tensors, no "
+                                 "`string_to_param`, no `clip_l`/`clip_g`)")
+    return "diffusers", {k: _as_matrix(v, path, k) for k, v in tensors.items()}, {}
+
+
+def read_embedding(path: str | os.PathLike) -> Embedding:
+    """Read any supported embedding file; clear errors for unknown formats, bad shapes, NaNs and pickle payloads."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbeddingFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        raw, header = _load_safetensors(path)
+        kind, tokens, meta = _tokens_from_dict(raw, path)
+        side = sidecar_path(path)
+        if header.get("format") == "visual-words" or side.exists():
+            kind = "visual-words"
+            if side.exists():
+                try:
+                    meta = json.loads(side.read_text())
+                except json.JSONDecodeError as e:
+                    raise EmbeddingFileError(f"{side}: sidecar is not valid JSON ({e})") from None
+        elif kind == "diffusers":
+            kind = "diffusers-safetensors"
+    elif suffix in (".bin", ".pt", ".pth", ".ckpt"):
+        raw = _load_pickle(path)
+        if isinstance(raw, torch.Tensor):
+            kind, tokens, meta = "tensor", {path.stem: _as_matrix(raw, path, path.stem)}, {}
+        elif isinstance(raw, dict):
+            kind, tokens, meta = _tokens_from_dict(raw, path)
+            if kind == "diffusers":
+                kind = "diffusers-bin"
+        else:
+            raise EmbeddingFileError(f"{path}: unknown format (a pickled {type(raw).__name__})")
+    else:
+        raise EmbeddingFileError(f"{path}: unknown embedding format `{suffix}` (supported: .safetensors, .bin, .pt)")
+    for name, t in tokens.items():
+        _check_finite(t, path, name)
+    return Embedding(path=path, format=kind, tokens=tokens, meta=meta)
+
+
+def check_width(emb: Embedding, token: str, width: int, model_key: str) -> torch.Tensor:
+    """The token's vectors, or a clear error when their width is not the model's."""
+    t = emb.tokens[token]
+    if t.shape[-1] != width:
+        raise EmbeddingFileError(f"{emb.path}: token `{token}` has width {t.shape[-1]}, but model `{model_key}` "
+                                 f"has width {width} (use `vw transfer` to map it)")
+    return t

@@ -1,0 +1,1 @@
+"""Task models: one loader for real and tiny checkpoints (loading.py), tiny builders (tiny.py), adapters."""
