@@ -1,0 +1,106 @@
+"""Per-dataset manifests: the contract between the data stage and training / evaluation.
+
+A manifest is one human-readable JSON file per dataset (``<prepare.manifests_dir>/<dataset>.json``):
+
+    {"dataset": "coco", "source": "real|synthetic", "seed": 0, "image_root": "<folder images are relative to>",
+     "concepts": {"cup": {"train": [IMAGE, …], "eval": [IMAGE, …]}, …},
+     "counts": {"cup": {"train": 8, "eval": 10}, …}}
+    IMAGE = {"file": "train2017/000000000009.jpg", "width": 640, "height": 480, "label": "cup",
+             "boxes": [{"concept": "cup", "bbox": [x, y, w, h]}, …]}
+
+``label`` is the concept of the image's largest box; ``boxes`` holds every box of the dataset's selected concepts in
+the image (COCO-style absolute xywh pixels), so detection can be scored on all 10 classes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from visual_words.io import write_json
+
+
+@dataclass(frozen=True)
+class Box:
+    concept: str
+    bbox: tuple[float, float, float, float]  # x, y, w, h in pixels
+
+    @property
+    def area(self) -> float:
+        return self.bbox[2] * self.bbox[3]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    file: str  # relative to the manifest's image_root
+    width: int
+    height: int
+    label: str
+    boxes: tuple[Box, ...] = field(default_factory=tuple)
+
+    def boxes_of(self, concept: str) -> list[Box]:
+        return [b for b in self.boxes if b.concept == concept]
+
+
+@dataclass
+class ConceptSplit:
+    train: list[ImageRecord]
+    eval: list[ImageRecord]
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    source: str
+    seed: int
+    image_root: str
+    concepts: dict[str, ConceptSplit]
+
+    def path_of(self, rec: ImageRecord) -> Path:
+        return Path(self.image_root) / rec.file
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {c: {"train": len(s.train), "eval": len(s.eval)} for c, s in self.concepts.items()}
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "source": self.source, "seed": self.seed, "image_root": self.image_root,
+                "concepts": {c: {"train": [_rec_dict(r) for r in s.train], "eval": [_rec_dict(r) for r in s.eval]}
+                             for c, s in self.concepts.items()},
+                "counts": self.counts()}
+
+
+def _rec_dict(r: ImageRecord) -> dict:
+    d = asdict(r)
+    d["boxes"] = [{"concept": b.concept, "bbox": list(b.bbox)} for b in r.boxes]
+    return d
+
+
+def _rec(d: dict) -> ImageRecord:
+    return ImageRecord(file=d["file"], width=int(d["width"]), height=int(d["height"]), label=d["label"],
+                       boxes=tuple(Box(b["concept"], tuple(float(x) for x in b["bbox"])) for b in d.get("boxes", [])))
+
+
+def write_manifest(path: str | Path, m: Manifest) -> Path:
+    return write_json(path, m.to_dict())
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: manifest not found (run `vw data prepare` / the prepare stage)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: manifest is not valid JSON ({e})") from None
+    try:
+        return Manifest(dataset=raw["dataset"], source=raw["source"], seed=int(raw["seed"]),
+                        image_root=raw["image_root"],
+                        concepts={c: ConceptSplit([_rec(r) for r in s["train"]], [_rec(r) for r in s["eval"]])
+                                  for c, s in raw["concepts"].items()})
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: manifest is missing field {e}") from None
+
+
+def manifest_path(cfg, dataset: str) -> Path:
+    return cfg.path(cfg.prepare.manifests_dir) / f"{dataset}.json"

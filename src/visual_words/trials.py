@@ -1,0 +1,73 @@
+"""The trial grid: model × dataset × concept × anchor × δ (DESIGN.md D10).
+
+A trial id names all five (e.g. ``classification/coco/cup/anchor=dog/delta=0.5``); its seed derives from the id and
+the study's root seed, so a trial is reproducible on its own, on any worker, in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+
+from visual_words import registry
+
+TASKS = ("generation", "detection", "classification")  # the three trained-for roles, in the paper's order
+
+
+@dataclass(frozen=True)
+class Trial:
+    task: str  # generation | detection | classification (the role of the model it is trained in)
+    model: str  # registry key of that model
+    dataset: str
+    concept: str  # concept name (registry/concepts.yaml)
+    anchor: str  # anchor word the vectors start from (and the ε-ball's centre)
+    delta: float  # relative ε-ball radius; math.inf = unconstrained
+    root_seed: int = 0
+
+    @property
+    def id(self) -> str:
+        d = "inf" if math.isinf(self.delta) else f"{self.delta:g}"
+        return f"{self.task}/{self.dataset}/{self.concept}/anchor={self.anchor}/delta={d}"
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe form of the id."""
+        return self.id.replace("/", "__").replace("=", "-").replace(" ", "_")
+
+    @property
+    def seed(self) -> int:
+        h = hashlib.sha256(f"{self.root_seed}:{self.id}".encode()).digest()
+        return int.from_bytes(h[:4], "little")
+
+    @property
+    def token(self) -> str:
+        """The placeholder token name written into embedding files, e.g. ``<cup>``."""
+        return "<" + self.concept.replace(" ", "_") + ">"
+
+    @property
+    def constrained(self) -> bool:
+        return not math.isinf(self.delta)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["delta"] = "inf" if math.isinf(self.delta) else self.delta
+        return d | {"id": self.id, "seed": self.seed}
+
+
+def trial_grid(cfg) -> list[Trial]:
+    """All trials of a profile: for each task's model, dataset, concept (first N) and anchor (first M of the
+    dataset's anchor list): every δ of the study, plus δ = ∞ when `study.unconstrained`."""
+    s = cfg.study
+    deltas = list(s.deltas) + ([math.inf] if s.unconstrained else [])
+    out = []
+    for task in TASKS:
+        model = s.models[task]
+        for ds in s.datasets:
+            concepts = registry.concepts(ds)[: s.concepts_per_dataset]
+            anchors = registry.anchors(ds)[: s.anchors_per_concept]
+            for c in concepts:
+                for a in anchors:
+                    for d in deltas:
+                        out.append(Trial(task, model, ds, c.name, a, float(d), s.seed))
+    return out
