@@ -71,3 +71,32 @@ def trial_grid(cfg) -> list[Trial]:
                     for d in deltas:
                         out.append(Trial(task, model, ds, c.name, a, float(d), s.seed))
     return out
+
+
+# Train settings that change what a trial learns (not where it is written or how often it logs).
+_TRAIN_KEYS_THAT_MATTER = ("num_vectors", "steps", "batch_size", "lr", "betas", "adam_eps", "weight_decay",
+                           "precision", "flip_augment")
+
+
+def trial_key(cfg, trial: Trial) -> str:
+    """A hash of everything that determines a trial's result: the trial, the model checkpoint, the train settings
+    that matter and the data split. A finished trial is reused only when its recorded key equals this (so a params
+    change retrains instead of silently keeping stale results; TOOLCHAIN.md §7.4)."""
+    import hashlib
+    import json
+
+    from visual_words.registry import model
+
+    m = model(trial.model)
+    payload = {
+        "trial": trial.to_dict(),
+        "model": [m.id, m.revision],
+        "train": {k: getattr(cfg.train, k) for k in _TRAIN_KEYS_THAT_MATTER},
+        "split": [cfg.prepare.source, cfg.prepare.train_per_concept, cfg.prepare.split_seed],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def embedding_path(cfg, trial: Trial):
+    """Where a trial's embedding file goes (contract: <train.out_dir>/<task>/<slug>.safetensors)."""
+    return cfg.path(cfg.train.out_dir) / trial.task / f"{trial.slug}.safetensors"

@@ -1,0 +1,184 @@
+"""MLflow tracking: where runs go, one experiment per (profile, stage), one run per trial, no run left RUNNING.
+
+Defaults: a SQLite store `mlflow.db` in the workspace (MLflow 3's own default); `MLFLOW_TRACKING_URI` (e.g. an
+`mlflow server` on a cluster's head node) or `sweep.tracking_uri` override it. Findings that shape this module
+(TOOLCHAIN.md §7.3): the driver must create the store and the experiment before workers start (racing workers
+half-migrate a fresh SQLite DB); per-step logging is batched (`log_batch`); resume is decided by trial files, not
+MLflow, and orphan RUNNING runs are closed at the end of a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+TRIAL_KEY = "trial_key"  # tag: hash of the trial's full config (what makes two runs "the same trial")
+TRIAL_ID = "trial_id"
+GIT_COMMIT = "git_commit"
+CONFIG_HASH = "config_hash"
+
+
+def tracking_uri(cfg) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if cfg.sweep.tracking_uri:
+        return cfg.sweep.tracking_uri
+    return f"sqlite:///{cfg.path('mlflow.db').resolve()}"
+
+
+def experiment_name(cfg, stage: str) -> str:
+    return f"{cfg.sweep.experiment_prefix}/{cfg.profile}/{stage}"
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_experiment(cfg, stage: str) -> tuple[str, str]:
+    """Create the store (if new) and the stage's experiment in the driver, before any worker touches them.
+    Returns (tracking_uri, experiment_id)."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    name = experiment_name(cfg, stage)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return uri, exp.experiment_id
+    # Artifacts beside the store (mlruns/ in the workspace) unless the server decides (http URIs).
+    location = None if uri.startswith("http") else cfg.path("mlruns").resolve().as_uri()
+    return uri, mlflow.create_experiment(name, artifact_location=location)
+
+
+def _flat_params(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_params(v, key + "."))
+        else:
+            out[key] = str(v)[:500]  # MLflow caps param values
+    return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def log_trial_run(uri: str, experiment_id: str, sidecar: dict, embedding_file: str | Path | None,
+                  tags: dict[str, str], extra_metrics: dict[str, float] | None = None) -> str:
+    """One MLflow run for one trained trial, from its sidecar: params, per-step curves, final metrics, the file.
+
+    Everything goes in one `log_batch` (one round trip: ~4 ms on SQLite, ~40 ms over HTTP) and the run is ended
+    FINISHED in the same call chain, so a kill leaves at most a RUNNING run that `close_orphans` ends.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    trial = sidecar.get("trial", {})
+    run = client.create_run(experiment_id, run_name=trial.get("id", sidecar.get("token", "trial")),
+                            tags={k: str(v) for k, v in tags.items()})
+    rid = run.info.run_id
+    try:
+        params = _flat_params({"trial": trial, "model_key": sidecar.get("model_key"),
+                               "model_id": sidecar.get("model_id"), "num_vectors": sidecar.get("n_vectors"),
+                               "steps": sidecar.get("steps"), "optimizer": sidecar.get("optimizer", {}),
+                               "d_nn": sidecar.get("d_nn"), "token_table_hash": sidecar.get("token_table_hash")})
+        now = int(time.time() * 1000)
+        metrics: list[Metric] = []
+        curves = sidecar.get("curves") or {}
+        steps = curves.get("step") or []
+        for name in ("loss", "rel_dist"):
+            for s, v in zip(steps, curves.get(name) or []):
+                if _finite(v):
+                    metrics.append(Metric(name, float(v), now, int(s)))
+        finals = {"final_loss": sidecar.get("final_loss"), **(sidecar.get("metrics") or {}), **(extra_metrics or {})}
+        for k, v in finals.items():
+            if _finite(v):
+                metrics.append(Metric(k, float(v), now, 0))
+        # log_batch takes at most 1000 metrics per call
+        plist = [Param(k, v) for k, v in params.items()]
+        for i in range(0, max(len(metrics), 1), 1000):
+            client.log_batch(rid, metrics=metrics[i:i + 1000], params=plist if i == 0 else [],
+                             tags=[RunTag("mlflow.note.content", f"trial {trial.get('id', '')}")] if i == 0 else [])
+        if embedding_file is not None:
+            client.log_artifact(rid, str(embedding_file), artifact_path="embedding")
+            side = Path(str(embedding_file) + ".json")
+            if side.exists():
+                client.log_artifact(rid, str(side), artifact_path="embedding")
+        client.set_terminated(rid, "FINISHED")
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
+    return rid
+
+
+def runs_by_key(uri: str, experiment_id: str) -> dict[str, list]:
+    """All runs of an experiment grouped by their trial_key tag."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    out: dict[str, list] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        for r in page:
+            out.setdefault(r.data.tags.get(TRIAL_KEY, ""), []).append(r)
+        token = page.token
+        if not token:
+            return out
+
+
+def finished_keys(uri: str, experiment_id: str) -> set[str]:
+    return {k for k, runs in runs_by_key(uri, experiment_id).items() if any(r.info.status == "FINISHED" for r in runs)}
+
+
+def close_orphans(uri: str, experiment_id: str) -> dict[str, int]:
+    """End runs left RUNNING by a killed worker: KILLED if a FINISHED twin exists (same trial_key), else FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    counts = {"killed": 0, "failed": 0}
+    for key, runs in runs_by_key(uri, experiment_id).items():
+        done = any(r.info.status == "FINISHED" for r in runs)
+        for r in runs:
+            if r.info.status == "RUNNING":
+                client.set_terminated(r.info.run_id, "KILLED" if done else "FAILED")
+                counts["killed" if done else "failed"] += 1
+    return counts
+
+
+def log_stage_run(cfg, stage: str, metrics: dict[str, float], artifacts: Iterable[str | Path] = (),
+                  params: dict | None = None) -> str:
+    """One run for a whole stage (maps, analyze, report): its config, headline metrics and output files."""
+    from mlflow.tracking import MlflowClient
+
+    from visual_words.provenance import git_commit
+
+    uri, exp_id = ensure_experiment(cfg, stage)
+    client = MlflowClient(uri)
+    run = client.create_run(exp_id, run_name=f"{stage}-{cfg.profile}",
+                            tags={GIT_COMMIT: git_commit(cfg.root), CONFIG_HASH: config_hash(cfg.to_dict())})
+    rid = run.info.run_id
+    try:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        flat = _flat_params(params if params is not None else cfg.to_dict())
+        client.log_batch(rid, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)],
+                         params=[Param(k, v) for k, v in list(flat.items())[:100]])
+        for a in artifacts:
+            if Path(a).is_file():
+                client.log_artifact(rid, str(a))
+        client.set_terminated(rid, "FINISHED")
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
+    return rid
