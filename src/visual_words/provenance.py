@@ -38,8 +38,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def provenance(config: Any, stage: str) -> dict[str, Any]:
+def provenance(config: Any, stage: str, elapsed_s: float | None = None) -> dict[str, Any]:
     return {
+        "elapsed_s": elapsed_s,
         "stage": stage,
         "profile": config.profile,
         "config": config.to_dict(),
@@ -50,6 +51,6 @@ def provenance(config: Any, stage: str) -> dict[str, Any]:
     }
 
 
-def write_provenance(out_dir: str | Path, config: Any, stage: str) -> Path:
-    """Write `<out_dir>/provenance.json` next to a stage's outputs."""
-    return write_json(Path(out_dir) / "provenance.json", provenance(config, stage))
+def write_provenance(out_dir: str | Path, config: Any, stage: str, elapsed_s: float | None = None) -> Path:
+    """Write `<out_dir>/provenance.json` next to a stage's outputs (with the stage's wall time when given)."""
+    return write_json(Path(out_dir) / "provenance.json", provenance(config, stage, elapsed_s))

@@ -1,24 +1,75 @@
-"""`vw reproduce`: run the whole study for a profile (every stage in order)."""
+"""`vw reproduce`: run the whole study for a profile, every stage in order.
+
+In a git checkout whose params.yaml names the same profile, this is `dvc repro` (cached, incremental: a second run
+does nothing). Elsewhere (another profile, or the container's workspace without git) the same stage commands run
+in order directly, without DVC's cache.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from visual_words.commands import add_config_args, config_from_args
+
+# stage name -> the `vw` command DVC runs for it (dvc.yaml uses the same commands)
+STAGES = [
+    ("prepare", ["data", "prepare"]),
+    ("maps", ["maps"]),
+    ("train", ["sweep"]),
+    ("evaluate", ["evaluate", "run"]),
+    ("analyze", ["analyze"]),
+    ("report", ["report"]),
+]
+
+
+def _dvc_usable(root: Path) -> bool:
+    dvc = Path(sys.executable).parent / "dvc"
+    return (root / ".git").exists() and (root / "dvc.yaml").exists() and (dvc.exists() or shutil.which("dvc"))
 
 
 def cmd_reproduce(args) -> int:
-    cfg = config_from_args(args)
-    from visual_words.models.loading import load_model
+    import yaml
 
-    print(f"[reproduce] profile={cfg.profile} (params: {cfg.source})")
-    for role, key in cfg.study.models.items():
-        m = load_model(key, device=cfg.study.device, root=cfg.root)
-        print(f"[reproduce] {role:<15} {key:<16} token table {tuple(m.text_embedding.weight.shape)}")
+    cfg = config_from_args(args)
+    root = Path(cfg.root)
+    file_profile = yaml.safe_load(Path(cfg.source).read_text()).get("profile")
+    t0 = time.time()
+    if not args.no_dvc and cfg.profile == file_profile and not args.overrides and _dvc_usable(root):
+        dvc = Path(sys.executable).parent / "dvc"
+        print(f"[reproduce] profile {cfg.profile}: dvc repro (incremental; stages that did not change are skipped)",
+              flush=True)
+        rc = subprocess.call([str(dvc) if dvc.exists() else "dvc", "repro"], cwd=root)
+        if rc:
+            return rc
+    else:
+        if cfg.profile == "paper":
+            from visual_words.models.lock import check_models  # the container's model lock, when present
+
+            check_models(cfg)
+        from visual_words.cli import main
+
+        extra = ["--profile", cfg.profile, "--params", cfg.source] + sum((["--set", o] for o in args.overrides), [])
+        for name, argv in STAGES:
+            print(f"[reproduce] stage {name}: vw {' '.join(argv)}", flush=True)
+            rc = main([*argv, *extra])
+            if rc:
+                print(f"[reproduce] stage {name} failed (exit {rc}); re-run to resume", file=sys.stderr)
+                return rc
+    report = cfg.path(cfg.report.out_dir) / cfg.profile / "index.html"
+    print(f"[reproduce] done in {time.time() - t0:.0f} s")
+    print(f"[reproduce] report: {report}")
+    print("[reproduce] MLflow UI: `vw ui` (or `.venv/bin/vw ui`), then open http://127.0.0.1:5000")
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run every stage of the study for a profile (default: smoke)",
-                       description="Runs the study end to end for a profile: prepare, maps, train, evaluate, "
-                       "analyze, report.")
+                       description="Runs the study end to end: prepare → maps → train (sweep) → evaluate → analyze "
+                       "→ report. In a git checkout with the params file's own profile this is `dvc repro`.")
     add_config_args(p)
+    p.add_argument("--no-dvc", action="store_true", help="run the stages directly, without DVC")
     p.set_defaults(func=cmd_reproduce)

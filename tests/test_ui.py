@@ -1,0 +1,78 @@
+"""`vw ui` starts the real MLflow UI on loopback; headless Chromium sees the trial runs on the page."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from visual_words import tracking
+from visual_words.embeddings import write_embedding
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def test_ui_lists_trial_runs(tmp_path, smoke_config, repo_root):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Debian's chromium (.ci/run installs it)")
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    cfg = dataclasses.replace(smoke_config, root=str(tmp_path))
+    uri, exp = tracking.ensure_experiment(cfg, "train")
+    names = []
+    for i in range(3):
+        tid = f"classification/coco/cup/anchor=word{i}/delta=0.5"
+        names.append(tid)
+        p = write_embedding(tmp_path / f"e{i}.safetensors", "<cup>", torch.zeros(2, 32),
+                            {"trial": {"id": tid}, "final_loss": -0.1 * i, "curves": {"step": [0, 1], "loss": [1, .5]}})
+        tracking.log_trial_run(uri, exp, json.loads((tmp_path / f"e{i}.safetensors.json").read_text()), p,
+                               tags={tracking.TRIAL_KEY: f"k{i}"})
+    port = _free_port()
+    env = dict(os.environ, VW_PARAMS=str(repo_root / "params.yaml"), MLFLOW_TRACKING_URI=uri)
+    server = subprocess.Popen([sys.executable, "-m", "visual_words", "ui", "--port", str(port)], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        url = f"http://127.0.0.1:{port}/#/experiments/{exp}/runs"
+        common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"]
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        for n in names:
+            assert n in dom, f"run {n} not on the MLflow page"
+        shot = tmp_path / "mlflow-ui.png"
+        subprocess.run([*common, "--window-size=1400,900", f"--screenshot={shot}", url], capture_output=True,
+                       timeout=120)
+        assert shot.stat().st_size > 10_000  # kept as a test artifact in the test's tmp dir
+        # the server is bound to loopback only
+        out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+        listening = [ln for ln in out.splitlines() if f":{port} " in ln]
+        assert all("127.0.0.1" in ln for ln in listening)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
