@@ -1,0 +1,19 @@
+"""Linear transfer maps between models' token tables (PAPER.md §5, DESIGN.md D8).
+
+    from visual_words.transfer import fit_map, load_map, map_path, map_between
+    lmap = fit_map(X_src, Y_dst, "ols")          # X [n, d_src], Y [n, d_dst] (tensors or arrays)
+    v_dst = lmap.apply(v_src)                    # [..., d_src] -> [..., d_dst], same type/dtype as the input
+    lmap = load_map(map_path(cfg, "sd21", "owlv2"))
+"""
+
+from visual_words.transfer.estimators import ESTIMATORS, LinearMap, Moments, fit_from_moments, fit_map, moments
+from visual_words.transfer.files import MapFileError, check_tables, load_map, map_path, save_map
+from visual_words.transfer.fitting import Table, fit_pairs, table_of
+from visual_words.transfer.quality import holdout_split, map_quality, r2, retrieval_at_1
+from visual_words.transfer.stage import build_maps, map_between, study_model_keys
+from visual_words.transfer.vocab import shared_rows, token_table, vocabulary
+
+__all__ = ["ESTIMATORS", "LinearMap", "MapFileError", "Moments", "Table", "build_maps", "check_tables",
+           "fit_from_moments", "fit_map", "fit_pairs", "holdout_split", "load_map", "map_between", "map_path",
+           "map_quality", "moments", "r2", "retrieval_at_1", "save_map", "shared_rows", "study_model_keys",
+           "table_of", "token_table", "vocabulary"]

@@ -1,0 +1,56 @@
+"""Which rows of two token tables describe the same word: the shared vocabulary a map is fitted on.
+
+The study's three models share the 49,408-token CLIP BPE, so the pairing is the identity on every id except the
+special tokens (``<|startoftext|>``, ``<|endoftext|>``): they are markers, not words, and their rows are trained
+for another job. A model outside the study may have another vocabulary; then rows are paired by token string over
+the tokens both vocabularies have, so any two checkpoints with overlapping vocabularies get a map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from visual_words.tokenizer import BOS, EOS
+
+
+def is_special(token: str) -> bool:
+    """CLIP BPE's markers (``<|startoftext|>``, ``<|endoftext|>``) and any other ``<|…|>`` control token."""
+    return token in (BOS, EOS) or (token.startswith("<|") and token.endswith("|>"))
+
+
+def vocabulary(loaded: Any) -> dict[str, int]:
+    """token string -> id of a loaded model's tokenizer (HF tokenizers and open_clip's own), without its
+    start/end markers (HF spells them ``<|startoftext|>``, open_clip ``<start_of_text>``). The pad token is kept:
+    SD-2.1's and OWLv2's pad with "!", an ordinary word."""
+    tok = loaded.tokenizer
+    if hasattr(tok, "get_vocab"):  # transformers tokenizers (SD, OWL, hf-clip)
+        vocab, markers = dict(tok.get_vocab()), {tok.bos_token, tok.eos_token}
+    elif hasattr(tok, "encoder"):  # open_clip.SimpleTokenizer
+        vocab = dict(tok.encoder)
+        markers = {tok.decoder[i] for i in getattr(tok, "all_special_ids", [])}
+    elif hasattr(getattr(tok, "tokenizer", None), "get_vocab"):  # open_clip.HFTokenizer wraps an HF tokenizer
+        inner = tok.tokenizer
+        vocab, markers = dict(inner.get_vocab()), {inner.bos_token, inner.eos_token}
+    else:
+        raise ValueError(f"model `{loaded.entry.key}`: cannot read the vocabulary of its tokenizer {type(tok).__name__}")
+    return {t: i for t, i in vocab.items() if t not in markers and not is_special(t)}
+
+
+def shared_rows(vocab_src: dict[str, int], vocab_dst: dict[str, int], n_src: int, n_dst: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Row ids ``(src_ids, dst_ids)`` of the non-special tokens both vocabularies have, paired, ordered by
+    source id. Ids outside a table (tokenizer larger than the table) are skipped."""
+    pairs = sorted((i, vocab_dst[t]) for t, i in vocab_src.items()
+                   if t in vocab_dst and not is_special(t) and i < n_src and vocab_dst[t] < n_dst)
+    if not pairs:
+        raise ValueError("the two models share no vocabulary tokens; a transfer map cannot be fitted")
+    arr = np.asarray(pairs, dtype=np.int64)
+    return arr[:, 0], arr[:, 1]
+
+
+def token_table(loaded: Any) -> torch.Tensor:
+    """A model's frozen input-embedding table ``[V, d]`` (fp32, cpu)."""
+    return loaded.text_embedding.weight.detach().to("cpu", torch.float32)
