@@ -82,6 +82,7 @@ class TrainConfig:
     adam_eps: float
     weight_decay: float
     trials_per_batch: int  # trials trained together in one batched forward pass
+    trials_per_batch_by_task: dict[str, int]  # per-task override (generation: an SD step at batch 8 fills a GPU)
     log_every: int  # steps between logged curve points
     checkpoint_every: int  # steps between trial-batch checkpoints (0 = never)
     precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
