@@ -261,3 +261,19 @@ def test_production_loader_reads_the_baked_cache_offline(baked, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split("\n")[:4] == ["tiny-sd (49408, 32)", "tiny-owlv2 (49408, 32)", "tiny-clip (49408, 32)",
                                         "tiny-clip-eval (49408, 32)"]
+
+
+def test_check_models_takes_a_config(repo_root, tmp_path, monkeypatch):
+    from visual_words.config import load_config
+
+    monkeypatch.delenv(ml.LOCK_ENV, raising=False)
+    paper = load_config("paper", repo_root / "params.yaml")
+    with pytest.raises(ml.ModelLockError, match="no model lock at .*absent.json"):
+        ml.check_models(paper, tmp_path / "absent.json")
+
+
+def test_module_entry_point_used_by_the_image_build(tmp_path, capsys):
+    assert ml.main(["lock", "tiny-sd", "--lock", str(tmp_path / "l.json"), "--cache", str(tmp_path)]) == 2
+    assert "nothing to bake" in capsys.readouterr().err
+    assert ml.main(["check", "sd21", "--lock", str(tmp_path / "l.json"), "--cache", str(tmp_path)]) == 2
+    assert "no model lock at" in capsys.readouterr().err

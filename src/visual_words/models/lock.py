@@ -318,12 +318,15 @@ def _problems(entry: ModelEntry, rec: dict[str, Any], cache: Path, hashes: bool)
     return out
 
 
-def check_models(keys: Iterable[str | ModelEntry], lock_path: str | os.PathLike | None = None,
+def check_models(keys, lock_path: str | os.PathLike | None = None,
                  cache: str | os.PathLike | None = None, hashes: bool = True) -> list[str]:
     """Verify the hub models among `keys` against the lock; returns the keys checked, raises ModelLockError.
 
-    Local checkpoints (tiny models, folders) are skipped: they are not pinned by a hub revision.
+    `keys`: registry keys or entries, or a Config (then its study's models and, by default, the lock beside its
+    params.yaml). Local checkpoints (tiny models, folders) are skipped: they are not pinned by a hub revision.
     """
+    if hasattr(keys, "study"):
+        return check_models_for_config(keys, lock_path, cache, hashes)
     entries = _unique_hub(k if isinstance(k, ModelEntry) else model(k) for k in keys)
     if not entries:
         return []
