@@ -47,7 +47,7 @@ class StudyConfig:
 class PrepareConfig:
     """Datasets -> per-concept manifests and feature caches."""
 
-    data_root: str  # raw datasets folder tracked by data.dvc
+    data_root: str  # raw datasets folder tracked by data.dvc (coco/, pascal/, dreambooth/ below it)
     imagenet_root: str  # ILSVRC CLS-LOC root supplied by the user ("" = not available)
     source: str  # "real" (the four datasets under data_root) or "synthetic" (smoke images built at run time)
     train_per_concept: int  # paper: 8
@@ -55,6 +55,11 @@ class PrepareConfig:
     dreambooth_holdout: int  # DreamBooth subjects have 4-6 photos: hold out this many per subject (D7)
     split_seed: int
     synthetic_image_size: int  # size of the smoke images drawn at run time
+    synthetic_root: str  # where the synthetic image set is drawn (never under data/, which data.dvc tracks)
+    voc_image_sets: str  # VOC split lists: ImageSets/<this>/{train,val}.txt (Main | Segmentation)
+    dreambooth_boxes: str  # the hand-checked DreamBooth box file (vw data dreambooth-boxes)
+    precompute_features: bool  # prepare also fills the feature cache for the study's models
+    feature_batch_size: int  # images per forward pass when computing image-side features
     manifests_dir: str
     cache_dir: str
 
