@@ -1,0 +1,9 @@
+"""Textual inversion in the three task models: the optimizer loop, the ε-ball, trial batching (DESIGN.md §3, §4).
+
+    from visual_words.train import train_trials
+    results = train_trials(cfg, trials)   # one <train.out_dir>/<task>/<slug>.safetensors (+ sidecar) per trial
+"""
+
+from visual_words.train.loop import TrialBatch, TrialResult, output_path, read_result, train_batch, train_trials
+
+__all__ = ["TrialBatch", "TrialResult", "output_path", "read_result", "train_batch", "train_trials"]
