@@ -1,0 +1,80 @@
+"""`vw bench eps-stats`: ε-ball statistics for 24,000 vectors against a 49,408 × 768 token table (the size of
+DFN CLIP's table), against the bare BLAS product on the same data, in the same run.
+
+Ours = the whole `eps_ball_stats` call (fp32 torch.mm per block + the fused Numba reduction: top-5, the anchor's
+rank, 2 ball counts, fp64 resolution of every undecided token). Baseline = the same blocked torch.mm alone, writing
+into a preallocated buffer (what any distance-based statistic must at least pay). The two are interleaved chunk by
+chunk (order alternating) so that load from other processes on a shared machine hits both alike.
+Goal: ratio ≤ 1.2.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
+
+V, D, Q = 49_408, 768, 24_000
+BLOCK = 1024  # analyze.block_size
+CHUNK = 4096  # queries per interleaved timing chunk (4 blocks: amortises the workspace allocation)
+K = 5  # analyze.nearest_k
+
+
+def make_data(seed: int = 0):
+    """A CLIP-like table (token norms vary) and trained-like vectors: on, inside, at and beyond their anchor's
+    ε-ball, plus a quarter far from the anchor as transferred vectors are."""
+    rng = np.random.default_rng(seed)
+    table = (rng.standard_normal((V, D), dtype=np.float32) * 0.015
+             * rng.lognormal(0, 0.25, (V, 1)).astype(np.float32))
+    anchors = rng.integers(0, V, Q)
+    dnn_scale = float(np.median(nearest_other_distance(table, anchors[:256])))  # typical d_nn
+    rel = rng.choice(np.array([0.1, 0.2, 0.5, 1.0, 3.0]), Q)
+    direction = rng.standard_normal((Q, D), dtype=np.float32)
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    queries = table[anchors] + direction * (rel * dnn_scale)[:, None].astype(np.float32)
+    far = rng.random(Q) < 0.25
+    queries[far] = rng.standard_normal((int(far.sum()), D), dtype=np.float32) * 0.015
+    radii = np.stack([rel * dnn_scale, np.full(Q, dnn_scale)], axis=1)
+    return table, anchors, np.ascontiguousarray(queries), radii
+
+
+def test_eps_stats(benchmark, report_ratio):
+    torch.set_num_threads(os.cpu_count() or 1)
+    table, anchors, queries, radii = make_data()
+    tab = prepare_table(table)
+    weights = torch.from_numpy(tab.weights)
+    buf = torch.empty(BLOCK, V)
+    eps_ball_stats(queries[:8], anchors[:8], tab, radii[:8], k=K)  # load the Numba kernels (cache=True)
+
+    def bare(s, e):
+        for b in range(s, e, BLOCK):
+            c = min(e, b + BLOCK)
+            torch.mm(torch.from_numpy(queries[b:c]), weights.T, out=buf[: c - b])
+
+    def ours(s, e):
+        return eps_ball_stats(queries[s:e], anchors[s:e], tab, radii[s:e], k=K, block_size=BLOCK)
+
+    times = {"stats": 0.0, "bare": 0.0}
+    snapped = []
+
+    def run():
+        for n, s in enumerate(range(0, Q, CHUNK)):
+            e = min(Q, s + CHUNK)
+            for which in (("bare", "stats") if n % 2 == 0 else ("stats", "bare")):
+                t = time.perf_counter()
+                if which == "bare":
+                    bare(s, e)
+                else:
+                    snapped.append(ours(s, e)["nearest_is_anchor"])
+                times[which] += time.perf_counter() - t
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    snapped = np.concatenate(snapped)
+    assert snapped.shape == (Q,)
+    report_ratio("eps-stats", times["stats"] / times["bare"], stats_s=times["stats"], bare_s=times["bare"],
+                 queries=Q, vocab=V, dim=D, k=K, radii=radii.shape[1], threads=torch.get_num_threads(),
+                 snapped_share=float(snapped.mean()))
