@@ -112,12 +112,17 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
-    """ε-ball statistics and t-SNE."""
+    """ε-ball statistics, t-SNE of pooled activations, truncated-encoder generations (PAPER.md §4, Fig. 7)."""
 
     block_size: int  # queries per BLAS block
     nearest_k: int  # nearest vocabulary tokens reported per vector
-    tsne_perplexity: float
+    ball_factors: list[float]  # also count the tokens within f·d_nn(anchor) of each vector, for each f
+    transferred: bool  # also analyse each vector's images under the transfer maps (needs `vw maps`)
+    tsne_perplexity: float  # capped below the number of points
     tsne_seed: int
+    tsne_delta: float  # the δ whose words the t-SNE figures show (the paper shows constrained words)
+    truncation_word: str  # dataset/concept/anchor generated with a truncated text encoder (Fig. 7); "" = auto
+    truncation_depths: int  # how many encoder depths, evenly spaced from 1 to all layers
     out_dir: str
 
 
@@ -125,9 +130,12 @@ class AnalyzeConfig:
 class ReportConfig:
     """Figures, comparison with the paper, the HTML page."""
 
-    out_dir: str
+    out_dir: str  # the report goes to <out_dir>/<profile>/
     formats: list[str]  # figure formats, e.g. [png, svg]
     dpi: int
+    tolerance: float  # |ours − paper| allowed for a paper number that has no CI (ARTIFACT.md claims table)
+    fig4_concepts: list[str]  # dataset/concept columns of Fig. 4 (missing ones are replaced by available ones)
+    fig5_concepts: list[str]  # dataset/concept rows of the Fig. 5-style anchor grids
 
 
 @dataclass(frozen=True)
