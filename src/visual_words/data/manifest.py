@@ -4,17 +4,22 @@ A manifest is one human-readable JSON file per dataset (``<prepare.manifests_dir
 
     {"dataset": "coco", "source": "real|synthetic", "seed": 0, "image_root": "<folder images are relative to>",
      "concepts": {"cup": {"train": [IMAGE, …], "eval": [IMAGE, …]}, …},
-     "counts": {"cup": {"train": 8, "eval": 10}, …}}
+     "counts": {"cup": {"train": 8, "eval": 10}, …},
+     "meta": {…}}                       # optional: how it was built (splits, per-concept counts asked, notes)
     IMAGE = {"file": "train2017/000000000009.jpg", "width": 640, "height": 480, "label": "cup",
              "boxes": [{"concept": "cup", "bbox": [x, y, w, h]}, …]}
 
 ``label`` is the concept of the image's largest box; ``boxes`` holds every box of the dataset's selected concepts in
 the image (COCO-style absolute xywh pixels), so detection can be scored on all 10 classes.
+
+A relative ``image_root`` is relative to the manifest file's folder (so a moved checkout keeps working);
+``read_manifest`` resolves it, so ``Manifest.path_of`` gives a path that works from any working directory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,6 +61,7 @@ class Manifest:
     seed: int
     image_root: str
     concepts: dict[str, ConceptSplit]
+    meta: dict = field(default_factory=dict)  # how the manifest was built (split names, counts asked, notes)
 
     def path_of(self, rec: ImageRecord) -> Path:
         return Path(self.image_root) / rec.file
@@ -67,7 +73,7 @@ class Manifest:
         return {"dataset": self.dataset, "source": self.source, "seed": self.seed, "image_root": self.image_root,
                 "concepts": {c: {"train": [_rec_dict(r) for r in s.train], "eval": [_rec_dict(r) for r in s.eval]}
                              for c, s in self.concepts.items()},
-                "counts": self.counts()}
+                "counts": self.counts(), **({"meta": self.meta} if self.meta else {})}
 
 
 def _rec_dict(r: ImageRecord) -> dict:
@@ -94,8 +100,10 @@ def read_manifest(path: str | Path) -> Manifest:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: manifest is not valid JSON ({e})") from None
     try:
+        root = Path(raw["image_root"])
+        root = root if root.is_absolute() else Path(os.path.normpath(path.parent.absolute() / root))
         return Manifest(dataset=raw["dataset"], source=raw["source"], seed=int(raw["seed"]),
-                        image_root=raw["image_root"],
+                        image_root=str(root), meta=raw.get("meta") or {},
                         concepts={c: ConceptSplit([_rec(r) for r in s["train"]], [_rec(r) for r in s["eval"]])
                                   for c, s in raw["concepts"].items()})
     except (KeyError, TypeError) as e:

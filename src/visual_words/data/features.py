@@ -1,0 +1,307 @@
+"""Image-side features that training and evaluation reuse, computed once per image and model, and their disk cache.
+
+Each function takes a `LoadedModel` and PIL images and goes through the libraries' own code paths:
+
+- `clip_image_embeds`: open_clip `model.encode_image` / transformers `CLIPModel.get_image_features`, L2-normalised.
+  open_clip images go through the checkpoint's own eval transform (`loaded.preprocess`, built by open_clip from the
+  checkpoint's preprocess config); transformers CLIP through `preprocess.clip_transform` (OpenAI's transform, tested
+  to reproduce OpenAI's reference output exactly).
+- `owl_image_embeds`: OWLv2's `image_embedder` (vision tower + merged class token + layer norm), `class_predictor`
+  (the class head's dense projection), `class_head.logit_shift` / `logit_scale` and `box_predictor`, on pixels from
+  the checkpoint's own image processor (`preprocess.owl_pixels`: pad to a square at the bottom/right, resize).
+  With a query embedding q (normalised), OWL's logits are `(class_embeds · q + logit_shift) * logit_scale` —
+  exactly what `Owlv2ForObjectDetection.forward` computes (tested).
+- `sd_latents`: `vae.encode(x).latent_dist.mean * vae.config.scaling_factor` on `preprocess.sd_transform` pixels
+  (optionally of the mirror image).
+
+Every output is on the CPU. CLIP embeddings, SD latents and OWL's logit shift/scale/boxes are float32; OWL's
+per-patch class embeddings keep the model's dtype (fp16 on a GPU halves a 3,600 × 512 per-image cache).
+
+`FeatureCache` stores one safetensors file per (kind, model fingerprint, image content hash) under
+`prepare.cache_dir`:
+
+    <cache_dir>/<kind>/<model key>-<fingerprint[:16]>/<sha256[:2]>/<sha256 of the image file>.safetensors
+
+The fingerprint hashes what the feature depends on: the weights (names, dtypes, shapes, bytes) of the modules the
+feature runs through, the preprocessing settings and the feature's code version. A changed model, preprocessing or
+image file therefore misses the cache and is recomputed; nothing is ever overwritten in place (atomic writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from visual_words.io import atomic_path, write_json
+from visual_words.models.loading import LoadedModel
+from visual_words.preprocess import clip_transform, load_rgb, owl_pixels, sd_transform
+
+# Bump a kind's version when its computation changes: old cache entries then stop matching.
+VERSIONS = {"clip_image_embeds": 1, "owl_image_embeds": 1, "sd_latents": 1, "sd_latents_flip": 1}
+OWL_KEYS = ("class_embeds", "logit_shift", "logit_scale", "boxes", "image_size")
+
+
+# ---- the features ------------------------------------------------------------------------------------------------
+
+
+def _clip_pixels(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    fam = loaded.entry.family
+    tf = loaded.preprocess if fam == "open-clip" and loaded.preprocess is not None \
+        else clip_transform(loaded.entry.image_size)
+    return torch.stack([tf(im.convert("RGB")) for im in images])
+
+
+@torch.no_grad()
+def clip_image_embeds(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """L2-normalised image features [N, D] of an open_clip or transformers CLIP model."""
+    fam = loaded.entry.family
+    x = _clip_pixels(loaded, images).to(loaded.device, loaded.dtype)
+    if fam == "open-clip":
+        feats = loaded.model.encode_image(x)
+    elif fam == "hf-clip":
+        out = loaded.model.get_image_features(pixel_values=x)
+        feats = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
+    else:
+        raise ValueError(f"model `{loaded.entry.key}` (family {fam}) has no CLIP image tower")
+    return F.normalize(feats.float(), dim=-1).cpu()
+
+
+def _owl_core(loaded: LoadedModel):
+    if loaded.entry.family != "owl-vit":
+        raise ValueError(f"model `{loaded.entry.key}` (family {loaded.entry.family}) is not an OWL detector")
+    m = loaded.model
+    return m.owlv2 if hasattr(m, "owlv2") else m.owlvit
+
+
+@torch.no_grad()
+def owl_image_embeds(loaded: LoadedModel, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+    """OWL's per-patch outputs of each image, everything the detector needs besides the text query:
+
+    - `class_embeds` [N, P, D]: the class head's projection of every patch, L2-normalised (as the head normalises
+      it before comparing with the query);
+    - `logit_shift`, `logit_scale` [N, P]: the head's per-patch shift and the scale it multiplies by
+      (elu(·) + 1 applied), so logits = (class_embeds · q + logit_shift) * logit_scale;
+    - `boxes` [N, P, 4]: predicted boxes, cxcywh in [0, 1] of the padded square input;
+    - `image_size` [N, 2]: (height, width) of each original image. OWLv2 pads at the bottom/right to a square of
+      side max(h, w), so a box in pixels of the original image is `boxes * max(h, w)` (OWL-ViT v1 does not pad:
+      there x scales by w and y by h)."""
+    _owl_core(loaded)
+    m = loaded.model
+    pixels = owl_pixels(loaded.processor, list(images)).to(loaded.device, loaded.dtype)
+    feature_map, _ = m.image_embedder(pixel_values=pixels)  # [N, h, w, d]
+    n, gh, gw, d = feature_map.shape
+    feats = feature_map.reshape(n, gh * gw, d)
+    _, class_embeds = m.class_predictor(feats)  # query_embeds=None: the head's unnormalised projection
+    class_embeds = class_embeds / (torch.linalg.norm(class_embeds, dim=-1, keepdim=True) + 1e-6)  # as the head does
+    head = m.class_head
+    shift = head.logit_shift(feats)[..., 0]
+    scale = head.elu(head.logit_scale(feats))[..., 0] + 1
+    boxes = m.box_predictor(feats, feature_map)
+    sizes = torch.tensor([(im.height, im.width) for im in images], dtype=torch.int64)
+    return {"class_embeds": class_embeds.cpu(), "logit_shift": shift.float().cpu(), "logit_scale": scale.float().cpu(),
+            "boxes": boxes.float().cpu(), "image_size": sizes}
+
+
+@torch.no_grad()
+def sd_latents(loaded: LoadedModel, images: Sequence[Image.Image], flip: bool = False) -> torch.Tensor:
+    """VAE latent means × scaling_factor [N, 4, h, w] at the model's resolution (of the mirror images with flip)."""
+    if loaded.entry.family != "stable-diffusion":
+        raise ValueError(f"model `{loaded.entry.key}` (family {loaded.entry.family}) has no VAE")
+    vae = loaded.pipeline.vae
+    tf = sd_transform(loaded.entry.image_size)
+    x = torch.stack([tf(ImageOps.mirror(im.convert("RGB")) if flip else im.convert("RGB")) for im in images])
+    latents = vae.encode(x.to(loaded.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+    return latents.float().cpu()
+
+
+def _sd_flip(loaded, images):
+    return sd_latents(loaded, images, flip=True)
+
+
+COMPUTE: dict[str, Callable] = {"clip_image_embeds": clip_image_embeds, "owl_image_embeds": owl_image_embeds,
+                                "sd_latents": sd_latents, "sd_latents_flip": _sd_flip}
+
+
+# ---- fingerprints --------------------------------------------------------------------------------------------------
+
+
+def _modules(kind: str, loaded: LoadedModel) -> list[tuple[str, torch.nn.Module]]:
+    """The modules a feature runs through: only their weights enter its fingerprint."""
+    fam = loaded.entry.family
+    if kind.startswith("sd_latents"):
+        if fam != "stable-diffusion":
+            raise ValueError(f"feature `{kind}` needs a stable-diffusion model, got `{loaded.entry.key}` ({fam})")
+        return [("vae", loaded.pipeline.vae)]
+    if kind == "owl_image_embeds":
+        m, core = loaded.model, _owl_core(loaded)
+        return [("vision_model", core.vision_model), ("layer_norm", m.layer_norm), ("class_head", m.class_head),
+                ("box_head", m.box_head)]
+    if kind == "clip_image_embeds":
+        if fam == "open-clip":
+            return [("visual", loaded.model.visual)]
+        if fam == "hf-clip":
+            return [("vision_model", loaded.model.vision_model), ("visual_projection", loaded.model.visual_projection)]
+        raise ValueError(f"feature `{kind}` needs a CLIP model, got `{loaded.entry.key}` ({fam})")
+    raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(COMPUTE)})")
+
+
+def _preprocess_settings(kind: str, loaded: LoadedModel) -> Any:
+    if kind == "owl_image_embeds":
+        return loaded.processor.image_processor.to_dict()
+    if kind == "clip_image_embeds" and loaded.entry.family == "open-clip" and loaded.preprocess is not None:
+        return repr(loaded.preprocess)
+    if kind.startswith("sd_latents"):
+        return {"image_size": loaded.entry.image_size, "scaling_factor": loaded.pipeline.vae.config.scaling_factor}
+    return {"image_size": loaded.entry.image_size}
+
+
+def weights_digest(modules: Sequence[tuple[str, torch.nn.Module]]) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes) of the modules."""
+    h = hashlib.sha256()
+    for prefix, mod in modules:
+        for name, t in mod.state_dict(keep_vars=True).items():
+            t = t.detach()
+            h.update(f"{prefix}.{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+# Hashing a real checkpoint's weights takes a fraction of a second; remember it per live module and recompute only
+# when a tensor was modified in place (its version counter moved) or replaced (another object).
+_DIGESTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _state_key(modules) -> tuple:
+    return tuple((id(t), t._version) for _, mod in modules for t in mod.state_dict(keep_vars=True).values())
+
+
+def fingerprint(kind: str, loaded: LoadedModel) -> str:
+    """The cache key of a model for one feature kind: weights + preprocessing + code version."""
+    modules = _modules(kind, loaded)
+    anchor = modules[0][1]
+    memo = _DIGESTS.setdefault(anchor, {})
+    state = _state_key(modules)
+    if memo.get("state") != state:
+        memo["state"], memo["digest"] = state, weights_digest(modules)
+    spec = {"kind": kind, "version": VERSIONS[kind], "weights": memo["digest"],
+            "preprocess": _preprocess_settings(kind, loaded)}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 of an image file's bytes (remembered per path, size and modification time)."""
+    from visual_words.data.dreambooth import file_sha256
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = file_sha256(path)
+    return _FILE_HASHES[key]
+
+
+# ---- the cache ---------------------------------------------------------------------------------------------------
+
+
+class FeatureCache:
+    """Image-side features on disk, keyed by model fingerprint and image content hash.
+
+    `FeatureCache(cfg)` (reads prepare.cache_dir and prepare.feature_batch_size) or `FeatureCache("some/dir")`.
+    `get(kind, loaded, manifest, records)` returns what the feature function returns for those images, in order;
+    `hits` / `misses` count images served from disk / computed since the cache object was made."""
+
+    def __init__(self, cfg_or_dir, batch_size: int | None = None, progress: bool = False):
+        if isinstance(cfg_or_dir, (str, os.PathLike)):
+            self.root, default_batch = Path(cfg_or_dir), 8
+        else:
+            self.root, default_batch = cfg_or_dir.path(cfg_or_dir.prepare.cache_dir), cfg_or_dir.prepare.feature_batch_size
+        self.batch_size = batch_size or default_batch
+        self.progress = progress
+        self.hits = self.misses = 0
+
+    def folder(self, kind: str, loaded: LoadedModel) -> Path:
+        return self.root / kind / f"{loaded.entry.key}-{fingerprint(kind, loaded)[:16]}"
+
+    def get(self, kind: str, loaded: LoadedModel, manifest, records) -> Any:
+        return self.get_files(kind, loaded, [manifest.path_of(r) for r in records])
+
+    def get_files(self, kind: str, loaded: LoadedModel, paths: Sequence[str | Path]) -> Any:
+        """The feature of each image file (computed for the ones not cached yet, in batches)."""
+        if kind not in COMPUTE:
+            raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(COMPUTE)})")
+        folder = self.folder(kind, loaded)
+        self._describe(folder, kind, loaded)
+        hashes = [content_hash(p) for p in paths]
+        found: dict[str, dict[str, torch.Tensor]] = {}
+        todo: dict[str, Path] = {}  # content hash -> a file with that content (identical files computed once)
+        for p, h in zip(paths, hashes):
+            if h in found or h in todo:
+                continue
+            cached = self._read(folder / h[:2] / f"{h}.safetensors")
+            if cached is None:
+                todo[h] = Path(p)
+            else:
+                found[h] = cached
+        self.hits += len(paths) - len(todo)
+        self.misses += len(todo)
+        todo = [(p, h) for h, p in todo.items()]
+        bar = tqdm(total=len(todo), desc=f"{kind} ({loaded.entry.key})", unit="img",
+                   disable=not self.progress or not todo)
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            out = COMPUTE[kind](loaded, [load_rgb(p) for p, _ in chunk])
+            for j, (p, h) in enumerate(chunk):
+                item = {k: v[j] for k, v in out.items()} if isinstance(out, dict) else {"value": out[j]}
+                self._write(folder / h[:2] / f"{h}.safetensors", item, kind, loaded, p)
+                found[h] = item
+            bar.update(len(chunk))
+        bar.close()
+        items = [found[h] for h in hashes]
+        if kind == "owl_image_embeds":
+            return {k: torch.stack([it[k] for it in items]) for k in OWL_KEYS}
+        return torch.stack([it["value"] for it in items])
+
+    # -- files --
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, torch.Tensor] | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            return None
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError):  # a damaged entry is a miss: recomputed and replaced
+            return None
+
+    @staticmethod
+    def _write(path: Path, item: dict[str, torch.Tensor], kind: str, loaded: LoadedModel, source: Path) -> None:
+        from safetensors.torch import save_file
+
+        meta = {"kind": kind, "model_key": loaded.entry.key, "image_file": str(source)}
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in item.items()}, str(tmp), metadata=meta)
+
+    @staticmethod
+    def _describe(folder: Path, kind: str, loaded: LoadedModel) -> None:
+        """A small JSON beside the entries saying which model and settings they belong to (for people)."""
+        info = folder / "model.json"
+        if not info.exists():
+            write_json(info, {"kind": kind, "version": VERSIONS[kind], "model_key": loaded.entry.key,
+                              "model_id": loaded.entry.id, "revision": loaded.entry.revision,
+                              "dtype": str(loaded.dtype), "fingerprint": fingerprint(kind, loaded)})

@@ -1,0 +1,262 @@
+"""`vw data fetch DATASET`: put a dataset under `prepare.data_root` from its public source, checked.
+
+COCO 2017, VOC 2012 and DreamBooth are downloaded from the URLs in registry/datasets.yaml, checked against their
+known md5 (DreamBooth: every photo the study uses against its sha256), and unpacked into `<data_root>/<folder>`.
+ImageNet is never downloaded (its terms forbid redistribution): `fetch imagenet --from PATH` only checks the user's
+copy and says how to point `prepare.imagenet_root` at it.
+
+Without internet access the download fails with a message saying so, and the same command works from what the user
+already has: `--from PATH` takes a folder holding the official archives (checked, then unpacked) or the unpacked
+dataset itself (its layout checked, then linked — or copied with `--copy`).
+
+Fetching is a command, not a DVC stage: its output is `data/raw`, which `data.dvc` tracks, and a stage may not
+write into a tracked folder. After a fetch, `dvc commit data.dvc` records the new contents (the command says so). Each
+fetch also writes what it fetched (source, checksums, time) to `fetched.json` beside data_root; the `prepare` stage
+depends on that file, so `dvc repro` re-runs prepare after a fetch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from visual_words.io import write_json
+
+CHUNK = 1 << 20
+
+
+@functools.cache
+def sources() -> dict[str, dict]:
+    return yaml.safe_load(resources.files("visual_words.registry").joinpath("datasets.yaml").read_text())
+
+
+def source(dataset: str) -> dict:
+    table = sources()
+    if dataset not in table:
+        raise KeyError(f"unknown dataset `{dataset}` (registry/datasets.yaml has: {', '.join(table)})")
+    return table[dataset]
+
+
+def md5sum(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def archive_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def download(url: str, dest: Path, timeout: float = 20.0) -> Path:
+    """Stream `url` to `dest` (via a .part file); a network failure says clearly that there is no access."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                for chunk in iter(lambda: r.read(CHUNK), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+        part.unlink(missing_ok=True)
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(f"cannot download {url} ({reason}): this machine seems to have no internet access") from None
+    os.replace(part, dest)
+    return dest
+
+
+def check_archive(path: Path, md5: str | None) -> None:
+    if md5 and (got := md5sum(path)) != md5:
+        raise ValueError(f"{path}: md5 {got} does not match the published {md5} (a broken or different download; "
+                         "delete it and fetch again)")
+
+
+def unpack(archive: Path, into: Path, member_prefix: str = "") -> None:
+    """Unpack a zip or tar into `into`, keeping only members under `member_prefix` (stripped)."""
+    def wanted(name: str) -> str | None:
+        if not name.startswith(member_prefix):
+            return None
+        rel = name[len(member_prefix):]
+        return rel or None
+
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            for info in tqdm(z.infolist(), desc=f"unpacking {archive.name}", unit="file"):
+                rel = wanted(info.filename)
+                if rel is None or info.is_dir():
+                    continue
+                target = (into / rel).resolve()
+                if not target.is_relative_to(into.resolve()):
+                    raise ValueError(f"{archive}: member {info.filename} would unpack outside {into}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            members = []
+            for m in t.getmembers():
+                rel = wanted(m.name)
+                if rel is not None:
+                    m.name = rel
+                    members.append(m)
+            t.extractall(into, members=members, filter="data")  # "data": no absolute paths, links out, devices
+    else:
+        raise ValueError(f"{archive}: neither a zip nor a tar archive")
+
+
+def missing_layout(folder: Path, spec: dict) -> list[str]:
+    return [p for p in spec.get("layout", []) if not (folder / p).exists()]
+
+
+def check_files(folder: Path, spec: dict) -> None:
+    """DreamBooth: every photo the study uses must be there, byte for byte (sha256)."""
+    from visual_words.data.dreambooth import file_sha256
+
+    for rel, sha in (spec.get("files_sha256") or {}).items():
+        path = folder / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing from the {spec['name']} copy")
+        if file_sha256(path) != sha:
+            raise ValueError(f"{path}: sha256 differs from the published photo (a different or damaged copy)")
+
+
+def record(data_root: Path, dataset: str, entry: dict) -> Path:
+    """Add what was fetched to `<data_root>/../fetched.json` (the prepare stage depends on this file)."""
+    path = data_root.parent / "fetched.json"
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table[dataset] = entry | {"fetched_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return write_json(path, table)
+
+
+def _install_folder(src: Path, target: Path, copy: bool) -> None:
+    if target.is_symlink() or target.exists():
+        raise FileExistsError(f"{target} already exists; remove it (or use --force) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if copy:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        target.symlink_to(src.resolve(), target_is_directory=True)
+
+
+def _remove(target: Path) -> None:
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+
+
+def fetch(dataset: str, data_root: str | Path, src: str | Path | None = None, copy: bool = False,
+          force: bool = False, downloads: str | Path | None = None, spec: dict | None = None,
+          timeout: float = 20.0) -> Path:
+    """Fetch `dataset` into `<data_root>/<folder>` (see the module doc); returns that folder."""
+    spec = spec or source(dataset)
+    data_root = Path(data_root)
+    if spec.get("user_supplied"):
+        from visual_words.data.imagenet import check_root
+
+        root = check_root(src or "")
+        missing = missing_layout(root, spec)
+        if missing:
+            raise FileNotFoundError(f"{root}: not a complete {spec['name']} copy ({missing[0]} is missing)")
+        record(data_root, dataset, {"source": str(root), "kind": "user-supplied folder"})
+        print(f"[fetch] {dataset}: {root} looks complete; set `prepare.imagenet_root: {root}` in params.yaml "
+              f"(or --set prepare.imagenet_root={root})")
+        return root
+    target = data_root / spec["folder"]
+    if target.exists() or target.is_symlink():
+        if not force:
+            if not missing_layout(target, spec):
+                check_files(target, spec)
+                print(f"[fetch] {dataset}: already at {target} (use --force to fetch again)")
+                return target
+            raise FileExistsError(f"{target} exists but is incomplete ({missing_layout(target, spec)[0]} missing); "
+                                  "use --force to replace it")
+    archives = spec.get("archives", [])
+    entry: dict = {"source": None, "archives": {}}
+    if src is not None:
+        src = Path(src).expanduser()
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: --from folder does not exist")
+        if src.is_dir() and not missing_layout(src, spec):  # an unpacked copy
+            check_files(src, spec)
+            if force:
+                _remove(target)
+            _install_folder(src, target, copy)
+            entry.update(source=str(src.resolve()), kind="copied folder" if copy else "linked folder")
+            record(data_root, dataset, entry)
+            _done(dataset, target)
+            return target
+        folder = src if src.is_dir() else src.parent
+        files = [folder / archive_name(a["url"]) for a in archives]
+        absent = [f for f in files if not f.is_file()]
+        if absent:
+            raise FileNotFoundError(f"{src}: neither an unpacked {spec['name']} (missing "
+                                    f"{missing_layout(src, spec)[0] if src.is_dir() else src}) nor the archive "
+                                    f"{absent[0].name} (from {archives[files.index(absent[0])]['url']})")
+        entry.update(source=str(folder.resolve()), kind="local archives")
+    else:
+        downloads = Path(downloads) if downloads else Path("artifacts/downloads")
+        files = []
+        for a in archives:
+            dest = downloads / archive_name(a["url"])
+            if not (dest.is_file() and (not a.get("md5") or md5sum(dest) == a["md5"])):
+                try:
+                    download(a["url"], dest, timeout)
+                except ConnectionError as e:
+                    raise ConnectionError(
+                        f"{e}. Download the {spec['name']} archive(s) yourself — "
+                        + ", ".join(f"{x['url']}" + (f" (md5 {x['md5']})" if x.get("md5") else "") for x in archives)
+                        + f" — into a folder and run `vw data fetch {dataset} --from FOLDER`, or point --from at an "
+                        "unpacked copy you already have") from None
+            files.append(dest)
+        entry.update(source="download", kind="public archives")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec['folder']}.", dir=_mkdir(data_root)))
+    try:
+        for a, f in zip(archives, files):
+            check_archive(f, a.get("md5"))
+            unpack(f, tmp, a.get("member_prefix", ""))
+            entry["archives"][a["url"]] = a.get("md5") or "unchecked archive; files checked by sha256"
+        missing = missing_layout(tmp, spec)
+        if missing:
+            raise ValueError(f"the {spec['name']} archives did not contain {missing[0]}")
+        check_files(tmp, spec)
+        if force:
+            _remove(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record(data_root, dataset, entry)
+    _done(dataset, target)
+    return target
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _done(dataset: str, target: Path) -> None:
+    print(f"[fetch] {dataset}: ready at {target}. Record it with DVC: `dvc commit data.dvc` (data.dvc tracks "
+          "the raw datasets folder)")

@@ -1,0 +1,171 @@
+"""The `prepare` stage: datasets -> one manifest per dataset (+ the feature cache warmed for the study's models).
+
+1. Read each dataset of `study.datasets` from its real on-disk format: under `prepare.data_root` (COCO, VOC,
+   DreamBooth), `prepare.imagenet_root` (ImageNet), or — `prepare.source: synthetic` — from the smoke image set drawn
+   under `prepare.synthetic_root` in the same layouts.
+2. Split the first `study.concepts_per_dataset` concepts of each (D7, `splits.py`).
+3. Decode every selected image and check its size against the annotation: an unreadable, truncated or mismatched
+   file is an error naming it.
+4. Only when every dataset succeeded, write the manifests (each atomically) and provenance.json: a failed prepare
+   leaves the previous manifests as they were.
+5. With `prepare.precompute_features`, fill the feature cache (`features.py`) for the study's task models: SD
+   latents of the training images, OWL and CLIP embeddings of the training and held-out images.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from visual_words import registry
+from visual_words.config import ConfigError
+from visual_words.data.index import DatasetIndex
+from visual_words.data.manifest import Manifest, manifest_path, read_manifest, write_manifest
+from visual_words.preprocess import load_rgb
+from visual_words.provenance import write_provenance
+
+DATASETS = ("imagenet", "dreambooth", "coco", "pascal")
+FOLDERS = {"coco": "coco", "pascal": "pascal", "dreambooth": "dreambooth"}  # below prepare.data_root
+
+
+def selected_concepts(cfg, dataset: str) -> list[registry.Concept]:
+    return registry.concepts(dataset)[: cfg.study.concepts_per_dataset]
+
+
+def dataset_root(cfg, dataset: str) -> Path:
+    """Where a dataset's files are read from for this config (real or synthetic)."""
+    if cfg.prepare.source == "synthetic":
+        from visual_words.data.synthetic import dataset_root as syn_root, ensure_synthetic
+
+        return syn_root(ensure_synthetic(cfg, dataset), dataset)
+    if cfg.prepare.source != "real":
+        raise ConfigError(f"{cfg.source}: `prepare.source` must be `real` or `synthetic`, got {cfg.prepare.source!r}")
+    if dataset == "imagenet":
+        from visual_words.data.imagenet import check_root
+
+        return check_root(cfg.prepare.imagenet_root if not cfg.prepare.imagenet_root
+                          else cfg.path(cfg.prepare.imagenet_root))
+    return cfg.path(cfg.prepare.data_root) / FOLDERS[dataset]
+
+
+def load_index(cfg, dataset: str, allow_unchecked: bool = False) -> DatasetIndex:
+    """The dataset as its loader reads it, restricted to what the study needs where the format allows."""
+    root = dataset_root(cfg, dataset)
+    concepts = selected_concepts(cfg, dataset)
+    if dataset == "coco":
+        from visual_words.data.coco import load_coco
+
+        return load_coco(root)
+    if dataset == "pascal":
+        from visual_words.data.voc import load_voc
+
+        return load_voc(root, cfg.prepare.voc_image_sets)
+    if dataset == "imagenet":
+        from visual_words.data.imagenet import load_imagenet
+
+        return load_imagenet(root, {c.cls for c in concepts})
+    if dataset == "dreambooth":
+        from visual_words.data.dreambooth import load_dreambooth
+
+        boxes = root / "dreambooth_boxes.json" if cfg.prepare.source == "synthetic" \
+            else cfg.path(cfg.prepare.dreambooth_boxes)
+        return load_dreambooth(root, boxes, [c.cls for c in concepts], allow_unchecked=allow_unchecked)
+    raise ValueError(f"unknown dataset `{dataset}` (known: {', '.join(DATASETS)})")
+
+
+def build(cfg, dataset: str) -> tuple[Manifest, DatasetIndex]:
+    from visual_words.data.splits import build_holdout_manifest, build_manifest
+
+    index = load_index(cfg, dataset)
+    p = cfg.prepare
+    common = dict(seed=p.split_seed, source=p.source, manifest_dir=manifest_path(cfg, dataset).parent,
+                  repo=Path(cfg.root))
+    concepts = selected_concepts(cfg, dataset)
+    if dataset == "dreambooth":
+        m = build_holdout_manifest(index, concepts, holdout=p.dreambooth_holdout, train_per_concept=p.train_per_concept,
+                                   **common)
+    else:
+        m = build_manifest(index, concepts, train_per_concept=p.train_per_concept,
+                           eval_per_concept=p.eval_per_concept, **common)
+    return m, index
+
+
+def verify_images(m: Manifest, root: Path, progress: bool = True) -> None:
+    """Decode every image of the manifest; its size must match the annotation the boxes were drawn on."""
+    records = [r for s in m.concepts.values() for r in (*s.train, *s.eval)]
+    for r in tqdm(records, desc=f"{m.dataset}: checking images", unit="img", disable=not progress):
+        path = root / r.file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image of the {m.dataset} manifest not found")
+        im = load_rgb(path)
+        if (im.width, im.height) != (r.width, r.height):
+            raise ValueError(f"{path}: image is {im.width}x{im.height} but its annotation says "
+                             f"{r.width}x{r.height}; the boxes would not fit it")
+
+
+def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
+    """(model key, feature kind, records) the study's task models need from a manifest."""
+    train = [r for s in manifest.concepts.values() for r in s.train]
+    both = train + [r for s in manifest.concepts.values() for r in s.eval]
+    jobs = []
+    for role in ("generation", "detection", "classification"):
+        key = cfg.study.models.get(role)
+        if not key:
+            continue
+        family = registry.model(key).family
+        if family == "stable-diffusion":
+            jobs.append((key, "sd_latents", train))
+        elif family == "owl-vit":
+            jobs.append((key, "owl_image_embeds", both))
+        else:
+            jobs.append((key, "clip_image_embeds", both))
+    return jobs
+
+
+def precompute_features(cfg, manifests: dict[str, Manifest], progress: bool = True) -> dict[str, int]:
+    """Fill the cache for every (model, kind) the study needs; loads one model at a time. Returns images computed."""
+    from visual_words.data.features import FeatureCache
+    from visual_words.models.loading import load_model
+
+    by_model: dict[str, list[tuple[str, Manifest, list]]] = {}
+    for m in manifests.values():
+        for key, kind, records in feature_jobs(cfg, m):
+            by_model.setdefault(key, []).append((kind, m, records))
+    cache = FeatureCache(cfg, progress=progress)
+    computed = {}
+    for key, jobs in by_model.items():
+        loaded = load_model(key, device=cfg.study.device, root=cfg.root)
+        before = cache.misses
+        for kind, m, records in jobs:
+            cache.get(kind, loaded, m, records)
+        computed[key] = cache.misses - before
+        del loaded
+    return computed
+
+
+def prepare(cfg, datasets: list[str] | None = None, features: bool | None = None,
+            progress: bool = True) -> dict[str, Path]:
+    """Run the stage; returns dataset -> manifest path. Nothing is written unless every dataset succeeded."""
+    t0 = time.time()
+    datasets = list(datasets or cfg.study.datasets)
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise ValueError(f"unknown dataset `{unknown[0]}` (known: {', '.join(DATASETS)})")
+    built = {}
+    for ds in datasets:
+        m, index = build(cfg, ds)
+        verify_images(m, index.root, progress)
+        built[ds] = m
+    paths = {ds: write_manifest(manifest_path(cfg, ds), m) for ds, m in built.items()}
+    for ds, path in paths.items():
+        counts = built[ds].counts()
+        total = sum(c["train"] + c["eval"] for c in counts.values())
+        print(f"[prepare] {ds}: {len(counts)} concepts, {total} images -> {path}")
+    if cfg.prepare.precompute_features if features is None else features:
+        done = precompute_features(cfg, {ds: read_manifest(p) for ds, p in paths.items()}, progress)
+        for key, n in done.items():
+            print(f"[prepare] features of {key}: {n} image(s) computed, the rest already cached")
+    write_provenance(cfg.path(cfg.prepare.manifests_dir), cfg, "prepare", time.time() - t0)
+    return paths
