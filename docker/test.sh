@@ -46,7 +46,7 @@ else
   msg=$("$DOCKER" run --rm --network none "$VW_IMAGE" check-models 2>&1); rc=$?
   set -e
   { [ "$rc" = 2 ] && grep -q "BAKE_MODELS=1" <<<"$msg"; } || fail "check-models without baked weights: exit $rc, $msg"
-  echo "[docker-test] no baked weights: the paper check stops with: ${msg%%.*}."
+  echo "[docker-test] no baked weights; the paper check stops with: $(grep -m1 'error:' <<<"$msg" | cut -c1-160)…"
 fi
 
 # 4. the smoke study, offline, as the image's non-root user (or as the caller's uid when not root)
