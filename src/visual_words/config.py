@@ -104,6 +104,10 @@ class EvaluateConfig:
     guidance_scale: float
     keep_images_per_trial: int  # generated images kept for qualitative figures
     detection_score_threshold: float
+    detection_max_dets: int  # best-scoring OWL patches kept per image (COCOeval scores at most 100 per image)
+    trials_per_batch: int  # trials whose text side runs in one forward (detection, classification)
+    generation_batch_size: int  # images per SD pipeline call
+    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 — frozen weights of the task models
     bootstrap_resamples: int
     bootstrap_seed: int
     ci_level: float
