@@ -52,12 +52,13 @@ def signed_cosine_direction(positives: torch.Tensor, negatives: torch.Tensor) ->
     return direction.to(torch.float32)
 
 
-def gt_boxes_normalised(rec: ImageRecord, concept: str) -> torch.Tensor:
-    """The concept's boxes in `rec` as xyxy in [0, 1] of OWL's padded square input.
+def gt_boxes_normalised(rec: ImageRecord, concept: str, height: int, width: int, padded: bool = True) -> torch.Tensor:
+    """The concept's boxes in `rec` (xywh pixels of a height × width image) as xyxy in [0, 1] of OWL's input.
 
-    OWLv2's processor pads the image to a square at the bottom/right, so both axes scale by the longer side."""
-    side = float(max(rec.width, rec.height))
-    boxes = [(x / side, y / side, (x + w) / side, (y + h) / side) for x, y, w, h in (b.bbox for b in rec.boxes_of(concept))]
+    OWLv2's processor pads the image to a square at the bottom/right, so both axes scale by the longer side;
+    OWL-ViT v1 resizes without padding (x by the width, y by the height)."""
+    sx, sy = (float(max(height, width)),) * 2 if padded else (float(width), float(height))
+    boxes = [(x / sx, y / sy, (x + w) / sx, (y + h) / sy) for x, y, w, h in (b.bbox for b in rec.boxes_of(concept))]
     return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
 
 
@@ -117,8 +118,10 @@ def _concept_data(cfg, adapter: Adapter, kind: str, manifest: Manifest, concept:
     if kind == "detection":
         feats = _features(cfg, "owl_image_embeds", loaded, manifest, train)
         embeds = feats["class_embeds"].float().cpu()  # [N, P, D] normalised
-        boxes = feats["boxes"].float().cpu()  # [N, P, 4] cxcywh of the padded square
-        masks = torch.stack([owl_positive_mask(boxes[i], gt_boxes_normalised(rec, concept))
+        boxes = feats["boxes"].float().cpu()  # [N, P, 4] cxcywh of the (padded) model input
+        sizes = feats["image_size"].tolist()  # [N, 2] (height, width) of each original image
+        padded = hasattr(loaded.model, "owlv2")
+        masks = torch.stack([owl_positive_mask(boxes[i], gt_boxes_normalised(rec, concept, *sizes[i], padded))
                              for i, rec in enumerate(train)])
         if not masks.any():
             raise ValueError(f"manifest {manifest.dataset}: no training image of `{concept}` has a box of it, so "
