@@ -2,12 +2,13 @@
 # `make docker-test`: build the image, then run the whole smoke study inside it with no network and check its report.
 #   1. a Docker daemon: the running one, else (root) dockerd started here without touching the host network
 #   2. the base image (debootstrap'd bookworm) if missing, then the image (docker/build.sh does the same)
-#   3. quick facts: non-root user, `vw --help`, the paper run's model-lock check (fails with instructions when the
-#      image has no baked weights, passes when it has)
+#   3. quick facts: non-root user, `vw --help`, pip freeze == requirements.lock, the paper run's model-lock check
+#      (fails with instructions when the image has no baked weights, passes when it has)
 #   4. `docker run --rm --network none -v OUT:/workspace IMAGE reproduce --profile smoke`, then
 #      OUT/reports/smoke/index.html must exist
 #   5. stop the daemon if we started it; print the times and the image size
-# env: VW_DOCKER_OPTIONAL=1 turns "no Docker daemon can be had" into a clearly printed skip with exit 0 (CI);
+# env: BAKE_MODELS=1 bakes the paper's checkpoints into the image (needs the hub);
+#      VW_DOCKER_OPTIONAL=1 turns "no Docker daemon can be had" into a clearly printed skip with exit 0 (CI);
 #      VW_DOCKER_OUT (the smoke workspace, default build/docker-smoke); and those of docker/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,9 @@ size=$("$DOCKER" image inspect -f '{{.Size}}' "$VW_IMAGE")
 uid=$("$DOCKER" run --rm --network none --entrypoint id "$VW_IMAGE" -u)
 [ "$uid" != 0 ] || fail "the image runs as root"
 "$DOCKER" run --rm --network none "$VW_IMAGE" --help | grep -q "reproduce" || fail "vw --help does not list reproduce"
+"$DOCKER" run --rm --network none --entrypoint /opt/venv/bin/pip "$VW_IMAGE" freeze --exclude visual-words \
+  | diff <(grep -v '^#' requirements.lock | sed '/^$/d') - >&2 || fail "pip freeze in the image differs from requirements.lock"
+echo "[docker-test] the image's pip freeze equals requirements.lock"
 if "$DOCKER" run --rm --network none --entrypoint test "$VW_IMAGE" -s /opt/models/models.lock.json; then
   "$DOCKER" run --rm --network none "$VW_IMAGE" check-models || fail "the baked models do not match their lock"
   echo "[docker-test] baked models match the lock"
