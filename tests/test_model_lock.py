@@ -277,3 +277,13 @@ def test_module_entry_point_used_by_the_image_build(tmp_path, capsys):
     assert "nothing to bake" in capsys.readouterr().err
     assert ml.main(["check", "sd21", "--lock", str(tmp_path / "l.json"), "--cache", str(tmp_path)]) == 2
     assert "no model lock at" in capsys.readouterr().err
+
+
+def test_reproduce_paper_stops_at_the_lock_check_before_any_stage(tmp_path, repo_root, monkeypatch, capsys):
+    shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.setenv(ml.LOCK_ENV, str(tmp_path / "absent.json"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--profile", "paper", "--params", str(tmp_path / "params.yaml")]) == 2
+    out = capsys.readouterr()
+    assert "no model lock at" in out.err and "BAKE_MODELS=1" in out.err
+    assert "[reproduce] stage" not in out.out and not (tmp_path / "artifacts").exists()
