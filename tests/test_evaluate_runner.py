@@ -244,3 +244,26 @@ def test_missing_maps_and_embeddings_are_clear_errors(study, repo_root, tmp_path
         run_evaluation(load_config("smoke", repo_root / "params.yaml", {"train.out_dir": str(tmp_path)}),
                        progress=False)
     assert registry.model(cfg.study.models["evaluator"]).family == "hf-clip"
+
+
+@pytest.mark.slow
+def test_tokens_from_a_model_outside_the_study_are_transferred_through_maps_fitted_on_demand(study, repo_root,
+                                                                                             tmp_path):
+    from visual_words.models.loading import load_model
+    from visual_words.transfer.files import load_map, map_path
+
+    base, _ = study
+    cfg = load_config("smoke", repo_root / "params.yaml", {
+        **{k: str(base.path(getattr(getattr(base, k.split(".")[0]), k.split(".")[1])))
+           for k in ("prepare.manifests_dir", "prepare.cache_dir")},
+        "train.out_dir": str(tmp_path / "emb"), "maps.out_dir": str(tmp_path / "maps"),
+        "evaluate.out_dir": str(tmp_path / "ev"), "maps.holdout_fraction": 0.0, "study.datasets": [DATASET]})
+    w48 = load_model("tiny-clip-w48")  # an open_clip checkpoint of another width, not one of the study's models
+    _write_trials(cfg, {"classification": w48})
+    res = run_evaluation(cfg, tasks=["classification", "detection"], progress=False)
+    df = read_table(res.table)
+    assert len(df) == 4 and df.transferred.all() and set(df.source_model) == {"tiny-clip-w48"}
+    assert set(df.eval_model) == {"tiny-clip", "tiny-owlv2"}
+    for dst in ("tiny-clip", "tiny-owlv2"):
+        m = load_map(map_path(cfg, "tiny-clip-w48", dst))
+        assert m.d_src == 48 and m.meta["src_table_hash"] == table_hash(adapter_for(w48).token_table())

@@ -52,5 +52,7 @@ def shared_rows(vocab_src: dict[str, int], vocab_dst: dict[str, int], n_src: int
 
 
 def token_table(loaded: Any) -> torch.Tensor:
-    """A model's frozen input-embedding table ``[V, d]`` (fp32, cpu)."""
-    return loaded.text_embedding.weight.detach().to("cpu", torch.float32)
+    """A model's frozen input-embedding table ``[V, d]`` (fp32, cpu), as its family's adapter gives it."""
+    from visual_words.models.adapters import adapter_for
+
+    return adapter_for(loaded).token_table()
