@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # The order of COCOeval.stats for iouType="bbox" (pycocotools' summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "APsmall", "APmedium", "APlarge", "AR1", "AR10", "AR100", "ARsmall", "ARmedium",
               "ARlarge")
@@ -98,29 +100,42 @@ def check_detections(dets: Any, gt: dict, where: str = "detections") -> list[dic
                               f"{type(dets).__name__}")
     img_ids = {img["id"] for img in gt["images"]}
     cat_ids = {c["id"] for c in gt["categories"]}
-    out = []
+    keys = ("image_id", "category_id", "bbox", "score")
     for i, d in enumerate(dets):
         if not isinstance(d, dict):
             raise CocoFormatError(f"{where}: [{i}] is not an object")
-        for key in ("image_id", "category_id", "bbox", "score"):
+        for key in keys:
             if key not in d:
                 raise CocoFormatError(f"{where}: [{i}] has no `{key}`")
-        if not _is_box(d["bbox"]):
-            raise CocoFormatError(f"{where}: [{i}].bbox must be [x, y, w, h] (finite, w, h >= 0), got {d['bbox']!r}")
-        s = d["score"]
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
-            raise CocoFormatError(f"{where}: [{i}].score must be a finite number, got {s!r}")
         if d["image_id"] not in img_ids:
             raise CocoFormatError(f"{where}: [{i}].image_id {d['image_id']!r} is not an image of the ground truth")
         if d["category_id"] not in cat_ids:
             raise CocoFormatError(f"{where}: [{i}].category_id {d['category_id']!r} is not a ground-truth category")
-        out.append({"image_id": d["image_id"], "category_id": d["category_id"], "bbox": [float(v) for v in d["bbox"]],
-                    "score": float(s)})
-    return out
+    # Boxes and scores are checked in one pass over an array (a detections file holds 100 per image); only when
+    # that fails are they checked one by one, to name the first bad entry.
+    try:
+        boxes = np.asarray([d["bbox"] for d in dets], dtype=np.float64).reshape(len(dets), 4)
+        scores = np.asarray([d["score"] for d in dets], dtype=np.float64).reshape(len(dets))
+        ok = np.isfinite(boxes).all() and (boxes[:, 2:] >= 0).all() and np.isfinite(scores).all() and \
+            not any(isinstance(d["score"], bool) for d in dets)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        for i, d in enumerate(dets):
+            if not _is_box(d["bbox"]):
+                raise CocoFormatError(f"{where}: [{i}].bbox must be [x, y, w, h] (finite, w, h >= 0), got "
+                                      f"{d['bbox']!r}")
+            s = d["score"]
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+                raise CocoFormatError(f"{where}: [{i}].score must be a finite number, got {s!r}")
+    # Fresh dicts: pycocotools' loadRes writes id/area/iscrowd/segmentation into them.
+    return [{"image_id": d["image_id"], "category_id": d["category_id"], "bbox": b, "score": sc}
+            for d, b, sc in zip(dets, boxes.tolist(), scores.tolist())]
 
 
 def coco_eval(gt: dict, dets: list[dict], cat_ids: list | None = None, img_ids: list | None = None):
-    """Run pycocotools' COCOeval (bbox) on checked inputs; returns the evaluated ``COCOeval`` object."""
+    """Run pycocotools' COCOeval (bbox) on inputs from ``check_ground_truth``/``check_detections`` (fresh objects:
+    pycocotools annotates the detection dicts in place); returns the evaluated ``COCOeval`` object."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -129,7 +144,7 @@ def coco_eval(gt: dict, dets: list[dict], cat_ids: list | None = None, img_ids: 
         coco_gt.dataset = gt
         coco_gt.createIndex()
         if dets:
-            coco_dt = coco_gt.loadRes(copy.deepcopy(dets))  # loadRes writes id/area/iscrowd into the dicts
+            coco_dt = coco_gt.loadRes(dets)  # checked inputs are our own fresh dicts: loadRes may annotate them
         else:
             coco_dt = COCO()
             coco_dt.dataset = {"images": list(gt["images"]), "categories": copy.deepcopy(gt["categories"]),
