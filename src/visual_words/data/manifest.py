@@ -23,7 +23,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from visual_words.io import write_json
+from visual_words.io import write_text
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ def _rec(d: dict) -> ImageRecord:
 
 
 def write_manifest(path: str | Path, m: Manifest) -> Path:
-    return write_json(path, m.to_dict())
+    """Atomic write; concepts stay in their dataset's order (registry order), not sorted."""
+    return write_text(path, json.dumps(m.to_dict(), indent=2) + "\n")
 
 
 def read_manifest(path: str | Path) -> Manifest:
