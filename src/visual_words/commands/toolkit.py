@@ -48,6 +48,8 @@ def cmd_inspect(args) -> int:
 
     if args.k < 1:
         raise ValueError(f"-k must be ≥ 1, got {args.k}")
+    if any(not d > 0 for d in args.deltas):
+        raise ValueError(f"--deltas must be > 0 (units of d_nn(init)), got {args.deltas}")
     emb = read_embedding(args.file)
     loaded = None
     if args.model:
