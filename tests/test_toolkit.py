@@ -65,6 +65,7 @@ def test_inspect_community_file_without_model(shared_assets, capsys):
     assert "format: diffusers-bin" in text and "token <birb-style>: 1 vector × 768" in text
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~5 s here
 def test_community_file_width_mismatch_is_one_clear_line_in_a_real_process(shared_assets, repo_root):
     path = shared_assets / BIRB
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -127,12 +128,11 @@ def test_inspect_our_file_in_its_model(tmp_path, capsys, clip_table):
     assert v1["init"]["tokens_within"] == within
     assert v2["nearest_l2"][0]["token"] == "dog" and v2["nearest_cosine"][0]["cosine"] == pytest.approx(1, abs=1e-6)
     assert v2["init"]["rank"] == int((dist[2] < dist[2, a.anchor_id("cat")]).sum()) and not v2["init"]["nearest_is_init"]
-    # --init overrides the sidecar; the text report says the same things.
-    r = _inspect_json(capsys, path, "--model", "tiny-clip", "--init", "dog", "-k", "2")
-    assert r["init"]["source"] == "--init" and r["tokens"][0]["vectors"][2]["init"]["relative"] == pytest.approx(0)
-    assert main(["inspect", str(path), "--model", "tiny-clip", "-k", "2"]) == 0
+    # --init overrides the sidecar (text report: the vector that is `dog` sits inside the smallest ball).
+    assert main(["inspect", str(path), "--model", "tiny-clip", "--init", "dog", "-k", "2"]) == 0
     text = capsys.readouterr().out
-    assert "init:   'cat'" in text and "(init is the nearest word)" in text and "inside the δ = 0.5 ball" in text
+    assert "init:   'dog' (id 1929, from --init)" in text and "(init is the nearest word)" in text
+    assert "inside the δ = 0.1 ball" in text and "outside every ball up to δ = 1" in text
 
 
 def test_inspect_in_a_model_folder_and_another_checkpoint(tmp_path, capsys, clip_table, repo_root):
@@ -150,6 +150,17 @@ def test_inspect_in_a_model_folder_and_another_checkpoint(tmp_path, capsys, clip
     r = _inspect_json(capsys, path, "--model", user, "-k", "1")
     assert r["model"]["key"].startswith("dir-my-open_clip-") and r["model"]["family"] == "open-clip"
     assert r["model"]["table_hash"] == table_hash(table) and r["notes"] == []
+
+
+def test_a1111_file_without_model(tmp_path, capsys):
+    p = tmp_path / "style.pt"
+    v = torch.randn(2, 768)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": v}, "name": "mystyle", "step": 3000,
+                "sd_checkpoint_name": "v1-5-pruned"}, p)
+    r = _inspect_json(capsys, p)
+    assert r["format"] == "a1111-pt" and r["meta"] == {"name": "mystyle", "step": 3000,
+                                                        "sd_checkpoint_name": "v1-5-pruned"}
+    assert [x["norm"] for x in r["tokens"][0]["vectors"]] == pytest.approx(v.double().norm(dim=1).tolist())
 
 
 def test_sdxl_files_pick_the_part_of_the_model_width(tmp_path, capsys):
@@ -203,6 +214,10 @@ def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, c
     finally:
         pipe.unload_textual_inversion()
     assert len(pipe.tokenizer) == n_before
+    # Inspected in the target model: where it came from, and the distance to its (recorded) anchor there.
+    r = _inspect_json(capsys, out, "--model", "tiny-sd", "-k", "1")
+    assert r["meta"]["transferred_from"]["model_key"] == "tiny-clip" and "a transferred token" in r["notes"][0]
+    assert r["init"]["word"] == "cat" and len(r["tokens"][0]["vectors"]) == 3
     # Never overwritten without --force; with it, the cached map is reused; another estimator gets its own map.
     before = out.read_bytes()
     err = _error(capsys, _transfer(tmp_path, src, "--from", "tiny-clip", "--to", "tiny-sd", "-o", out))

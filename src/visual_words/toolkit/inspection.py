@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Sequence
 
@@ -69,6 +70,9 @@ def inspect_embedding(emb: Embedding, loaded: Any = None, init: str | None = Non
     d_nn(init), its rank and the ε-ball statistics."""
     report: dict[str, Any] = {"file": str(emb.path), "format": emb.format, "meta": meta_summary(emb.meta),
                               "notes": [], "tokens": []}
+    if "transferred_from" in emb.meta:
+        report["notes"].append("a transferred token: the paper found such tokens act like their nearest shared word, "
+                               "not like the concept they were trained on (the sidecar's `warning` says more)")
     adapter = width = None
     if loaded is not None:
         from visual_words.models.adapters import adapter_for
@@ -121,10 +125,20 @@ def _words(rows: list[dict], key: str) -> str:
     return " · ".join(f"{r['token']!r} {_num(r[key])}" for r in rows)
 
 
+def _meta_line(key: str, v: Any) -> str:
+    if key == "transferred_from" and isinstance(v, dict):
+        return f"model {v.get('model_key')} ({v.get('file')}, token {v.get('token')})"
+    if key == "map" and isinstance(v, dict):
+        q = v.get("quality") or {}
+        return (f"{v.get('estimator')} {v.get('file')}: held-out R² {_num(q.get('r2'))}, "
+                f"retrieval@1 {_num(q.get('retrieval_at_1'))}")
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"file:   {report['file']}", f"format: {report['format']}"]
     for k, v in report["meta"].items():
-        lines.append(f"  {k}: {v}")
+        lines.append(f"  {k}: {_meta_line(k, v)}")
     if "model" in report:
         m = report["model"]
         lines.append(f"model:  {m['key']} ({m['family']}, {m['id']}): width {m['width']}, {m['vocab_size']} tokens, "
