@@ -56,7 +56,7 @@ def study(tmp_path_factory, repo_root):
         "prepare.manifests_dir": str(tmp / "manifests"), "prepare.cache_dir": str(tmp / "cache"),
         "train.out_dir": str(tmp / "embeddings"), "maps.out_dir": str(tmp / "maps"),
         "evaluate.out_dir": str(tmp / "evaluation"), "maps.holdout_fraction": 0.0,
-        "study.datasets": [DATASET]})
+        "evaluate.inference_steps": 2, "study.datasets": [DATASET]})
     concepts = [c.name for c in T.label_concepts(cfg, DATASET)]
     manifest = _draw_manifest(tmp / "images", concepts)
     write_manifest(manifest_path(cfg, DATASET), manifest)
@@ -213,7 +213,8 @@ def test_evaluate_stage_writes_the_table_and_reuses_finished_work(study, tiny_sd
     # The CLI: the stage (everything reused now) and summarize.
     sets = [a for k in ("prepare.manifests_dir", "prepare.cache_dir", "train.out_dir", "maps.out_dir",
                         "evaluate.out_dir") for a in ("--set", f"{k}={cfg.path(_get(cfg, k))}")]
-    args = ["--params", str(cfg.source), "--profile", "smoke", "--set", "maps.holdout_fraction=0.0", *sets]
+    args = ["--params", str(cfg.source), "--profile", "smoke", "--set", "maps.holdout_fraction=0.0",
+            "--set", "evaluate.inference_steps=2", *sets]
     assert main(["evaluate", "run", "--quiet", *args]) == 0
     assert "18 rows (0 newly evaluated, 18 reused)" in capsys.readouterr().out
     assert main(["evaluate", "summarize", *args, "--set", "evaluate.bootstrap_resamples=50"]) == 0
