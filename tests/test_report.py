@@ -1,0 +1,270 @@
+"""The report from small fixed tables: paper numbers, comparison flags, every figure function, the whole stage
+(page, metrics, banner lines), and the page opened in headless Chromium with every image loaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from visual_words.config import load_config
+from visual_words.report import compare as cmp
+from visual_words.report import figures as F
+from visual_words.report.banner import SMOKE_BANNER, banner_for
+from visual_words.report.paper import paper_table
+from visual_words.trials import TASKS, trial_grid
+
+METRIC = {"generation": "gen_acc", "detection": "map", "classification": "cls_acc"}
+
+
+def _cfg(repo_root, tmp, **extra):
+    return load_config("smoke", repo_root / "params.yaml", {
+        "train.out_dir": str(tmp / "emb"), "evaluate.out_dir": str(tmp / "ev"), "analyze.out_dir": str(tmp / "an"),
+        "report.out_dir": str(tmp / "reports"), "maps.out_dir": str(tmp / "maps"),
+        "prepare.manifests_dir": str(tmp / "manifests"), **extra})
+
+
+def evaluation_rows(cfg, seed=0):
+    """A fixed evaluation table for the profile's grid: every trial on all three tasks, in-domain high."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in trial_grid(cfg):
+        for ev in TASKS:
+            base = 0.9 if ev == t.task else 0.2
+            rows.append({"trial_id": t.id, "dataset": t.dataset, "concept": t.concept, "anchor": t.anchor,
+                         "delta": t.delta, "trained_task": t.task, "eval_task": ev, "transferred": ev != t.task,
+                         "metric": METRIC[ev], "value": float(np.clip(base + rng.normal(0, 0.1), 0, 1)),
+                         "ap50": "" if ev != "detection" else 0.5, "source_model": t.model, "eval_model": "x"})
+    return rows
+
+
+def test_paper_numbers_as_data():
+    t = paper_table()
+    assert (t["figure"] == "fig3").sum() == 36 and (t["figure"] == "fig6").sum() == 144
+    r = t[(t["figure"] == "fig3") & (t["dataset"] == "imagenet") & (t["trained_task"] == "detection")
+          & (t["eval_task"] == "detection")].iloc[0]
+    assert (r["paper"], r["paper_ci_low"], r["paper_ci_high"], r["metric"]) == (0.594, 0.52, 0.67, "map")
+    assert math.isinf(r["delta"]) and not r["transferred"]
+    r = t[(t["figure"] == "fig6") & (t["dataset"] == "pascal") & (t["trained_task"] == "classification")
+          & (t["eval_task"] == "generation") & (t["delta"] == 1.0)].iloc[0]
+    assert r["paper"] == 0.55 and np.isnan(r["paper_ci_low"]) and r["transferred"]
+
+
+def test_comparison_flags_cells_outside_the_ci_or_tolerance():
+    cells = pd.DataFrame([
+        # in-domain gen, ImageNet: paper 0.99 [0.96, 1.0]
+        {"dataset": "imagenet", "trained_task": "generation", "eval_task": "generation", "delta": math.inf,
+         "n": 100, "mean": 0.97, "ci_low": 0.94, "ci_high": 0.99},
+        # det -> gen, COCO: paper 0.19 [0.12, 0.26]; ours far outside
+        {"dataset": "coco", "trained_task": "detection", "eval_task": "generation", "delta": math.inf,
+         "n": 100, "mean": 0.60, "ci_low": 0.5, "ci_high": 0.7},
+        # gen -> det, PASCAL: paper 0.107, no CI; within ±0.1
+        {"dataset": "pascal", "trained_task": "generation", "eval_task": "detection", "delta": math.inf,
+         "n": 100, "mean": 0.15, "ci_low": 0.1, "ci_high": 0.2},
+        # Fig. 6, cls in-domain, COCO, δ = 0.5: paper 0.75, no CI; ours 0.3 is outside ±0.1
+        {"dataset": "coco", "trained_task": "classification", "eval_task": "classification", "delta": 0.5,
+         "n": 100, "mean": 0.30, "ci_low": 0.2, "ci_high": 0.4},
+        # a δ the paper never ran
+        {"dataset": "coco", "trained_task": "classification", "eval_task": "classification", "delta": 0.3,
+         "n": 10, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6},
+    ])
+    comp = cmp.compare(cells, paper_table(), tolerance=0.1)
+    status = {(r.dataset, r.trained_task, r.eval_task, r.delta): r.status for r in comp.itertuples()}
+    assert status[("imagenet", "generation", "generation", math.inf)] == "agrees"
+    assert status[("coco", "detection", "generation", math.inf)] == "outside paper CI"
+    assert status[("pascal", "generation", "detection", math.inf)] == "agrees"
+    assert status[("coco", "classification", "classification", 0.5)] == "outside tolerance"
+    assert status[("coco", "classification", "classification", 0.3)] == "not in paper"
+    assert status[("coco", "generation", "generation", 0.1)] == "not run"
+    row = comp[(comp["dataset"] == "coco") & (comp["trained_task"] == "detection") & (comp["eval_task"] == "generation")
+               & np.isinf(comp["delta"])].iloc[0]
+    assert row["diff"] == pytest.approx(0.41) and row["basis"] == "paper CI" and row["agrees"] is np.False_ or \
+        row["agrees"] == False  # noqa: E712
+    n = cmp.counts(comp)
+    assert (n["compared"], n["agree"], n["flagged"], n["not_in_paper"]) == (4, 2, 2, 1)
+    assert n["not_run"] == 180 - 4
+    html = cmp.to_html(comp)
+    assert html.count('class="flag"') == 2 and html.count('class="ok"') == 2
+
+
+def test_comparison_csv_starts_with_the_banner(tmp_path):
+    comp = cmp.compare(pd.DataFrame(columns=["dataset", "trained_task", "eval_task", "delta", "n", "mean", "ci_low",
+                                             "ci_high"]), paper_table(), 0.1)
+    cmp.write_csv(comp, tmp_path / "c.csv", SMOKE_BANNER)
+    assert (tmp_path / "c.csv").read_text().splitlines()[0] == f"# {SMOKE_BANNER}"
+    back = pd.read_csv(tmp_path / "c.csv", comment="#")
+    assert len(back) == 180 and set(back["status"]) == {"not run"}
+
+
+def test_banner_follows_the_models_not_the_profile_name(repo_root, tmp_path):
+    assert banner_for(_cfg(repo_root, tmp_path)) == SMOKE_BANNER
+    paper = load_config("paper", repo_root / "params.yaml")
+    assert banner_for(paper) == ""
+
+
+@pytest.fixture(scope="module")
+def small_tables(repo_root, tmp_path_factory):
+    from visual_words.evaluate.stats import summarize
+
+    cfg = _cfg(repo_root, tmp_path_factory.mktemp("tables"), **{"study.deltas": [0.2, 0.5]})
+    ev = pd.DataFrame(evaluation_rows(cfg))
+    cells = summarize(ev, 200, 0, 0.95)
+    return cfg, ev, cells
+
+
+def test_figure_functions_write_png_and_svg(small_tables, tmp_path):
+    cfg, ev, cells = small_tables
+    paper = paper_table()
+    figs = {"fig3": F.fig3(cells, paper, cfg.study.datasets, SMOKE_BANNER),
+            "fig6": F.fig6(cells, paper, cfg.study.datasets, SMOKE_BANNER),
+            "cmp": F.comparison_scatter(cmp.compare(cells, paper, 0.1), SMOKE_BANNER)}
+    assert figs["fig3"]._suptitle.get_text().replace("\n", " ").startswith(SMOKE_BANNER)  # the banner comes first
+    axes = figs["fig3"].axes
+    assert len([a for a in axes if a.get_title() or a.get_ylabel()]) >= 3
+    assert len(axes) == 3 * len(cfg.study.datasets)  # 3 metrics × datasets
+    # the bars carry our cell means: the first panel's first bar is generation-trained, evaluated on generation
+    first = cells[(cells["eval_task"] == "generation") & (cells["trained_task"] == "generation")
+                  & (cells["dataset"] == cfg.study.datasets[0]) & np.isinf(cells["delta"])]["mean"].iloc[0]
+    assert axes[0].patches[0].get_width() == pytest.approx(first)
+    for name, fig in figs.items():
+        paths = F.save(fig, tmp_path, name, ["png", "svg"], 60)
+        assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
+        assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert SMOKE_BANNER.split(" - ")[0] in paths[1].read_text()  # the SVG carries the banner text
+
+
+def test_eps_tsne_grid_and_fig7_figures(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    n = 40
+    eps = pd.DataFrame({"delta": rng.choice([0.5, math.inf], n), "transferred": rng.random(n) < 0.5,
+                        "trained_task": rng.choice(TASKS, n), "rel_dist": rng.random(n),
+                        "nearest_is_anchor": rng.random(n) < 0.5, "anchor_rank": rng.integers(0, 1000, n),
+                        "cos_anchor": rng.random(n)})
+    tsne = pd.DataFrame([{"layer": layer, "num_layers": 4, "concept": f"c{i % 3}", "anchor": f"a{i % 2}",
+                          "x": rng.normal(), "y": rng.normal()} for layer in (1, 2, 4) for i in range(6)])
+    for i in range(3):
+        Image.new("RGB", (16, 16), (80 * i, 0, 0)).save(tmp_path / f"im{i}.png")
+    trunc = pd.DataFrame([{"depth": d, "num_layers": 4, "image": 0, "path": f"im{i}.png", "concept": "cup",
+                           "anchor": "dog", "delta": 0.5} for i, d in enumerate((1, 2, 4))])
+    grid = [("row a", [("c1", tmp_path / "im0.png"), ("c2", None)]), ("row b", [("c1", tmp_path / "im1.png")])]
+    for name, fig in {"eps": F.eps_figure(eps, SMOKE_BANNER), "tsne": F.tsne_figure(tsne, "t", SMOKE_BANNER),
+                      "grid": F.image_grid(grid, "g", SMOKE_BANNER), "fig7": F.fig7(trunc, tsne, tmp_path, "")}.items():
+        (png,) = F.save(fig, tmp_path, name, ["png"], 50)
+        with Image.open(png) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+
+
+def _write_inputs(cfg, with_images=True):
+    """What the other stages would have written: evaluation.csv, eps/tsne/truncation tables, kept images."""
+    from PIL import Image
+
+    from visual_words.evaluate.runner import write_table
+
+    ev_dir = cfg.path(cfg.evaluate.out_dir)
+    write_table(ev_dir / "evaluation.csv", evaluation_rows(cfg))
+    an = cfg.path(cfg.analyze.out_dir)
+    an.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    grid = trial_grid(cfg)
+    eps = [{"trial_id": t.id, "delta": t.delta, "trained_task": t.task, "table_task": tt, "transferred": tt != t.task,
+            "rel_dist": rng.random(), "nearest_is_anchor": bool(rng.random() < 0.5), "anchor_rank": int(rng.integers(0, 9)),
+            "cos_anchor": rng.random()} for t in grid for tt in TASKS]
+    pd.DataFrame(eps).to_csv(an / "eps_stats.csv", index=False)
+    tsne = [{"table_task": "generation", "table_model": "tiny-sd", "dataset": t.dataset, "source_task": "generation",
+             "transferred": False, "layer": layer, "num_layers": 4, "trial_id": t.id, "concept": t.concept,
+             "anchor": t.anchor, "delta": t.delta, "x": rng.normal(), "y": rng.normal()}
+            for t in grid if t.task == "generation" and t.delta == 0.5 for layer in (1, 2, 3, 4)]
+    pd.DataFrame(tsne).to_csv(an / "tsne.csv", index=False)
+    if with_images:
+        w = next(t for t in grid if t.task == "generation" and t.delta == 0.5)
+        rows = []
+        for d in (1, 2, 4):
+            rel = f"truncation/{w.slug}/depth-{d:02d}__0.png"
+            (an / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (32, 32), (60 * d, 90, 0)).save(an / rel)
+            rows.append({"trial_id": w.id, "dataset": w.dataset, "concept": w.concept, "anchor": w.anchor,
+                         "delta": w.delta, "depth": d, "num_layers": 4, "image": 0, "path": rel})
+        pd.DataFrame(rows).to_csv(an / "truncation.csv", index=False)
+        (ev_dir / "images").mkdir(parents=True, exist_ok=True)
+        for i, t in enumerate(grid):
+            Image.new("RGB", (32, 32), (i * 7 % 255, 40, 200)).save(ev_dir / "images" / f"{t.slug}__0.png")
+
+
+@pytest.mark.slow
+def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path):
+    from visual_words.cli import main
+
+    cfg = _cfg(repo_root, tmp_path)
+    _write_inputs(cfg)
+    argv = ["report", "--params", str(repo_root / "params.yaml"), "--profile", "smoke"]
+    for k in ("train.out_dir", "evaluate.out_dir", "analyze.out_dir", "report.out_dir", "maps.out_dir",
+              "prepare.manifests_dir"):
+        argv += ["--set", f"{k}={getattr(getattr(cfg, k.split('.')[0]), k.split('.')[1])}"]
+    assert main(argv) == 0
+    out = tmp_path / "reports" / "smoke"
+    page = (out / "index.html").read_text()
+    assert f'<div class="banner" id="banner">{SMOKE_BANNER}</div>' in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # no CDN
+    for name in ("fig3", "fig6", "comparison", "eps_stats", "fig7", "fig4", "fig5"):
+        assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.svg").is_file()
+        assert f'src="figures/{name}.png"' in page
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs and all((out / s).is_file() for s in srcs)
+    for f in ("comparison.csv", "cells.csv", "eps_summary.csv"):
+        assert (out / f).read_text().splitlines()[0] == f"# {SMOKE_BANNER}"
+    assert (out / "summary.md").read_text().splitlines()[0] == SMOKE_BANNER
+    assert SMOKE_BANNER in (out / "comparison.html").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["note"] == SMOKE_BANNER and metrics["comparison"]["compared"] > 0
+    assert 0 <= metrics["in_domain"]["classification"] <= 1
+    assert json.loads((out / "provenance.json").read_text())["stage"] == "report"
+    check_images_load_in_chromium(out, tmp_path)
+
+
+def test_report_without_inputs_skips_with_reasons(repo_root, tmp_path):
+    from visual_words.report.stage import run_report
+
+    cfg = _cfg(repo_root, tmp_path)
+    page = run_report(cfg).read_text()
+    assert "Figures not drawn" in page and "run `vw evaluate run`" in page and "run `vw analyze`" in page
+    assert json.loads((tmp_path / "reports" / "smoke" / "metrics.json").read_text())["note"] == SMOKE_BANNER
+
+
+def check_images_load_in_chromium(out, tmp_path):
+    """Open the page in headless Chromium from disk and check every <img> decoded (naturalWidth > 0)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Debian's chromium (.ci/run installs it)")
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    # A copy of the page beside it (same relative paths) with a probe that records what the browser decoded.
+    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
+             " document.body.setAttribute('data-images', imgs.length);"
+             " document.body.setAttribute('data-broken', imgs.filter(i => !(i.complete && i.naturalWidth > 0))"
+             ".map(i => i.getAttribute('src')).join(',') || 'none'); });</script>")
+    check = out / "_chromium_check.html"
+    check.write_text((out / "index.html").read_text().replace("</body>", probe + "</body>"))
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+              "--virtual-time-budget=10000"]
+    try:
+        dom = subprocess.run([*common, "--dump-dom", check.as_uri()], capture_output=True, text=True,
+                             timeout=120).stdout
+        n = int(re.search(r'data-images="(\d+)"', dom).group(1))
+        broken = re.search(r'data-broken="([^"]*)"', dom).group(1)
+        assert n == len(re.findall(r"<img ", (out / "index.html").read_text())) and n >= 7
+        assert broken == "none", f"images that did not load in Chromium: {broken}"
+        shot = tmp_path / "report-screenshot.png"  # kept as a test artifact in the test's tmp dir
+        subprocess.run([*common, "--window-size=1280,2400", f"--screenshot={shot}", (out / "index.html").as_uri()],
+                       capture_output=True, timeout=120)
+        assert shot.stat().st_size > 20_000
+    finally:
+        check.unlink(missing_ok=True)
