@@ -165,14 +165,19 @@ class Evaluator:
         from visual_words.models.adapters import adapter_for
         from visual_words.transfer.files import check_tables
 
-        have = table_hash(adapter_for(self.load(dst_key)).token_table())
+        table = adapter_for(self.load(dst_key)).token_table()
+        have = table_hash(table)
+        # The same checkpoint at a lower precision (tokens trained / maps fitted with fp16 weights, evaluated in
+        # fp32) is the same table rounded: accept those hashes too.
+        same = {have, table_hash(table.half().float()), table_hash(table.bfloat16().float())}
         for (src, dst), (lmap, _) in self._maps.items():
-            if dst == dst_key:
+            if dst == dst_key and lmap.meta.get("dst_table_hash") not in same:
                 check_tables(lmap, None, have, f"map {src}→{dst}")
         for it in items:
-            if it.source_model == dst_key and it.table_hash != have:
+            if it.source_model == dst_key and it.table_hash not in same:
                 raise EmbeddingFileError(f"{it.path}: trained on a token table with hash {it.table_hash}, but model "
-                                         f"`{dst_key}` now has {have} (the checkpoint changed); retrain")
+                                         f"`{dst_key}` now has {have} (the checkpoint changed, or it is loaded at a "
+                                         "lower precision than in training: evaluate.precision vs train.precision)")
 
     # -- vectors into the evaluated model ---------------------------------------------------------------------
 

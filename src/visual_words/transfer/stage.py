@@ -23,9 +23,12 @@ def study_model_keys(cfg) -> list[str]:
 
 
 def _load(key: str, cfg):
+    """A model loaded as the train stage loads it (study.device, train.precision): its table is then exactly the
+    one the tokens are trained in (fp16 rounding on a GPU included), so the hashes in the map's sidecar match the
+    embeddings' ``token_table_hash``."""
     from visual_words.models.loading import load_model
 
-    return load_model(key, device="cpu", precision="fp32", root=cfg.root)
+    return load_model(key, device=cfg.study.device, precision=cfg.train.precision, root=cfg.root)
 
 
 def build_maps(cfg, model_keys: list[str] | None = None, progress: bool = True) -> dict[tuple[str, str], Path]:
