@@ -178,6 +178,7 @@ def test_cache_recomputes_when_the_model_changes(tiny_owl, photos, tmp_path):
             emb[5] -= 1.0
 
 
+@pytest.mark.slow
 def test_cache_keys_differ_by_kind_and_model(tiny_sd, tiny_clip, tiny_clip_eval, photos, tmp_path):
     from visual_words.data.features import FeatureCache
 

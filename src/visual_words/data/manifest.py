@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def _rec(d: dict) -> ImageRecord:
 
 
 def write_manifest(path: str | Path, m: Manifest) -> Path:
-    """Atomic write; concepts stay in their dataset's order (registry order), not sorted."""
-    return write_text(path, json.dumps(m.to_dict(), indent=2) + "\n")
+    """Atomic write; concepts stay in their dataset's order (registry order), not sorted; number lists (boxes) on
+    one line, so the file stays short enough to read."""
+    text = json.dumps(m.to_dict(), indent=2)
+    text = re.sub(r"\[\s+([-0-9.,eE\s]*?)\s+\]", lambda g: "[" + " ".join(g.group(1).split()) + "]", text)
+    return write_text(path, text + "\n")
 
 
 def read_manifest(path: str | Path) -> Manifest:

@@ -278,22 +278,25 @@ def ensure_synthetic(cfg, dataset: str) -> Path:
     Built in a temp folder and swapped in with renames, so a killed build never leaves a half set behind."""
     if dataset not in ("coco", "pascal", "imagenet", "dreambooth"):
         raise ValueError(f"no synthetic layout for dataset `{dataset}`")
+    from filelock import FileLock
+
     s = spec(cfg, dataset)
     target = cfg.path(cfg.prepare.synthetic_root) / dataset
     marker = target / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == s:
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=target.parent))
-    old = target.parent / f".{dataset}.old.{os.getpid()}"
-    try:
-        build(tmp, s)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    with FileLock(str(target) + ".lock"):  # concurrent prepares: one draws, the others wait and reuse it
+        if marker.is_file() and json.loads(marker.read_text()) == s:
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=target.parent))
+        old = target.parent / f".{dataset}.old.{os.getpid()}"
+        try:
+            build(tmp, s)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 
