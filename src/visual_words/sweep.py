@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visual_words.train.loop import is_done
 from visual_words.trials import Trial, embedding_path, trial_grid, trial_key
 
 
@@ -41,12 +42,19 @@ class SweepSummary:
     tracking_uri: str = ""
 
 
-def make_batches(trials: list[Trial], size: int) -> list[list[Trial]]:
-    """Group trials by (task, model, dataset) — one model and one data set per batch — in chunks of `size`."""
+def make_batches(cfg, trials: list[Trial]) -> list[list[Trial]]:
+    """Group trials by (task, model, dataset) — one model and one data set per batch — in chunks of the task's
+    trials-per-batch (train.trials_per_batch, or its per-task override)."""
+    from visual_words.train.loop import trials_per_batch
+
     groups: dict[tuple, list[Trial]] = {}
     for t in trials:
         groups.setdefault((t.task, t.model, t.dataset), []).append(t)
-    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), max(1, size))]
+    out = []
+    for (task, _, _), g in groups.items():
+        size = max(1, trials_per_batch(cfg, task))
+        out += [g[i:i + size] for i in range(0, len(g), size)]
+    return out
 
 
 def read_sidecar(path: Path) -> dict | None:
@@ -56,12 +64,7 @@ def read_sidecar(path: Path) -> dict | None:
     try:
         return json.loads(side.read_text())
     except json.JSONDecodeError:
-        return None  # a torn sidecar cannot happen with atomic writes, but a hand-edited one can: retrain
-
-
-def is_done(cfg, trial: Trial) -> bool:
-    side = read_sidecar(embedding_path(cfg, trial))
-    return side is not None and side.get("trial_key") == trial_key(cfg, trial)
+        return None
 
 
 def _run_tags(cfg, trial: Trial) -> dict[str, str]:
@@ -144,7 +147,7 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     done = [t for t in trials if is_done(cfg, t)]
     log_trials(cfg, [t for t in done if trial_key(cfg, t) not in finished], uri, exp_id)
     todo = [t for t in trials if not is_done(cfg, t)]
-    batches = make_batches(todo, cfg.train.trials_per_batch)
+    batches = make_batches(cfg, todo)
     print(f"[sweep] {len(trials)} trials, {len(done)} already done, {len(todo)} to run in {len(batches)} batches "
           f"(engine {cfg.sweep.engine}, tracking {uri})", flush=True)
     summary = SweepSummary(total=len(trials), already_done=len(done), trained=0, experiment_id=exp_id,

@@ -43,17 +43,21 @@ def config_hash(obj: Any) -> str:
 def ensure_experiment(cfg, stage: str) -> tuple[str, str]:
     """Create the store (if new) and the stage's experiment in the driver, before any worker touches them.
     Returns (tracking_uri, experiment_id)."""
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
+    # A client, not mlflow.set_tracking_uri: the fluent call also exports MLFLOW_TRACKING_URI to this process's
+    # environment, which would then silently redirect every later store in the process (and its children).
     uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
     name = experiment_name(cfg, stage)
-    exp = mlflow.get_experiment_by_name(name)
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         return uri, exp.experiment_id
-    # Artifacts beside the store (mlruns/ in the workspace) unless the server decides (http URIs).
-    location = None if uri.startswith("http") else cfg.path("mlruns").resolve().as_uri()
-    return uri, mlflow.create_experiment(name, artifact_location=location)
+    # Artifacts beside a SQLite store (mlruns/ next to mlflow.db); a tracking server decides for http URIs.
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+    return uri, client.create_experiment(name, artifact_location=location)
 
 
 def _flat_params(d: dict, prefix: str = "") -> dict[str, str]:
