@@ -209,3 +209,21 @@ def test_unreadable_image_is_named(tiny_clip, tmp_path, photos):
     with pytest.raises(FileNotFoundError, match="missing.jpg: image file not found"):
         FeatureCache(tmp_path / "cache").get("clip_image_embeds", tiny_clip, _Manifest(tmp_path / "img"),
                                              [_Rec("missing.jpg")])
+
+
+def test_half_precision_models_get_their_own_cache_entries(tiny_owl, photos, tmp_path, repo_root):
+    """A model loaded in half precision (as on a GPU) is another fingerprint; OWL class embeddings keep its dtype."""
+    from visual_words.data.features import FeatureCache, fingerprint
+    from visual_words.models.loading import load_model
+
+    half = load_model("tiny-owlv2", precision="bf16", root=repo_root)
+    assert fingerprint("owl_image_embeds", half) != fingerprint("owl_image_embeds", tiny_owl)
+    recs = _copy_photos(photos[:1], tmp_path / "img")
+    cache = FeatureCache(tmp_path / "cache")
+    out = cache.get("owl_image_embeds", half, _Manifest(tmp_path / "img"), recs)
+    assert out["class_embeds"].dtype == torch.bfloat16 and out["boxes"].dtype == torch.float32
+    back = FeatureCache(tmp_path / "cache").get("owl_image_embeds", half, _Manifest(tmp_path / "img"), recs)
+    assert back["class_embeds"].dtype == torch.bfloat16 and torch.equal(back["class_embeds"], out["class_embeds"])
+    full = cache.get("owl_image_embeds", tiny_owl, _Manifest(tmp_path / "img"), recs)
+    assert cache.misses == 2 and full["class_embeds"].dtype == torch.float32
+    torch.testing.assert_close(full["class_embeds"], out["class_embeds"].float(), atol=0.05, rtol=0.05)
