@@ -207,6 +207,9 @@ def fetch(dataset: str, data_root: str | Path, src: str | Path | None = None, co
             entry.update(source=str(src.resolve()), kind="copied folder" if copy else "linked folder")
             record(data_root, dataset, entry)
             _done(dataset, target)
+            if not copy:
+                print(f"[fetch] note: {target} links to {src}; DVC does not hash through a linked folder, so "
+                      "data.dvc will not record its contents (use --copy for that)")
             return target
         folder = src if src.is_dir() else src.parent
         files = [folder / archive_name(a["url"]) for a in archives]
