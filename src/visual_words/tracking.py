@@ -186,3 +186,49 @@ def log_stage_run(cfg, stage: str, metrics: dict[str, float], artifacts: Iterabl
         client.set_terminated(rid, "FAILED")
         raise
     return rid
+
+
+def log_evaluation(cfg, table: str | Path) -> dict[str, int]:
+    """Put each trial's evaluation (in-domain and transferred) on its training run, and log the evaluate stage.
+
+    Metric names on a trial run: ``<eval_task>.<metric>`` for every evaluated task (e.g. ``detection.map``,
+    ``detection.ap50``) and ``in_domain.<metric>`` for the task the token was trained for, so the MLflow runs table
+    can sort trials by in-domain or transferred performance side by side.
+    """
+    import pandas as pd
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    df = pd.read_csv(table)
+    uri, exp_id = ensure_experiment(cfg, "train")
+    client = MlflowClient(uri)
+    runs = {}
+    for key, rs in runs_by_key(uri, exp_id).items():
+        for r in rs:
+            if r.info.status == "FINISHED":
+                runs[r.data.tags.get(TRIAL_ID)] = r
+    now = int(time.time() * 1000)
+    logged = missing = 0
+    for trial_id, rows in df.groupby("trial_id"):
+        run = runs.get(trial_id)
+        if run is None:
+            missing += 1
+            continue
+        metrics = {}
+        for _, row in rows.iterrows():
+            metrics[f"{row.eval_task}.{row.metric}"] = row.value
+            if "ap50" in row and _finite(row.ap50):
+                metrics[f"{row.eval_task}.ap50"] = row.ap50
+            if not bool(row.transferred):
+                metrics[f"in_domain.{row.metric}"] = row.value
+        new = [Metric(k, float(v), now, 0) for k, v in metrics.items()
+               if _finite(v) and run.data.metrics.get(k) != float(v)]  # idempotent: re-runs add nothing
+        if new:
+            client.log_batch(run.info.run_id, metrics=new)
+        logged += 1
+    # one run for the stage: headline means per (trained task, evaluated task) and the tables as artifacts
+    head = {f"{t}_to_{e}.{m}": float(g.value.mean())
+            for (t, e, m), g in df.groupby(["trained_task", "eval_task", "metric"])}
+    summary = Path(table).with_name("summary.csv")
+    log_stage_run(cfg, "evaluate", head, artifacts=[table, summary])
+    return {"trials_logged": logged, "trials_without_run": missing}

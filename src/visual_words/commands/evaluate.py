@@ -33,6 +33,12 @@ def cmd_run(args) -> int:
     result = run_evaluation(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet)
     print(f"[evaluate] {result.n_rows} rows ({result.n_evaluated} newly evaluated, {result.n_reused} reused) → "
           f"{result.table}")
+    if not args.no_tracking:
+        from visual_words.tracking import log_evaluation
+
+        n = log_evaluation(cfg, result.table)
+        print(f"[evaluate] MLflow: metrics on {n['trials_logged']} trial runs"
+              + (f" ({n['trials_without_run']} trials have no training run)" if n["trials_without_run"] else ""))
     return 0
 
 
@@ -56,6 +62,7 @@ def register(sub) -> None:
                    help="only these evaluated tasks (default: all three)")
     r.add_argument("--limit", type=int, help="evaluate at most this many embedding files (a quick look)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--no-tracking", action="store_true", help="do not log the results to MLflow")
     r.set_defaults(func=cmd_run)
 
     s = esub.add_parser("summarize", help="per-cell mean and 95%% bootstrap CI of an evaluation table",

@@ -26,6 +26,11 @@ def cmd_maps(args) -> int:
         print(f"{r['src']:<16} {r['dst']:<16} {'x'.join(map(str, r['shape'])):>11} {fmt(r.get('r2')):>8} "
               f"{fmt(r.get('retrieval_at_1')):>8}  {r['file']}")
     print(f"[maps] wrote {len(rows)} maps, quality.csv and provenance.json to {cfg.path(cfg.maps.out_dir)}")
+    from visual_words.tracking import log_stage_run
+
+    log_stage_run(cfg, "maps", {f"{r['src']}_to_{r['dst']}.{k}": r[k] for r in rows for k in ("r2", "retrieval_at_1")
+                                if r.get(k) is not None},
+                  artifacts=[cfg.path(cfg.maps.out_dir) / "quality.csv"])
     return 0
 
 
