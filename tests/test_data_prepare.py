@@ -182,3 +182,19 @@ def test_prepare_fills_the_feature_cache_for_the_study_models(tmp_path):
 
     again = precompute_features(cfg, {"pascal": read_manifest(manifest_path(cfg, "pascal"))}, progress=False)
     assert again == {"tiny-sd": 0, "tiny-owlv2": 0, "tiny-clip": 0}  # everything already cached
+
+
+def test_smoke_set_covers_imagenet_and_dreambooth_too(tmp_path):
+    """The synthetic set exists for all four datasets, so a smoke run can add ImageNet and DreamBooth."""
+    from visual_words.data.manifest import manifest_path, read_manifest
+    from visual_words.data.prepare import prepare
+
+    cfg = _cfg(tmp_path, **{"study.datasets": ["imagenet", "dreambooth"]})
+    prepare(cfg, progress=False)
+    inet = read_manifest(manifest_path(cfg, "imagenet"))
+    assert list(inet.concepts) == ["strawberry", "harp", "sturgeon"]
+    assert inet.counts()["harp"] == {"train": 4, "eval": 2}
+    assert inet.concepts["harp"].train[0].file.startswith("ILSVRC/Data/CLS-LOC/train/n03495258/")
+    db = read_manifest(manifest_path(cfg, "dreambooth"))
+    assert db.counts() == {c: {"train": 4, "eval": 2} for c in ("cat2", "vase", "duck_toy")}  # 6 photos, 2 held out
+    assert "deviation" in db.meta and db.concepts["vase"].eval[0].file.startswith("vase/")
