@@ -226,6 +226,12 @@ def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["note"] == SMOKE_BANNER and metrics["comparison"]["compared"] > 0
     assert 0 <= metrics["in_domain"]["classification"] <= 1
+    # the fixed table has in-domain ≈ 0.9 and transferred ≈ 0.2: every share ≈ 0.2, e.g. far below cls→gen's 0.84
+    shares = metrics["transfer_share"]
+    assert set(shares) == {"cls_to_gen", "gen_to_cls", "det_to_gen", "cls_to_det", "gen_to_det", "det_to_cls"}
+    assert all(0.05 < v["max_share"] < 0.5 for v in shares.values())
+    assert shares["cls_to_gen"]["within_tolerance"] is False and shares["det_to_gen"]["within_tolerance"] is True
+    assert "transfer_shares.csv" in page and (out / "transfer_shares.csv").is_file()
     assert json.loads((out / "provenance.json").read_text())["stage"] == "report"
     check_images_load_in_chromium(out, tmp_path)
 

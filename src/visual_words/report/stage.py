@@ -140,6 +140,7 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
     rb.metrics["cells"] = {_cell_key(r): round(float(r["mean"]), 4) for _, r in cells.iterrows()
                            if not math.isnan(r["mean"])}
     rb.headline.append({"value": f"{n['agree']} / {n['compared']}", "label": "cells inside the paper's CI / tolerance"})
+    transfer_claims(rb, cells)
     for ev in TASKS:  # in-domain means of the unconstrained words, averaged over datasets
         unconstrained = np.array([math.isinf(float(d)) for d in cells["delta"]], dtype=bool)
         sel = cells[(cells["eval_task"] == ev).to_numpy() & (cells["trained_task"] == ev).to_numpy() & unconstrained]
@@ -148,6 +149,61 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
             rb.metrics.setdefault("in_domain", {})[ev] = round(v, 4)
             rb.headline.append({"value": f"{v:.3f}", "label": f"in-domain {F.METRIC_LABEL[ev]} (δ = ∞)"})
     return comp
+
+
+def transfer_shares(cells: pd.DataFrame) -> pd.DataFrame:
+    """Transferred performance as a share of in-domain (unconstrained words), per dataset: the paper's §5 headline
+    numbers ("cls→gen reaches up to 84 % of in-domain") are the best dataset of these."""
+    unc = cells[np.array([math.isinf(float(d)) for d in cells["delta"]], dtype=bool)]
+    rows = []
+    for ev in TASKS:
+        own = unc[(unc["eval_task"] == ev) & (unc["trained_task"] == ev)].set_index("dataset")["mean"]
+        for tr in TASKS:
+            if tr == ev:
+                continue
+            moved = unc[(unc["eval_task"] == ev) & (unc["trained_task"] == tr)].set_index("dataset")["mean"]
+            for ds in moved.index.intersection(own.index):
+                share = float(moved[ds] / own[ds]) if own[ds] > 0 else math.nan
+                rows.append({"trained_task": tr, "eval_task": ev, "dataset": ds, "transferred": float(moved[ds]),
+                             "in_domain": float(own[ds]), "share": share})
+    return pd.DataFrame(rows, columns=["trained_task", "eval_task", "dataset", "transferred", "in_domain", "share"])
+
+
+def transfer_claims(rb: ReportBuilder, cells: pd.DataFrame) -> None:
+    """The paper's six "reaches up to X % of in-domain" claims next to ours (best dataset), flagged outside
+    ± report.tolerance."""
+    import html
+
+    from visual_words.report.paper import claims
+
+    shares = transfer_shares(cells)
+    if not len(shares):
+        rb.skip("transfer claims", "no unconstrained in-domain and transferred cells of one dataset")
+        return
+    tol = rb.cfg.report.tolerance
+    out, table = {}, []
+    for c in claims():
+        sel = shares[(shares["trained_task"] == c["trained"]) & (shares["eval_task"] == c["eval"])].dropna()
+        key = f"{SHORT[c['trained']]}_to_{SHORT[c['eval']]}"
+        if not len(sel):
+            table.append((c["claim"], f"{c['value']:.2f} ({c['dataset']})", "not run", "", "not run"))
+            continue
+        best = sel.loc[sel["share"].idxmax()]
+        ok = abs(best["share"] - c["value"]) <= tol
+        out[key] = {"max_share": round(float(best["share"]), 4), "dataset": best["dataset"], "paper": c["value"],
+                    "within_tolerance": bool(ok)}
+        table.append((c["claim"], f"{c['value']:.2f} ({c['dataset']})", f"{best['share']:.2f} ({best['dataset']})",
+                      f"{best['share'] - c['value']:+.2f}", "agrees" if ok else "outside tolerance"))
+    rb.metrics["transfer_share"] = out
+    head = "<tr><th>paper claim</th><th>paper</th><th>ours (best dataset)</th><th>diff</th><th>status</th></tr>"
+    body = "".join(f'<tr class="{"ok" if r[4] == "agrees" else ("flag" if r[4] != "not run" else "na")}">'
+                   + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in table)
+    _write_csv(rb, shares, rb.out_dir / "transfer_shares.csv")
+    rb.sections["paper"].tables.append({
+        "title": "Transfer as a share of in-domain (the paper's §5 headline claims)",
+        "html": f'<table class="comparison"><thead>{head}</thead><tbody>{body}</tbody></table>',
+        "note": f"Share = transferred mean / in-domain mean of the evaluated task, unconstrained words; best dataset. "
+                f"Agrees within ±{tol:g}. File: transfer_shares.csv (every dataset)."})
 
 
 def _cell_key(r) -> str:
