@@ -129,7 +129,8 @@ def test_fetch_tar_with_member_prefix(tmp_path):
     target = fetch("dreambooth", tmp_path / "raw", src=tmp_path / "db.tar", spec=spec)
     assert (target / "cat2" / "00.jpg").read_bytes() == b"jpeg bytes"
     with pytest.raises(ValueError, match="cat2/00.jpg: sha256 differs"):
-        fetch("dreambooth", tmp_path / "raw2", src=tmp_path / "db.tar", spec=spec | {"files_sha256": {"cat2/00.jpg": "0"}})
+        fetch("dreambooth", tmp_path / "raw2", src=tmp_path / "db.tar",
+              spec=spec | {"files_sha256": {"cat2/00.jpg": "0"}})
 
 
 def test_dreambooth_from_the_real_folder_checks_every_photo(shared_assets, tmp_path):

@@ -54,7 +54,7 @@ def test_coco128_images_per_concept_match_the_assets_readme(shared_assets):
 def test_coco_missing_or_broken_annotation_file_is_named(tmp_path):
     from visual_words.data.coco import load_coco
 
-    with pytest.raises(FileNotFoundError, match="annotations/instances_val2017.json: COCO annotation file of `val2017`"):
+    with pytest.raises(FileNotFoundError, match="instances_val2017.json: COCO annotation file of `val2017`"):
         load_coco(tmp_path, {"val": "val2017"})
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train2017.json").write_text("{not json")
@@ -68,7 +68,8 @@ def test_coco_missing_or_broken_annotation_file_is_named(tmp_path):
 def test_largest_box_ties_go_to_the_first_box():
     from visual_words.data.index import AnnotatedImage, RawBox
 
-    im = AnnotatedImage("a.jpg", 10, 10, (RawBox("b", (0, 0, 2, 3)), RawBox("a", (5, 5, 3, 2)), RawBox("c", (0, 0, 1, 1))))
+    boxes = (RawBox("b", (0, 0, 2, 3)), RawBox("a", (5, 5, 3, 2)), RawBox("c", (0, 0, 1, 1)))
+    im = AnnotatedImage("a.jpg", 10, 10, boxes)
     assert im.label == "b"
     assert AnnotatedImage("x.jpg", 1, 1).label is None
 

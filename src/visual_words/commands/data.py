@@ -93,9 +93,10 @@ def cmd_boxes(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="datasets: fetch, check, show, prepare (manifests + feature caches), DreamBooth boxes",
-                       description="The four datasets of the study (ImageNet CLS-LOC, DreamBooth, COCO 2017, PASCAL VOC "
-                       "2012) read from their real on-disk formats, split per concept into manifests, and the "
+    p = sub.add_parser("data", help="datasets: fetch, check, show, prepare (manifests + feature caches), "
+                       "DreamBooth boxes",
+                       description="The four datasets of the study (ImageNet CLS-LOC, DreamBooth, COCO 2017, PASCAL "
+                       "VOC 2012) read from their real on-disk formats, split per concept into manifests, and the "
                        "image-side feature caches.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
@@ -105,7 +106,8 @@ def register(sub) -> None:
                         "download the archives elsewhere and use --from FOLDER (archives or an unpacked copy). "
                         "ImageNet is never downloaded (licence): --from PATH checks your copy.")
     q.add_argument("dataset", choices=DATASETS)
-    q.add_argument("--from", dest="src", metavar="PATH", help="a folder with the official archives, or an unpacked copy")
+    q.add_argument("--from", dest="src", metavar="PATH",
+                   help="a folder with the official archives, or an unpacked copy")
     q.add_argument("--copy", action="store_true", help="copy an unpacked --from folder instead of linking it")
     q.add_argument("--force", action="store_true", help="replace what is already in prepare.data_root/<dataset>")
     q.add_argument("--timeout", type=float, default=20.0, help="network timeout in seconds (default 20)")

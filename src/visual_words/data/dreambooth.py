@@ -28,11 +28,10 @@ image belongs to its subject, so the label (class of the largest box) is the sub
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from visual_words.data.index import AnnotatedImage, DatasetIndex, RawBox, require_file
+from visual_words.data.index import AnnotatedImage, DatasetIndex, RawBox, file_sha256, require_file
 from visual_words.io import write_json
 
 FORMAT = "visual-words/dreambooth-boxes/1"
@@ -68,14 +67,6 @@ def subject_images(root: Path, subject: str) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: DreamBooth subject folder not found")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def empty_box_file(detector: dict | None = None) -> dict:

@@ -202,7 +202,7 @@ _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 def content_hash(path: str | Path) -> str:
     """sha256 of an image file's bytes (remembered per path, size and modification time)."""
-    from visual_words.data.dreambooth import file_sha256
+    from visual_words.data.index import file_sha256
 
     try:
         st = os.stat(path)
@@ -228,7 +228,8 @@ class FeatureCache:
         if isinstance(cfg_or_dir, (str, os.PathLike)):
             self.root, default_batch = Path(cfg_or_dir), 8
         else:
-            self.root, default_batch = cfg_or_dir.path(cfg_or_dir.prepare.cache_dir), cfg_or_dir.prepare.feature_batch_size
+            cfg = cfg_or_dir
+            self.root, default_batch = cfg.path(cfg.prepare.cache_dir), cfg.prepare.feature_batch_size
         self.batch_size = batch_size or default_batch
         self.progress = progress
         self.hits = self.misses = 0

@@ -77,7 +77,8 @@ def download(url: str, dest: Path, timeout: float = 20.0) -> Path:
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", e)
-        raise ConnectionError(f"cannot download {url} ({reason}): this machine seems to have no internet access") from None
+        raise ConnectionError(f"cannot download {url} ({reason}): this machine seems to have no internet "
+                              "access") from None
     os.replace(part, dest)
     return dest
 
@@ -127,7 +128,7 @@ def missing_layout(folder: Path, spec: dict) -> list[str]:
 
 def check_files(folder: Path, spec: dict) -> None:
     """DreamBooth: every photo the study uses must be there, byte for byte (sha256)."""
-    from visual_words.data.dreambooth import file_sha256
+    from visual_words.data.index import file_sha256
 
     for rel, sha in (spec.get("files_sha256") or {}).items():
         path = folder / rel

@@ -1,8 +1,8 @@
 """The `prepare` stage: datasets -> one manifest per dataset (+ the feature cache warmed for the study's models).
 
 1. Read each dataset of `study.datasets` from its real on-disk format: under `prepare.data_root` (COCO, VOC,
-   DreamBooth), `prepare.imagenet_root` (ImageNet), or — `prepare.source: synthetic` — from the smoke image set drawn
-   under `prepare.synthetic_root` in the same layouts.
+   DreamBooth), `prepare.imagenet_root` (ImageNet), or — `prepare.source: synthetic` — from the smoke image set
+   drawn under `prepare.synthetic_root` in the same layouts.
 2. Split the first `study.concepts_per_dataset` concepts of each (D7, `splits.py`).
 3. Decode every selected image and check its size against the annotation: an unreadable, truncated or mismatched
    file is an error naming it.

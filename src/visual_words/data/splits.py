@@ -88,14 +88,15 @@ def build_manifest(index: DatasetIndex, concepts: Sequence[Concept], *, train_pe
             raise _too_few(index.name, c, train_split, len(train_c), train_per_concept, "train_per_concept", index.root)
         if len(eval_c) < eval_per_concept:
             raise _too_few(index.name, c, eval_split, len(eval_c), eval_per_concept, "eval_per_concept", index.root)
-        out[c.name] = ConceptSplit(
-            train=[to_record(im, classes) for im in pick(train_c, train_per_concept, seed, index.name, c.name, "train")],
-            eval=[to_record(im, classes) for im in pick(eval_c, eval_per_concept, seed, index.name, c.name, "eval")])
+        train = pick(train_c, train_per_concept, seed, index.name, c.name, "train")
+        held_out = pick(eval_c, eval_per_concept, seed, index.name, c.name, "eval")
+        out[c.name] = ConceptSplit(train=[to_record(im, classes) for im in train],
+                                   eval=[to_record(im, classes) for im in held_out])
     meta = {"train_split": train_split, "eval_split": eval_split, "train_per_concept": train_per_concept,
             "eval_per_concept": eval_per_concept, "label_rule": "class of the largest box (w*h)",
             "classes": {c.name: c.cls for c in concepts}}
-    return Manifest(dataset=index.name, source=source, seed=seed, image_root=relative_root(index.root, manifest_dir, repo),
-                    concepts=out, meta=meta)
+    return Manifest(dataset=index.name, source=source, seed=seed,
+                    image_root=relative_root(index.root, manifest_dir, repo), concepts=out, meta=meta)
 
 
 def build_holdout_manifest(index: DatasetIndex, concepts: Sequence[Concept], *, holdout: int, train_per_concept: int,
@@ -111,10 +112,11 @@ def build_holdout_manifest(index: DatasetIndex, concepts: Sequence[Concept], *, 
             raise ValueError(f"{index.name}: subject `{c.name}` has {len(photos)} photo(s) with a box in {index.root}, "
                              f"too few to hold out {holdout} (prepare.dreambooth_holdout) and train on at least one")
         order = pick(photos, len(photos), seed, index.name, c.name, "holdout")
-        out[c.name] = ConceptSplit(train=[to_record(im, classes) for im in order[holdout : holdout + train_per_concept]],
+        train = order[holdout : holdout + train_per_concept]
+        out[c.name] = ConceptSplit(train=[to_record(im, classes) for im in train],
                                    eval=[to_record(im, classes) for im in order[:holdout]])
     meta = {"split": split, "dreambooth_holdout": holdout, "train_per_concept": train_per_concept,
             "label_rule": "class of the largest box (w*h)", "deviation": DREAMBOOTH_NOTE,
             "classes": {c.name: c.cls for c in concepts}}
-    return Manifest(dataset=index.name, source=source, seed=seed, image_root=relative_root(index.root, manifest_dir, repo),
-                    concepts=out, meta=meta)
+    return Manifest(dataset=index.name, source=source, seed=seed,
+                    image_root=relative_root(index.root, manifest_dir, repo), concepts=out, meta=meta)

@@ -3,9 +3,9 @@ REAL on-disk format (COCO instances JSON, VOC XML + ImageSets, ImageNet LOC CSVs
 folders + box file), so `vw data prepare` reads it with the very loaders the paper profile uses.
 
 Each image is drawn by this script with known boxes: a background (a tinted crop of one of scikit-image's bundled
-grey-level photos: brick, grass, gravel, …), the concept's object (a crop of one of scikit-image's bundled colour
-photos — Chelsea the cat, a coffee cup, an astronaut, a rocket, … — cut to an ellipse, rectangle or triangle with a
-coloured outline, one look per concept) and, in half of the images, a smaller object of another concept. A few
+grey-level photos: brick, grass, gravel, …), the concept's object (one of scikit-image's bundled colour photos —
+Chelsea the cat, a coffee cup, an astronaut, a rocket, … — cut to an ellipse, rectangle or triangle with a coloured
+outline, one look per concept) and, in half of the images, a smaller object of another concept. A few
 "decoy" images per split are labelled with a class that is not one of the concepts (the largest box) while also
 holding a small box of a concept: the largest-box rule must leave them out.
 
@@ -166,8 +166,9 @@ def write_coco(out: Path, splits: dict[str, list[Drawn]]) -> None:
                            "license": 0})
             for cls, (x, y, w, h) in d.boxes:
                 ann_id += 1
+                polygon = [[x, y, x + w, y, x + w, y + h, x, y + h]]
                 anns.append({"id": ann_id, "image_id": image_id, "category_id": cat_id[cls], "iscrowd": 0,
-                             "bbox": [x, y, w, h], "area": w * h, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+                             "bbox": [x, y, w, h], "area": w * h, "segmentation": polygon})
         doc = {"info": {"description": "visual-words synthetic smoke set (COCO 2017 layout)", "version": str(VERSION)},
                "licenses": [{"id": 0, "name": "drawn by visual_words.data.synthetic from scikit-image sample photos"}],
                "categories": [{"id": i, "name": n, "supercategory": "synthetic"} for n, i in cat_id.items()],
