@@ -244,22 +244,24 @@ class FeatureCache:
         """The feature of each image file (computed for the ones not cached yet, in batches)."""
         if kind not in COMPUTE:
             raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(COMPUTE)})")
+        if not paths:
+            return {k: torch.empty(0) for k in OWL_KEYS} if kind == "owl_image_embeds" else torch.empty(0)
         folder = self.folder(kind, loaded)
         self._describe(folder, kind, loaded)
         hashes = [content_hash(p) for p in paths]
         found: dict[str, dict[str, torch.Tensor]] = {}
-        todo: dict[str, Path] = {}  # content hash -> a file with that content (identical files computed once)
+        pending: dict[str, Path] = {}  # content hash -> a file with that content (identical files computed once)
         for p, h in zip(paths, hashes):
-            if h in found or h in todo:
+            if h in found or h in pending:
                 continue
             cached = self._read(folder / h[:2] / f"{h}.safetensors")
             if cached is None:
-                todo[h] = Path(p)
+                pending[h] = Path(p)
             else:
                 found[h] = cached
-        self.hits += len(paths) - len(todo)
-        self.misses += len(todo)
-        todo = [(p, h) for h, p in todo.items()]
+        self.hits += len(paths) - len(pending)
+        self.misses += len(pending)
+        todo = [(p, h) for h, p in pending.items()]
         bar = tqdm(total=len(todo), desc=f"{kind} ({loaded.entry.key})", unit="img",
                    disable=not self.progress or not todo)
         for i in range(0, len(todo), self.batch_size):
