@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -25,7 +26,8 @@ def git_commit(root: str = ".") -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # no git checkout (e.g. the container's workspace): the image records the commit it was built from
+        return os.environ.get("VW_SOURCE_COMMIT", "unknown")
 
 
 def package_versions() -> dict[str, str]:

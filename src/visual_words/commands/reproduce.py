@@ -7,6 +7,7 @@ in order directly, without DVC's cache.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,18 +39,19 @@ def cmd_reproduce(args) -> int:
     root = Path(cfg.root)
     file_profile = yaml.safe_load(Path(cfg.source).read_text()).get("profile")
     t0 = time.time()
+    from visual_words.models.lock import check_models_for_config
+
+    check_models_for_config(cfg)  # the real checkpoints match the model lock (a no-op for local/tiny models)
     if not args.no_dvc and cfg.profile == file_profile and not args.overrides and _dvc_usable(root):
         dvc = Path(sys.executable).parent / "dvc"
         print(f"[reproduce] profile {cfg.profile}: dvc repro (incremental; stages that did not change are skipped)",
               flush=True)
-        rc = subprocess.call([str(dvc) if dvc.exists() else "dvc", "repro"], cwd=root)
+        # dvc.yaml's stage commands call `vw`: put this interpreter's bin folder (the venv) first on PATH.
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        rc = subprocess.call([str(dvc) if dvc.exists() else "dvc", "repro"], cwd=root, env=env)
         if rc:
             return rc
     else:
-        if cfg.profile == "paper":
-            from visual_words.models.lock import check_models  # the container's model lock, when present
-
-            check_models(cfg)
         from visual_words.cli import main
 
         extra = ["--profile", cfg.profile, "--params", cfg.source] + sum((["--set", o] for o in args.overrides), [])
