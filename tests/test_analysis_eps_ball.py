@@ -27,12 +27,14 @@ def reference(q, anchors, table, radii, k):
     low = (d2[:, :, None] <= r2[:, None, :] * (1 - EDGE_REL)).sum(1)
     high = (d2[:, :, None] <= r2[:, None, :] * (1 + EDGE_REL)).sum(1)
     a64 = t64[anchors]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero vector has no cosine (nan, as ours)
+        cos = (q64 * a64).sum(1) / np.linalg.norm(q64, axis=1) / np.linalg.norm(a64, axis=1)
     return {
         "nearest_ids": order,
         "nearest_dists": np.sqrt(np.take_along_axis(d2, order, 1)),
         "anchor_rank": (d2 < d2a[:, None]).sum(1),
         "dist_anchor": np.sqrt(d2a),
-        "cos_anchor": (q64 * a64).sum(1) / np.linalg.norm(q64, axis=1) / np.linalg.norm(a64, axis=1),
+        "cos_anchor": cos,
         "counts": inside.sum(1), "counts_low": low, "counts_high": high,
     }
 
@@ -153,3 +155,22 @@ def test_bad_input_is_a_clear_error(bad, message):
     args = dict(q=np.zeros((3, 4), np.float32), anchors=[0, 1, 2], radii=None, k=1) | bad
     with pytest.raises(ValueError, match=message):
         eps_ball_stats(args["q"], args["anchors"], table, args["radii"], k=args["k"])
+
+
+def test_exact_ties_tiny_tables_and_large_norms():
+    """Integer-valued vectors: many distances tie exactly (ids must then follow the reference's stable order, a tie
+    is not "closer", a token exactly on an integer radius is inside); tables smaller than k + 4; huge queries."""
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        V, d, Q = int(rng.integers(2, 40)), int(rng.integers(1, 6)), int(rng.integers(1, 20))
+        table = rng.integers(-3, 4, (V, d)).astype(np.float32)
+        anchors = rng.integers(0, V, Q)
+        q = rng.integers(-3, 4, (Q, d)).astype(np.float32) * np.float32(1000 if seed % 3 == 0 else 1)
+        radii = rng.integers(0, 5, (Q, 2)).astype(np.float64)
+        k = int(rng.integers(1, V + 1))
+        ours = eps_ball_stats(q, anchors, table, radii, k=k, block_size=int(rng.integers(1, 8)))
+        ref = reference(q, anchors, table, radii, k)
+        np.testing.assert_array_equal(ours["nearest_ids"], ref["nearest_ids"])
+        np.testing.assert_array_equal(ours["anchor_rank"], ref["anchor_rank"])
+        np.testing.assert_array_equal(ours["counts"], ref["counts"])  # integer radii: no rounding at the edge
+        np.testing.assert_allclose(ours["nearest_dists"], ref["nearest_dists"], rtol=1e-12)
