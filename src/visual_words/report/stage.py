@@ -83,13 +83,15 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, comment="#") if path.is_file() else None
 
 
-def _find_image(images_dir: Path, trial) -> Path | None:
-    """The first kept generation of a trial: the evaluation stage writes images/<trial slug>__<i>.png."""
-    p = images_dir / f"{trial.slug}__0.png"
-    if p.is_file():
-        return p
-    found = sorted(images_dir.glob(f"**/{trial.slug}__*.png")) if images_dir.is_dir() else []
-    return found[0] if found else None
+def _image_index(images_dir: Path) -> dict[str, Path]:
+    """The kept generations by file name (one directory walk; the evaluation stage writes
+    images/<trial slug>__<i>.png, for every trial evaluated on generation)."""
+    return {p.name: p for p in sorted(images_dir.rglob("*.png"))} if images_dir.is_dir() else {}
+
+
+def _find_image(index: dict[str, Path], trial) -> Path | None:
+    """A trial's first kept generation."""
+    return index.get(f"{trial.slug}__0.png")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,7 +281,8 @@ def qualitative(rb: ReportBuilder) -> None:
                "Images kept by the evaluation stage (evaluate.keep_images_per_trial; one seed per trial).")
     images = cfg.path(cfg.evaluate.out_dir) / "images"
     grid = trial_grid(cfg)
-    have = {t.id: p for t in grid if (p := _find_image(images, t)) is not None}
+    index = _image_index(images)
+    have = {t.id: p for t in grid if (p := _find_image(index, t)) is not None}
     if not have:
         rb.skip("Fig. 4 / Fig. 5 / appendix grids", f"no kept generations under {images} (evaluate.keep_images_per_trial"
                                                      " = 0, or `vw evaluate run` has not run)")
