@@ -92,6 +92,7 @@ class TrainConfig:
     checkpoint_every: int  # steps between trial-batch checkpoints (0 = never)
     precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
     flip_augment: bool  # also encode the mirror image for SD latents
+    compile: bool  # torch.compile the SD UNet (minutes to compile; pays off over long runs of one shape)
     out_dir: str
 
 
