@@ -78,6 +78,8 @@ class TrialBatch:
     def __init__(self, cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[TrialData]):
         tc = cfg.train
         self.cfg, self.adapter, self.trials, self.data = cfg, adapter, list(trials), list(data)
+        if tc.compile:
+            adapter.compile()
         self.table = adapter.token_table()
         self.table_hash = table_hash(self.table)
         self.anchor_ids = [adapter.anchor_id(t.anchor) for t in self.trials]
