@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from visual_words.commands import add_config_args, config_from_args
 
@@ -24,12 +25,13 @@ def cmd_sweep(args) -> int:
         trials = trials[: args.limit]
     if not trials:
         raise ValueError("no trials match the filters")
+    t0 = time.time()
     try:
         s = run_sweep(cfg, trials, progress=not args.no_progress)
     except SweepError as e:
         print(f"vw sweep: {e}", file=sys.stderr)
         return 1
-    write_provenance(cfg.path(cfg.train.out_dir), cfg, "train")
+    write_provenance(cfg.path(cfg.train.out_dir), cfg, "train", elapsed_s=round(time.time() - t0, 2))
     print(f"[sweep] done: {s.trained} trained, {s.already_done} reused, {s.total} total; "
           f"runs in MLflow experiment {s.experiment_id} at {s.tracking_uri}")
     return 0

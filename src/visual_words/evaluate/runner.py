@@ -19,6 +19,8 @@ Outputs under ``evaluate.out_dir``:
 
 from __future__ import annotations
 
+import time
+
 import csv
 import hashlib
 import json
@@ -261,6 +263,7 @@ def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = 
                    items: Sequence[Item] | None = None) -> EvalResult:
     """Evaluate the trained embeddings (all files under train.out_dir, or ``items``) on ``tasks`` (default all
     three) and write evaluation.csv, summary.csv and provenance.json; finished evaluations are reused."""
+    t0 = time.time()
     from tqdm.auto import tqdm
 
     from visual_words.provenance import write_provenance
@@ -311,7 +314,7 @@ def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = 
         ev.release()
     table = write_table(out_dir / TABLE, rows)
     summary = write_summary(cfg, table)
-    write_provenance(out_dir, cfg, "evaluate")
+    write_provenance(out_dir, cfg, "evaluate", elapsed_s=round(time.time() - t0, 2))
     return EvalResult(table, summary, len(rows), n_new, n_reused, rows)
 
 

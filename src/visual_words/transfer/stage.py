@@ -3,6 +3,8 @@ and `map_between`, which gives any other pair of checkpoints a map too (fitted o
 
 from __future__ import annotations
 
+import time
+
 import csv
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ def _load(key: str, cfg):
 def build_maps(cfg, model_keys: list[str] | None = None, progress: bool = True) -> dict[tuple[str, str], Path]:
     """Fit all ordered pairs among ``model_keys`` (default: the study's task models) with ``cfg.maps`` settings;
     write each map + sidecar, ``quality.csv`` and ``provenance.json`` under ``maps.out_dir``. Returns the paths."""
+    t0 = time.time()
     keys = list(dict.fromkeys(model_keys or study_model_keys(cfg)))
     if len(keys) < 2:
         raise ValueError(f"maps need at least two distinct models; got {keys}")
@@ -48,7 +51,7 @@ def build_maps(cfg, model_keys: list[str] | None = None, progress: bool = True) 
     out_dir = cfg.path(m.out_dir)
     paths = {pair: save_map(map_path(cfg, *pair), lmap) for pair, lmap in maps.items()}
     _write_quality(out_dir / QUALITY_FILE, maps)
-    write_provenance(out_dir, cfg, "maps")
+    write_provenance(out_dir, cfg, "maps", elapsed_s=round(time.time() - t0, 2))
     return paths
 
 
