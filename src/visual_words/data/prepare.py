@@ -23,6 +23,7 @@ from visual_words import registry
 from visual_words.config import ConfigError
 from visual_words.data.index import DatasetIndex
 from visual_words.data.manifest import Manifest, manifest_path, read_manifest, write_manifest
+from visual_words.io import write_text
 from visual_words.preprocess import load_rgb
 from visual_words.provenance import write_provenance
 
@@ -159,6 +160,13 @@ def prepare(cfg, datasets: list[str] | None = None, features: bool | None = None
         verify_images(m, index.root, progress)
         built[ds] = m
     paths = {ds: write_manifest(manifest_path(cfg, ds), m) for ds, m in built.items()}
+    # The synthetic image folder is a DVC output of this stage (so `dvc pull` brings the smoke images with the
+    # manifests that point at them); it exists, holding just this note, when the source is real.
+    synthetic = cfg.path(cfg.prepare.synthetic_root)
+    synthetic.mkdir(parents=True, exist_ok=True)
+    if not (synthetic / "README.txt").exists():
+        write_text(synthetic / "README.txt", "Smoke-profile images drawn at run time by `vw data prepare` "
+                   "(prepare.source: synthetic), in each dataset's real on-disk layout.\n")
     for ds, path in paths.items():
         counts = built[ds].counts()
         total = sum(c["train"] + c["eval"] for c in counts.values())
