@@ -251,3 +251,25 @@ def test_trial_batch_starts_every_vector_at_its_anchor(tiny_owl, repo_root, tmp_
         assert torch.equal(state.vectors[k], anchor[None].expand(cfg.train.num_vectors, -1))
     assert state.vectors.dtype == torch.float32 and state.vectors.requires_grad
     assert [p for g in state.optimizer.param_groups for p in g["params"]] == [state.vectors]
+
+
+def test_a_checkpoint_resumes_only_the_batch_and_data_it_was_made_with(tiny_clip, repo_root, tmp_path):
+    cfg = _cfg(repo_root, tmp_path, steps=6, log_every=1, checkpoint_every=2)
+    a = adapter_for(tiny_clip)
+    trials = _trials("tiny_clip")
+
+    def kill_at_3(trial, step, m):
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_batch(cfg, a, trials, _data(a, trials), progress=False, on_step=kill_at_3)
+    steps = []
+    other_data = _data(a, trials, seed=5)  # e.g. another split: the step-2 checkpoint must not be used
+    train_batch(cfg, a, trials, other_data, progress=False, on_step=lambda t, s, m: steps.append(s))
+    assert min(steps) == 1
+
+    (ckpt,) = list((tmp_path / "embeddings").rglob("*.pt"))  # the first run's checkpoint, left for its own data
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable trial-batch checkpoint.*delete it"):
+        train_batch(cfg, a, trials, _data(a, trials), progress=False)

@@ -2,7 +2,8 @@
 
 A checkpoint holds the learned vectors, the Adam state, every trial's random-generator state, the step and the
 curves so far, so a resumed run equals an uninterrupted one. Its file name is a hash of what defines the batch
-(trial ids, model, token table, train settings): a changed setting starts afresh instead of resuming stale state.
+(trial ids, model, token table, train settings, the trials' data): a change starts afresh instead of resuming
+stale state.
 Written atomically; read with `torch.load(weights_only=True)` (tensors and plain data only).
 """
 
@@ -23,10 +24,11 @@ CHECKPOINT_DIR = ".checkpoints"
 _NEUTRAL = {"log_every", "checkpoint_every", "out_dir", "trials_per_batch", "trials_per_batch_by_task", "compile"}
 
 
-def batch_key(trial_ids: list[str], model_key: str, table_hash: str, train_settings: dict[str, Any]) -> str:
+def batch_key(trial_ids: list[str], model_key: str, table_hash: str, train_settings: dict[str, Any],
+              data_digests: list[str]) -> str:
     settings = {k: v for k, v in train_settings.items() if k not in _NEUTRAL}
-    blob = json.dumps({"trials": trial_ids, "model": model_key, "table": table_hash, "train": settings},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"trials": trial_ids, "model": model_key, "table": table_hash, "train": settings,
+                       "data": data_digests}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -151,7 +151,7 @@ class TrialBatch:
 
     def key(self) -> str:
         return batch_key([t.id for t in self.trials], self.adapter.entry.key, self.table_hash,
-                         dataclasses.asdict(self.cfg.train))
+                         dataclasses.asdict(self.cfg.train), [d.digest() for d in self.data])
 
     # -- results --------------------------------------------------------------------------------------------
 
@@ -239,8 +239,11 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
     `train.trials_per_batch_by_task`) at a time.
     `loaded` is used for the trials of its model (a Ray worker keeps one model loaded); other models are loaded
     here. An interrupted batch resumes from its last checkpoint (`train.checkpoint_every`)."""
+    import time
+
     from visual_words.provenance import write_provenance
 
+    start = time.perf_counter()
     unique = list({t.id: t for t in trials}.values())
     results: dict[str, TrialResult] = {}
     groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
@@ -249,12 +252,12 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
             results[t.id] = read_result(cfg, t)
         else:
             groups[(t.model, t.dataset)].append(t)
-    current = loaded
+    adapter = None
     for (model_key, dataset), group in sorted(groups.items(), key=lambda kv: kv[0][0]):  # each model loads once
-        if current is None or current.entry.key != model_key:
+        if adapter is None or adapter.entry.key != model_key:
             current = loaded if loaded is not None and loaded.entry.key == model_key \
                 else load_for_training(cfg, model_key)
-        adapter = adapter_for(current)
+            adapter = adapter_for(current)
         manifest = read_manifest(manifest_path(cfg, dataset))
         by_task: dict[str, list[Trial]] = defaultdict(list)
         for t in group:
@@ -266,7 +269,7 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
                 data = build_trial_data(cfg, adapter, chunk, manifest)
                 for r in train_batch(cfg, adapter, chunk, data, progress, on_step):
                     results[r.trial.id] = r
-            write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train")
+            write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - start)
     return [results[t.id] for t in trials]
 
 

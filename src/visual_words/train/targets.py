@@ -16,6 +16,7 @@ training images; the image side is cached, so a step is one text forward either 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -42,6 +43,14 @@ class TrialData:
     flipped: torch.Tensor | None = None  # [N, C, h, w] latents of the mirror images
     direction: torch.Tensor | None = None  # [D]
     stats: dict[str, Any] = field(default_factory=dict)  # counts for the sidecar (positives, negatives, images)
+
+    def digest(self) -> str:
+        """A content hash of the tensors (a checkpoint is resumed only on the data it was made with)."""
+        h = hashlib.sha256(self.kind.encode())
+        for t in (self.latents, self.flipped, self.direction):
+            if t is not None:
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
 
 def signed_cosine_direction(positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
