@@ -34,3 +34,14 @@ def test_gt_boxes_follow_owls_padding():
 def test_signed_cosine_direction_without_negatives_is_minus_the_positive_mean():
     pos = torch.eye(3)[:2]
     torch.testing.assert_close(signed_cosine_direction(pos, torch.zeros(0, 3)), torch.tensor([-0.5, -0.5, 0.0]))
+
+
+def test_generation_batches_mix_in_the_mirror_latents_with_flip_augment(tiny_sd):
+    from visual_words.models.adapters import adapter_for
+    from visual_words.train.targets import TrialData, draw_batch
+
+    d = TrialData("generation", latents=torch.zeros(3, 4, 2, 2), flipped=torch.ones(3, 4, 2, 2))
+    batch = draw_batch(adapter_for(tiny_sd), [d], [torch.Generator().manual_seed(0)], 64)
+    per_sample = batch["latents"][0].flatten(1)
+    assert set(per_sample.mean(1).tolist()) == {0.0, 1.0}  # whole samples, either the image or its mirror
+    assert batch["noise"].shape == batch["latents"].shape and batch["timesteps"].shape == (1, 64)
