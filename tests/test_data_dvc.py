@@ -23,7 +23,7 @@ def test_data_dvc_tracks_the_raw_folder_and_the_stage_never_writes_under_data():
     assert stage["cmd"] == "vw data prepare"
     assert stage["params"] == ["profile", "study", "prepare", "profiles"]
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
-    assert outs == ["artifacts/manifests"] and not any(o.startswith("data/") for o in outs)
+    assert outs == ["artifacts/manifests", "artifacts/synthetic"] and not any(o.startswith("data/") for o in outs)
     assert all((REPO / d).exists() for d in stage["deps"])  # every dep exists in a fresh clone
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert not params["prepare"]["synthetic_root"].startswith("data/")
