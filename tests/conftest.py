@@ -64,3 +64,12 @@ def tiny_clip_eval():
     from visual_words.models.loading import load_model
 
     return load_model("tiny-clip-eval", root=REPO)
+
+
+@pytest.fixture
+def fresh_tiny_sd():
+    """A private tiny-sd for tests that change the pipeline (diffusers' load/unload_textual_inversion swaps the
+    token-embedding module for a new, trainable one), so the shared session fixture stays frozen and untouched."""
+    from visual_words.models.loading import load_model
+
+    return load_model("tiny-sd", root=REPO)

@@ -23,8 +23,8 @@ def test_round_trip_with_sidecar(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # atomic: no temp files left
 
 
-def test_diffusers_loader_accepts_our_file(tmp_path, tiny_sd):
-    pipe = tiny_sd.pipeline
+def test_diffusers_loader_accepts_our_file(tmp_path, fresh_tiny_sd):
+    pipe = fresh_tiny_sd.pipeline
     v = torch.randn(4, 32)
     p = write_embedding(tmp_path / "cat2.safetensors", "<cat2>", v, {"trial_id": "t"})
     n_before = len(pipe.tokenizer)

@@ -183,7 +183,7 @@ def _transfer(tmp_path, *argv):
 
 
 @pytest.mark.slow
-def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, clip_table, tiny_sd):
+def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, clip_table, fresh_tiny_sd):
     a, table = clip_table
     src, v, _ = _our_file(tmp_path, a, table)
     out = tmp_path / "cat2.tiny-sd.safetensors"
@@ -191,7 +191,7 @@ def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, c
     printed = capsys.readouterr().out
     assert "fitted and cached" in printed and "WARNING:" in printed and "snap to the nearest word" in printed
     side = json.loads(sidecar_path(out).read_text())
-    sd_table = tiny_sd.pipeline.text_encoder.get_input_embeddings().weight.detach()
+    sd_table = fresh_tiny_sd.pipeline.text_encoder.get_input_embeddings().weight.detach()
     m = side["map"]
     assert m["estimator"] == "ols" and not m["reused"]
     assert m["src_table_hash"] == table_hash(table) and m["dst_table_hash"] == table_hash(sd_table)
@@ -202,7 +202,7 @@ def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, c
     mapped = read_embedding(out).tokens["<cat2>"]
     torch.testing.assert_close(mapped, load_map(m["file"]).apply(v))  # the cached map, applied to every vector
     # diffusers' own loader takes the file as it is, and the pipeline generates with the token.
-    pipe = tiny_sd.pipeline
+    pipe = fresh_tiny_sd.pipeline
     n_before = len(pipe.tokenizer)
     pipe.load_textual_inversion(str(out))
     try:
