@@ -112,8 +112,11 @@ def test_sigkilled_sweep_resumes_each_trial_exactly_once(tmp_path, workspace):
     t0 = time.time()
     while time.time() - t0 < 240 and len(list(out_dir.glob("*.json"))) < 2:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray cluster and the workers, mid-sweep
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray cluster, mid-sweep
     proc.wait()
+    # A Ray worker runs in its own process group and notices the dead raylet within ~1-3 s; it may finish (and
+    # log) the trial it was on meanwhile. Count what is on disk once it is gone.
+    time.sleep(6)
     finished_before = len(list(out_dir.glob("*.safetensors.json")))
     assert 0 < finished_before < len(trials), "the kill should land in the middle of the sweep"
     s = run_sweep(cfg, trials, progress=False)

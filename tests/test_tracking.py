@@ -56,7 +56,10 @@ def test_orphans_are_closed(cfg, tmp_path):
     tracking.log_trial_run(uri, exp, side, path, tags={tracking.TRIAL_KEY: "twin"})
     orphan_twin = c.create_run(exp, tags={tracking.TRIAL_KEY: "twin"}).info.run_id
     orphan_alone = c.create_run(exp, tags={tracking.TRIAL_KEY: "alone"}).info.run_id
-    assert tracking.close_orphans(uri, exp) == {"killed": 1, "failed": 1}
+    dup = tracking.log_trial_run(uri, exp, side, path, tags={tracking.TRIAL_KEY: "twin"})  # a late orphan worker
+    assert tracking.close_orphans(uri, exp) == {"killed": 1, "failed": 1, "duplicates": 1}
+    assert c.get_run(dup).info.lifecycle_stage == "deleted"
+    assert tracking.finished_keys(uri, exp) == {"twin"}
     assert c.get_run(orphan_twin).info.status == "KILLED"
     assert c.get_run(orphan_alone).info.status == "FAILED"
     assert not [r for r in c.search_runs([exp]) if r.info.status == "RUNNING"]

@@ -145,17 +145,25 @@ def finished_keys(uri: str, experiment_id: str) -> set[str]:
 
 
 def close_orphans(uri: str, experiment_id: str) -> dict[str, int]:
-    """End runs left RUNNING by a killed worker: KILLED if a FINISHED twin exists (same trial_key), else FAILED."""
+    """End runs left RUNNING by a killed worker: KILLED if a FINISHED twin exists (same trial_key), else FAILED.
+
+    Also keeps one FINISHED run per trial: a Ray worker lives in its own process group and can outlive a killed
+    driver by a second or two, finishing (and logging) the trial it was on while a resumed sweep logs the same
+    trial from its files. The later duplicates are deleted (MLflow's soft delete: restorable, hidden in the UI)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    counts = {"killed": 0, "failed": 0}
+    counts = {"killed": 0, "failed": 0, "duplicates": 0}
     for key, runs in runs_by_key(uri, experiment_id).items():
-        done = any(r.info.status == "FINISHED" for r in runs)
+        finished = sorted((r for r in runs if r.info.status == "FINISHED"), key=lambda r: r.info.start_time)
         for r in runs:
             if r.info.status == "RUNNING":
-                client.set_terminated(r.info.run_id, "KILLED" if done else "FAILED")
-                counts["killed" if done else "failed"] += 1
+                client.set_terminated(r.info.run_id, "KILLED" if finished else "FAILED")
+                counts["killed" if finished else "failed"] += 1
+        if key:
+            for r in finished[1:]:
+                client.delete_run(r.info.run_id)
+                counts["duplicates"] += 1
     return counts
 
 

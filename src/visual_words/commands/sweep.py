@@ -13,18 +13,10 @@ from visual_words.commands import add_config_args, config_from_args
 def cmd_sweep(args) -> int:
     from visual_words.provenance import write_provenance
     from visual_words.sweep import SweepError, run_sweep
-    from visual_words.trials import trial_grid
+    from visual_words.commands.train import select_trials_from_args
 
     cfg = config_from_args(args)
-    trials = trial_grid(cfg)
-    for name in ("task", "dataset", "concept", "anchor"):
-        want = getattr(args, name)
-        if want:
-            trials = [t for t in trials if getattr(t, name) == want]
-    if args.limit:
-        trials = trials[: args.limit]
-    if not trials:
-        raise ValueError("no trials match the filters")
+    trials = select_trials_from_args(cfg, args)
     t0 = time.time()
     try:
         s = run_sweep(cfg, trials, progress=not args.no_progress)
@@ -62,12 +54,9 @@ def register(sub) -> None:
                        "task (a local cluster of sweep.num_workers CPUs by default; RAY_ADDRESS for a cluster). "
                        "Each trial becomes an MLflow run. Killed? Run it again: finished trials are skipped.")
     add_config_args(p)
-    p.add_argument("--task", choices=["generation", "detection", "classification"], help="only this task")
-    p.add_argument("--dataset", help="only this dataset")
-    p.add_argument("--concept", help="only this concept")
-    p.add_argument("--anchor", help="only this anchor word")
-    p.add_argument("--limit", type=int, help="only the first N matching trials")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from visual_words.commands.train import add_trial_filters
+
+    add_trial_filters(p)
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)")
     add_config_args(p)

@@ -38,8 +38,7 @@ def cmd_train(args) -> int:
     from visual_words.train.loop import results_table, train_trials
 
     cfg = config_from_args(args)
-    trials = select_trials(cfg, args.task, args.dataset, args.concept, args.anchor,
-                           None if args.delta is None else _delta(args.delta), args.limit)
+    trials = select_trials_from_args(cfg, args)
     print(f"[train] profile={cfg.profile}: {len(trials)} trials, {cfg.train.steps} steps each, "
           f"{cfg.train.num_vectors} vectors per token -> {cfg.path(cfg.train.out_dir)}", flush=True)
     results = train_trials(cfg, trials, progress=not args.no_progress)
@@ -59,6 +58,12 @@ def register(sub) -> None:
                        "manifests and feature caches of the prepare stage. For the whole grid on Ray with MLflow "
                        "runs use `vw sweep`.")
     add_config_args(p)
+    add_trial_filters(p)
+    p.set_defaults(func=cmd_train)
+
+
+def add_trial_filters(p) -> None:
+    """The trial-selection options `vw train` and `vw sweep` share (see select_trials_from_args)."""
     p.add_argument("--task", choices=["generation", "detection", "classification"], help="only this task")
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--concept", help="only this concept")
@@ -66,4 +71,8 @@ def register(sub) -> None:
     p.add_argument("--delta", help="only this ε-ball radius δ (a number, or inf for unconstrained)")
     p.add_argument("--limit", type=int, help="only the first N matching trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+
+
+def select_trials_from_args(cfg, args):
+    return select_trials(cfg, args.task, args.dataset, args.concept, args.anchor,
+                         None if args.delta is None else _delta(args.delta), args.limit)
