@@ -1,7 +1,5 @@
 """`vw ui` starts the real MLflow UI on loopback; headless Chromium sees the trial runs on the page."""
 
-import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -12,10 +10,6 @@ import time
 import urllib.request
 
 import pytest
-import torch
-
-from visual_words import tracking
-from visual_words.embeddings import write_embedding
 
 pytestmark = pytest.mark.slow
 
@@ -38,22 +32,27 @@ def _wait_http(url: str, timeout: float = 60) -> None:
     raise TimeoutError(url)
 
 
-def test_ui_lists_trial_runs(tmp_path, smoke_config, repo_root):
+def test_ui_lists_the_smoke_runs(tmp_path, repo_root):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have Debian's chromium (.ci/run installs it)")
         pytest.skip("headless Chromium not installed (apt-get install chromium)")
-    cfg = dataclasses.replace(smoke_config, root=str(tmp_path))
-    uri, exp = tracking.ensure_experiment(cfg, "train")
-    names = []
-    for i in range(3):
-        tid = f"classification/coco/cup/anchor=word{i}/delta=0.5"
-        names.append(tid)
-        p = write_embedding(tmp_path / f"e{i}.safetensors", "<cup>", torch.zeros(2, 32),
-                            {"trial": {"id": tid}, "final_loss": -0.1 * i, "curves": {"step": [0, 1], "loss": [1, .5]}})
-        tracking.log_trial_run(uri, exp, json.loads((tmp_path / f"e{i}.safetensors.json").read_text()), p,
-                               tags={tracking.TRIAL_KEY: f"k{i}"})
+    from visual_words.config import load_config
+    from visual_words.data.prepare import prepare
+    from visual_words.sweep import run_sweep
+    from visual_words.trials import trial_grid
+
+    # a real (small) smoke sweep: the COCO classification trials, 2 steps each, tracked in a fresh store
+    cfg = load_config("smoke", repo_root / "params.yaml", {
+        "prepare.manifests_dir": str(tmp_path / "manifests"), "prepare.cache_dir": str(tmp_path / "cache"),
+        "train.out_dir": str(tmp_path / "embeddings"), "sweep.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "study.datasets": ["coco"], "train.steps": 2})
+    prepare(cfg, progress=False)
+    trials = [t for t in trial_grid(cfg) if t.task == "classification"][:4]
+    summary = run_sweep(cfg, trials, progress=False)
+    uri, exp = summary.tracking_uri, summary.experiment_id
+    names = [t.id for t in trials]
     port = _free_port()
     env = dict(os.environ, VW_PARAMS=str(repo_root / "params.yaml"), MLFLOW_TRACKING_URI=uri)
     server = subprocess.Popen([sys.executable, "-m", "visual_words", "ui", "--port", str(port)], cwd=tmp_path,
@@ -65,7 +64,8 @@ def test_ui_lists_trial_runs(tmp_path, smoke_config, repo_root):
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         for n in names:
             assert n in dom, f"run {n} not on the MLflow page"
-        shot = tmp_path / "mlflow-ui.png"
+        shot = repo_root / "build" / "test-artifacts" / "mlflow-ui.png"  # kept for people to look at
+        shot.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([*common, "--window-size=1400,900", f"--screenshot={shot}", url], capture_output=True,
                        timeout=120)
         assert shot.stat().st_size > 10_000  # kept as a test artifact in the test's tmp dir
