@@ -19,7 +19,8 @@ def _sidecar(tmp_path):
     import torch
 
     meta = {"trial": {"id": "classification/coco/cup/anchor=dog/delta=0.5"}, "model_key": "tiny-clip",
-            "steps": 4, "final_loss": -0.3, "d_nn": 0.7,
+            "steps": 4, "final_loss": -0.3, "d_nn": 0.7, "started_ms": 1_700_000_000_000,
+            "finished_ms": 1_700_000_042_000,
             "curves": {"step": [0, 2, 4], "loss": [0.1, -0.1, -0.3], "rel_dist": [0.0, 0.2, math.nan]}}
     p = write_embedding(tmp_path / "e.safetensors", "<cup>", torch.zeros(2, 32), meta)
     import json
@@ -38,6 +39,7 @@ def test_trial_run_has_params_curves_and_artifact(cfg, tmp_path):
     c = MlflowClient(uri)
     run = c.get_run(rid)
     assert run.info.status == "FINISHED"
+    assert run.info.end_time - run.info.start_time == 42_000  # the run spans the training, not the logging
     assert run.data.params["trial.id"] == side["trial"]["id"]
     assert [m.value for m in c.get_metric_history(rid, "loss")] == [0.1, -0.1, -0.3]
     assert len(c.get_metric_history(rid, "rel_dist")) == 2  # the NaN point is not logged
@@ -56,7 +58,8 @@ def test_orphans_are_closed(cfg, tmp_path):
     tracking.log_trial_run(uri, exp, side, path, tags={tracking.TRIAL_KEY: "twin"})
     orphan_twin = c.create_run(exp, tags={tracking.TRIAL_KEY: "twin"}).info.run_id
     orphan_alone = c.create_run(exp, tags={tracking.TRIAL_KEY: "alone"}).info.run_id
-    dup = tracking.log_trial_run(uri, exp, side, path, tags={tracking.TRIAL_KEY: "twin"})  # a late orphan worker
+    late = side | {"started_ms": side["started_ms"] + 5_000, "finished_ms": side["finished_ms"] + 5_000}
+    dup = tracking.log_trial_run(uri, exp, late, path, tags={tracking.TRIAL_KEY: "twin"})  # a late orphan worker
     assert tracking.close_orphans(uri, exp) == {"killed": 1, "failed": 1, "duplicates": 1}
     assert c.get_run(dup).info.lifecycle_stage == "deleted"
     assert tracking.finished_keys(uri, exp) == {"twin"}

@@ -87,8 +87,9 @@ def log_trial_run(uri: str, experiment_id: str, sidecar: dict, embedding_file: s
 
     client = MlflowClient(uri)
     trial = sidecar.get("trial", {})
+    # The run spans the trial's training (recorded in the sidecar), not the moment it was logged.
     run = client.create_run(experiment_id, run_name=trial.get("id", sidecar.get("token", "trial")),
-                            tags={k: str(v) for k, v in tags.items()})
+                            start_time=sidecar.get("started_ms"), tags={k: str(v) for k, v in tags.items()})
     rid = run.info.run_id
     try:
         params = _flat_params({"trial": trial, "model_key": sidecar.get("model_key"),
@@ -117,7 +118,7 @@ def log_trial_run(uri: str, experiment_id: str, sidecar: dict, embedding_file: s
             side = Path(str(embedding_file) + ".json")
             if side.exists():
                 client.log_artifact(rid, str(side), artifact_path="embedding")
-        client.set_terminated(rid, "FINISHED")
+        client.set_terminated(rid, "FINISHED", end_time=sidecar.get("finished_ms"))
     except BaseException:
         client.set_terminated(rid, "FAILED")
         raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,7 @@ def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[T
     from tqdm.auto import tqdm
 
     tc = cfg.train
+    started_ms = int(time.time() * 1000)  # the trials' wall-clock span, for the MLflow runs logged later
     state = TrialBatch(cfg, adapter, trials, data)
     task_dir = cfg.path(tc.out_dir) / trials[0].task
     ckpt = checkpoint_path(task_dir, state.key())
@@ -208,7 +210,7 @@ def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[T
     results = []
     vectors = state.vectors.detach().to("cpu", torch.float32)
     for k, t in enumerate(trials):
-        meta = state.meta(k)
+        meta = state.meta(k) | {"started_ms": started_ms, "finished_ms": int(time.time() * 1000)}
         path = write_embedding(output_path(cfg, t), t.token, vectors[k], meta)
         results.append(TrialResult(t, path, vectors[k].clone(), meta["final_loss"], meta["curves"], meta))
     ckpt.unlink(missing_ok=True)
