@@ -3,6 +3,8 @@ paper measured for transferred tokens (PAPER.md §4–§5, arXiv 2406.07506 Fig.
 
 from __future__ import annotations
 
+import functools
+
 # Widths of the text encoders community textual-inversion files are trained for (beyond our registry).
 COMMUNITY_WIDTHS: dict[int, tuple[str, ...]] = {
     768: ("Stable Diffusion 1.x (CLIP ViT-L/14 text encoder)", "SDXL text encoder 1 (clip_l)"),
@@ -16,17 +18,23 @@ TASK_OF_FAMILY = {"stable-diffusion": "generation", "owl-vit": "detection", "ope
 METRIC_OF_TASK = {"generation": "generation accuracy", "detection": "detection mAP",
                   "classification": "classification accuracy"}
 
-# Fig. 3 (unconstrained tokens, 100 trials per bar): FIG3[evaluated task][trained task] = values on
-# (ImageNet, DreamBooth, COCO, PASCAL); the diagonal is in-domain.
-FIG3_DATASETS = ("ImageNet", "DreamBooth", "COCO", "PASCAL")
-FIG3: dict[str, dict[str, tuple[float, ...]]] = {
-    "generation": {"generation": (0.99, 0.97, 0.99, 1.00), "detection": (0.16, 0.13, 0.19, 0.30),
-                   "classification": (0.67, 0.30, 0.57, 0.84)},
-    "detection": {"detection": (0.594, 0.950, 0.647, 0.801), "generation": (0.163, 0.187, 0.058, 0.107),
-                  "classification": (0.167, 0.173, 0.070, 0.159)},
-    "classification": {"classification": (0.995, 0.950, 0.700, 0.758), "generation": (0.446, 0.369, 0.416, 0.380),
-                       "detection": (0.122, 0.093, 0.184, 0.124)},
-}
+
+def fig3(evaluated: str, trained: str) -> tuple[float, ...]:
+    """The paper's Fig. 3 values (unconstrained tokens, 100 trials per bar) for one (evaluated, trained) pair, on
+    (ImageNet, DreamBooth, COCO, PASCAL), read from the report's data file (report/paper_numbers.yaml)."""
+    return _fig3()[(evaluated, trained)]
+
+
+@functools.cache
+def _fig3() -> dict[tuple[str, str], tuple[float, ...]]:
+    from visual_words.report.paper import raw
+
+    data = raw()
+    first = lambda v: float(v[0] if isinstance(v, list) else v)  # noqa: E731  (value, or [value, low, high])
+    return {(r["eval"], r["trained"]): tuple(first(r[d]) for d in data["datasets"]) for r in data["fig3"]}
+
+
+TASKS = ("generation", "detection", "classification")
 
 SNAP_QUOTE = ("embeddings snap to the nearest word in the embedding space known to both models, and all fine-grain "
               "optimization is lost")
@@ -40,7 +48,7 @@ def _span(values) -> str:
 
 def kept_share(evaluated: str, trained: str) -> tuple[float, float]:
     """The range over the 4 datasets of transferred / in-domain score (Fig. 3)."""
-    ratios = [t / i for t, i in zip(FIG3[evaluated][trained], FIG3[evaluated][evaluated])]
+    ratios = [t / i for t, i in zip(fig3(evaluated, trained), fig3(evaluated, evaluated))]
     return min(ratios), max(ratios)
 
 
@@ -51,10 +59,10 @@ def paper_finding(src_family: str, dst_family: str) -> str:
     if trained and evaluated and trained != evaluated:
         lo, hi = kept_share(evaluated, trained)
         body = (f" For tokens trained for {trained} and evaluated on {evaluated} (Fig. 3, 4 datasets, 100 trials "
-                f"each), {METRIC_OF_TASK[evaluated]} was {_span(FIG3[evaluated][trained])} transferred against "
-                f"{_span(FIG3[evaluated][evaluated])} in-domain: {lo:.0%}–{hi:.0%} of the in-domain score.")
+                f"each), {METRIC_OF_TASK[evaluated]} was {_span(fig3(evaluated, trained))} transferred against "
+                f"{_span(fig3(evaluated, evaluated))} in-domain: {lo:.0%}–{hi:.0%} of the in-domain score.")
     else:
-        shares = [kept_share(e, t) for e in FIG3 for t in FIG3[e] if e != t]
+        shares = [kept_share(e, t) for e in TASKS for t in TASKS if e != t]
         body = (f" The paper did not test this pair ({trained or src_family} → {evaluated or dst_family}); across "
                 f"the six pairs it did test, a transferred token kept {min(s[0] for s in shares):.0%}–"
                 f"{max(s[1] for s in shares):.0%} of its in-domain score (Fig. 3).")
