@@ -141,3 +141,16 @@ def test_summarize_groups_cells():
     assert det.n == 2 and det["mean"] == pytest.approx(0.3) and det.metric == "map" and bool(det.transferred)
     gen = s[s.eval_task == "generation"].iloc[0]
     assert gen.n == 3 and gen["mean"] == pytest.approx(2 / 3) and gen.ci_low <= gen["mean"] <= gen.ci_high
+
+
+def test_draw_boxes_puts_red_boxes_on_the_scaled_image(tmp_path):
+    import torch
+    from PIL import Image
+
+    from visual_words.evaluate.tasks import draw_boxes
+
+    Image.new("RGB", (400, 200), (0, 0, 0)).save(tmp_path / "black.png")
+    im = draw_boxes(tmp_path / "black.png", torch.tensor([[100.0, 50.0, 100.0, 100.0]]), size=100)
+    assert im.size == (200, 100)  # shorter side scaled to 100
+    assert im.getpixel((50, 25))[0] > 200 and im.getpixel((50, 25))[1] < 50  # the box's top-left corner is red
+    assert im.getpixel((75, 50)) == (0, 0, 0)  # inside the box: untouched

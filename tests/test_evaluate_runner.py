@@ -191,8 +191,14 @@ def test_evaluate_stage_writes_the_table_and_reuses_finished_work(study, tiny_sd
     direct = T.classification(cfg, adapter_for(tiny_clip), FeatureCache(cfg), read_manifest_for(cfg), row.concept,
                               _anchor_vectors(adapter_for(tiny_clip), [row.anchor], n=2))[0]["value"]
     assert row.value == pytest.approx(direct)
-    images = sorted(p.name for p in (cfg.path(cfg.evaluate.out_dir) / "images").glob("*.png"))
+    images = sorted(p.name for p in (cfg.path(cfg.evaluate.out_dir) / "images").glob("*__0.png"))
     assert images == sorted(f"{t.slug}__0.png" for t in trials)  # keep_images_per_trial = 1, one per trial
+    drawn = sorted((cfg.path(cfg.evaluate.out_dir) / "images").glob("*__det.png"))
+    assert [p.name for p in drawn] == sorted(f"{t.slug}__det.png" for t in trials)  # every trial's detections
+    from PIL import Image
+
+    with Image.open(drawn[0]) as im:
+        assert min(im.size) == 256 and (230, 20, 20) in set(im.getdata())  # boxes drawn in red
     summary = pd.read_csv(res.summary)
     assert len(summary) == 3 * 3 * 2 and (summary.n == 1).all()  # (trained, evaluated) × 2 δ, one trial each
     assert (cfg.path(cfg.evaluate.out_dir) / "provenance.json").is_file()

@@ -197,6 +197,7 @@ def _write_inputs(cfg, with_images=True):
         (ev_dir / "images").mkdir(parents=True, exist_ok=True)
         for i, t in enumerate(grid):
             Image.new("RGB", (32, 32), (i * 7 % 255, 40, 200)).save(ev_dir / "images" / f"{t.slug}__0.png")
+            Image.new("RGB", (32, 32), (200, i * 7 % 255, 40)).save(ev_dir / "images" / f"{t.slug}__det.png")
 
 
 @pytest.mark.slow
@@ -214,7 +215,8 @@ def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path):
     page = (out / "index.html").read_text()
     assert f'<div class="banner" id="banner">{SMOKE_BANNER}</div>' in page
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # no CDN
-    for name in ("fig3", "fig6", "comparison", "eps_stats", "fig7", "fig4", "fig5"):
+    for name in ("fig3", "fig6", "comparison", "eps_stats", "fig7", "fig4", "fig5", "fig5_detection",
+                 "grid_detection_coco"):
         assert (out / "figures" / f"{name}.png").is_file() and (out / "figures" / f"{name}.svg").is_file()
         assert f'src="figures/{name}.png"' in page
     srcs = re.findall(r'<img src="([^"]+)"', page)

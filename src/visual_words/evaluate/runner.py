@@ -11,6 +11,7 @@ Outputs under ``evaluate.out_dir``:
   ap50 (detection only), then source_model, eval_model;
 - ``summary.csv``: per (dataset, trained task, evaluated task, δ) cell, n, mean and percentile-bootstrap CI;
 - ``images/<trial slug>__<i>.png``: the first ``keep_images_per_trial`` generated images of each trial;
+- ``images/<trial slug>__det.png``: each trial's best detections drawn on its concept's first held-out image;
 - ``rows/<eval task>/<trained task>/<trial slug>.json``: each finished evaluation with the key of everything it
   depends on (embedding file, map file, models, manifest, settings), so a rerun (or a resumed, killed run) redoes
   only what changed;
@@ -228,7 +229,7 @@ class Evaluator:
         if eval_task == "classification":
             return T.classification(self.cfg, adapter, self.features, self.manifest(dataset), concept, vectors)
         if eval_task == "detection":
-            return T.detection(self.cfg, adapter, self.features, self.manifest(dataset), concept, vectors)
+            return T.detection(self.cfg, adapter, self.features, self.manifest(dataset), concept, vectors, keep)
         if eval_task == "generation":
             evaluator = adapter_for(self.load(models["evaluator"]))
             return T.generation(self.cfg, adapter, evaluator, dataset, concept, vectors, seeds, keep)

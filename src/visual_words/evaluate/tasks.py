@@ -79,8 +79,11 @@ def _unique_records(manifest: Manifest, concepts: Sequence[registry.Concept]) ->
 
 
 @torch.no_grad()
-def detection(cfg, adapter: Adapter, features, manifest: Manifest, concept: str, vectors: torch.Tensor) -> list[dict]:
-    """Per trial ``{"value": AP@[.50:.95], "ap50": AP50}`` of the target class for ``vectors [K, n, d]`` of OWL."""
+def detection(cfg, adapter: Adapter, features, manifest: Manifest, concept: str, vectors: torch.Tensor,
+              keep: Sequence[Path | None] = ()) -> list[dict]:
+    """Per trial ``{"value": AP@[.50:.95], "ap50": AP50}`` of the target class for ``vectors [K, n, d]`` of OWL.
+    With ``keep[k]`` (a path stem), trial k's best boxes on the target's first held-out image are drawn to
+    ``<stem>__det.png`` (the paper's Fig. 5 rows 4-6 and Figs. 8-9: the same test image for every anchor)."""
     ec = cfg.evaluate
     concepts = label_concepts(cfg, manifest.dataset)
     target_index(concepts, concept)
@@ -101,7 +104,31 @@ def detection(cfg, adapter: Adapter, features, manifest: Manifest, concept: str,
         dets = detections_for_query(scores[k], boxes_px, ids, ec.detection_max_dets, ec.detection_score_threshold)
         ap = detection_ap(gt, dets)
         out.append({"value": ap["map"], "ap50": ap["ap50"]})
+    shown = next((i for i, r in enumerate(records) if r.label == concept), 0)
+    for k, stem in enumerate(keep):
+        if stem is not None:
+            top = torch.topk(scores[k][shown], min(DRAWN_BOXES, scores.shape[-1])).indices
+            _save_png(draw_boxes(manifest.path_of(records[shown]), boxes_px[shown][top]), Path(f"{stem}__det.png"))
     return out
+
+
+DRAWN_BOXES = 3  # boxes drawn per rendering: the query's best-scoring proposals
+
+
+def draw_boxes(image_path, boxes_xywh: torch.Tensor, size: int = 256):
+    """The image (shorter side `size`) with the boxes (pixel xywh) in red, strongest first and thickest."""
+    from PIL import ImageDraw
+
+    from visual_words.preprocess import load_rgb
+
+    im = load_rgb(image_path)
+    scale = size / min(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+    draw = ImageDraw.Draw(im)
+    for rank, (x, y, w, h) in enumerate(boxes_xywh.tolist()):
+        draw.rectangle([x * scale, y * scale, (x + w) * scale, (y + h) * scale], outline=(230, 20, 20),
+                       width=max(1, 4 - rank))
+    return im
 
 
 def generation_seed(trial_seed: int, image_index: int) -> int:

@@ -346,11 +346,33 @@ def qualitative(rb: ReportBuilder) -> None:
         rb.figure("qualitative", F.image_grid(rows, f"Fig. 5-style - generations from words trained near each anchor "
                                                     f"(δ = {delta:g})", rb.banner),
                   "fig5", "Fig. 5", "Fig. 5-style: rows are target concepts, columns the anchor each word started "
-                                    "from. Detection rows (the paper's rows 4-6) need detection renderings, which "
-                                    "the evaluation stage does not keep.")
+                                    "from; the detection rows (the paper's rows 4-6) are the next figure.")
     else:
         rb.skip("Fig. 5", f"no kept generations at δ = {delta:g}")
-    rb.skip("Fig. 5 detection rows / Figs. 8-9", "the evaluation stage keeps no rendered detections")
+
+    # Detection renderings (images/<slug>__det.png): each word's best boxes on the same held-out test image.
+    def det_row(ds, concept):
+        return [(f"anchor: {a}", index.get(f"{t.slug}__det.png") if (t := by.get(("detection", ds, concept, a,
+                                                                                   delta))) else None)
+                for a in anchors_of[ds]]
+
+    rows = [(f"{c}\n({ds})", det_row(ds, c)) for ds, c in chosen]
+    if any(p for _, items in rows for _, p in items):
+        rb.figure("qualitative", F.image_grid(rows, f"Fig. 5-style - OWL detections (red: best boxes) from words "
+                                                    f"trained near each anchor (δ = {delta:g})", rb.banner),
+                  "fig5_detection", "Fig. 5 (detection)", "Fig. 5-style detection rows: the same test image, the "
+                  "word's three best boxes, one column per anchor.")
+        for ds in cfg.study.datasets:
+            concepts = [c.name for c in registry.concepts(ds)[: cfg.study.concepts_per_dataset]]
+            label = F.DATASET_LABEL.get(ds, ds)
+            rb.figure("qualitative", F.image_grid([(c, det_row(ds, c)) for c in concepts],
+                                                  f"{label}: every concept × anchor, detection words at δ = {delta:g} "
+                                                  f"(appendix Figs. 8-9)", rb.banner, cell=1.2),
+                      f"grid_detection_{ds}", f"{label} detection grid",
+                      f"{label}: rows = target concepts, columns = anchor words; boxes = the word's best proposals.")
+    else:
+        rb.skip("Fig. 5 detection rows / Figs. 8-9", f"no kept detection renderings at δ = {delta:g} "
+                                                     "(evaluate.keep_images_per_trial = 0, or evaluated before they were kept)")
     for ds in cfg.study.datasets:
         concepts = [c.name for c in registry.concepts(ds)[: cfg.study.concepts_per_dataset]]
         rows = [(c, row_for(ds, c)) for c in concepts]
