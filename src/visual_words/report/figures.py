@@ -166,6 +166,19 @@ def _delta_label(d: float) -> str:
     return "∞" if math.isinf(d) else f"{d:g}"
 
 
+def _paired_boxplots(ax, own, moved, deltas, values) -> None:
+    """Side-by-side boxes per δ: in-domain vectors (grey) and their transferred images (purple)."""
+    for i, part in enumerate((own, moved)):
+        data = [values(part[part["delta"] == d]) for d in deltas]
+        ok = [k for k, x in enumerate(data) if len(x)]
+        if ok:
+            b = ax.boxplot([data[k] for k in ok], positions=np.arange(len(deltas))[ok] + (i - 0.5) * 0.38,
+                           widths=0.3, patch_artist=True, showfliers=False)
+            for patch in b["boxes"]:
+                patch.set_facecolor(("tab:gray", "tab:purple")[i])
+                patch.set_alpha(0.6)
+
+
 def eps_figure(eps: pd.DataFrame, banner: str = "") -> plt.Figure:
     """Where the words land (PAPER.md §4): in-domain distance to the anchor in units of d_nn; the share whose
     nearest token is the anchor, in-domain and after transfer; the anchor's rank; cosine to the anchor."""
@@ -207,30 +220,14 @@ def eps_figure(eps: pd.DataFrame, banner: str = "") -> plt.Figure:
     ax.legend(fontsize=7)
 
     ax = axes[1, 0]
-    for i, (name, part) in enumerate((("in-domain", own), ("transferred", moved))):
-        data = [np.log10(1 + part[part["delta"] == d]["anchor_rank"].to_numpy(dtype=float)) for d in deltas]
-        ok = [k for k, x in enumerate(data) if len(x)]
-        if ok:
-            b = ax.boxplot([data[k] for k in ok], positions=np.arange(len(deltas))[ok] + (i - 0.5) * 0.38,
-                           widths=0.3, patch_artist=True, showfliers=False)
-            for patch in b["boxes"]:
-                patch.set_facecolor(("tab:gray", "tab:purple")[i])
-                patch.set_alpha(0.6)
+    _paired_boxplots(ax, own, moved, deltas, lambda part: np.log10(1 + part["anchor_rank"].to_numpy(dtype=float)))
     ax.set_xticks(range(len(deltas)), labels)
     ax.set_xlabel("δ")
     ax.set_ylabel("log10(1 + anchor rank)")
     ax.set_title("tokens closer than the anchor (grey in-domain, purple transferred)", fontsize=10)
 
     ax = axes[1, 1]
-    for i, (name, part) in enumerate((("in-domain", own), ("transferred", moved))):
-        data = [part[part["delta"] == d]["cos_anchor"].to_numpy(dtype=float) for d in deltas]
-        ok = [k for k, x in enumerate(data) if len(x)]
-        if ok:
-            b = ax.boxplot([data[k] for k in ok], positions=np.arange(len(deltas))[ok] + (i - 0.5) * 0.38,
-                           widths=0.3, patch_artist=True, showfliers=False)
-            for patch in b["boxes"]:
-                patch.set_facecolor(("tab:gray", "tab:purple")[i])
-                patch.set_alpha(0.6)
+    _paired_boxplots(ax, own, moved, deltas, lambda part: part["cos_anchor"].to_numpy(dtype=float))
     ax.set_xticks(range(len(deltas)), labels)
     ax.set_xlabel("δ")
     ax.set_ylabel("cos(v, anchor)")
