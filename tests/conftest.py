@@ -73,3 +73,16 @@ def fresh_tiny_sd():
     from visual_words.models.loading import load_model
 
     return load_model("tiny-sd", root=REPO)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium (.ci/run installs it); skipped in a user's clone without it, failed in CI."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Debian's chromium (.ci/run installs it)")
+        pytest.skip("headless Chromium not installed (apt-get install chromium)")
+    return path

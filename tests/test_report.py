@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -201,7 +199,7 @@ def _write_inputs(cfg, with_images=True):
 
 
 @pytest.mark.slow
-def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path):
+def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path, chromium):
     from visual_words.cli import main
 
     cfg = _cfg(repo_root, tmp_path)
@@ -235,7 +233,7 @@ def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path):
     assert shares["cls_to_gen"]["within_tolerance"] is False and shares["det_to_gen"]["within_tolerance"] is True
     assert "transfer_shares.csv" in page and (out / "transfer_shares.csv").is_file()
     assert json.loads((out / "provenance.json").read_text())["stage"] == "report"
-    check_images_load_in_chromium(out, tmp_path)
+    check_images_load_in_chromium(out, tmp_path, chromium)
 
 
 def test_report_without_inputs_skips_with_reasons(repo_root, tmp_path):
@@ -247,13 +245,8 @@ def test_report_without_inputs_skips_with_reasons(repo_root, tmp_path):
     assert json.loads((tmp_path / "reports" / "smoke" / "metrics.json").read_text())["note"] == SMOKE_BANNER
 
 
-def check_images_load_in_chromium(out, tmp_path):
+def check_images_load_in_chromium(out, tmp_path, chromium):
     """Open the page in headless Chromium from disk and check every <img> decoded (naturalWidth > 0)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must have Debian's chromium (.ci/run installs it)")
-        pytest.skip("headless Chromium not installed (apt-get install chromium)")
     # A copy of the page beside it (same relative paths) with a probe that records what the browser decoded.
     probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images];"
              " document.body.setAttribute('data-images', imgs.length);"
