@@ -336,9 +336,10 @@ def qualitative(rb: ReportBuilder) -> None:
     delta = cfg.analyze.tsne_delta
     anchors_of = {ds: registry.anchors(ds)[: cfg.study.anchors_per_concept] for ds in cfg.study.datasets}
 
-    def row_for(ds, concept):
-        return [(f"anchor: {a}", have.get(getattr(by.get(("generation", ds, concept, a, delta)), "id", None)))
-                for a in anchors_of[ds]]
+    def row_for(ds, concept, task="generation", suffix="__0.png"):
+        """One image per anchor: the kept file `<slug><suffix>` of the `task` word trained near it at δ."""
+        return [(f"anchor: {a}", index.get(f"{t.slug}{suffix}") if (t := by.get((task, ds, concept, a, delta)))
+                 else None) for a in anchors_of[ds]]
 
     chosen = pick(list(cfg.report.fig5_concepts), max(1, len(cfg.report.fig5_concepts)))
     rows = [(f"{c}\n({ds})", row_for(ds, c)) for ds, c in chosen]
@@ -352,9 +353,7 @@ def qualitative(rb: ReportBuilder) -> None:
 
     # Detection renderings (images/<slug>__det.png): each word's best boxes on the same held-out test image.
     def det_row(ds, concept):
-        return [(f"anchor: {a}", index.get(f"{t.slug}__det.png") if (t := by.get(("detection", ds, concept, a,
-                                                                                   delta))) else None)
-                for a in anchors_of[ds]]
+        return row_for(ds, concept, "detection", "__det.png")
 
     rows = [(f"{c}\n({ds})", det_row(ds, c)) for ds, c in chosen]
     if any(p for _, items in rows for _, p in items):
