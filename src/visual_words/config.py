@@ -36,11 +36,13 @@ class StudyConfig:
     models: dict[str, str]  # role -> registry key: generation, detection, classification, evaluator
     datasets: list[str]  # keys of registry/concepts.yaml
     concepts_per_dataset: int  # the first N concepts of each dataset (paper: 10)
+    trained_concepts_per_dataset: int  # train words for the first N of those only (0 = all); all N stay the classes
     anchors_per_concept: int  # the first N anchors of the dataset's anchor list (paper: 10)
     deltas: list[float]  # relative ε-ball radii (paper: 0.1, 0.2, 0.5, 1.0)
     unconstrained: bool  # also train the δ = ∞ grid (paper §4)
     seed: int  # root seed; a trial's seed derives from it and the trial id
     device: str  # auto | cpu | cuda | cuda:N
+    hub_cache: str  # "" = huggingface_hub's own cache; else this folder is the hub cache, its lock inside it
 
 
 @dataclass(frozen=True)

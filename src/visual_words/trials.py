@@ -56,15 +56,17 @@ class Trial:
 
 
 def trial_grid(cfg) -> list[Trial]:
-    """All trials of a profile: for each task's model, dataset, concept (first N) and anchor (first M of the
-    dataset's anchor list): every δ of the study, plus δ = ∞ when `study.unconstrained`."""
+    """All trials of a profile: for each task's model, dataset, concept (the first N, or the first
+    `trained_concepts_per_dataset` of them) and anchor (first M of the dataset's anchor list): every δ of the study,
+    plus δ = ∞ when `study.unconstrained`. Concepts without trials still count as the dataset's classes (zero-shot
+    choices, classification negatives, the detection pool)."""
     s = cfg.study
     deltas = list(s.deltas) + ([math.inf] if s.unconstrained else [])
     out = []
     for task in TASKS:
         model = s.models[task]
         for ds in s.datasets:
-            concepts = registry.concepts(ds)[: s.concepts_per_dataset]
+            concepts = registry.concepts(ds)[: s.concepts_per_dataset][: s.trained_concepts_per_dataset or None]
             anchors = registry.anchors(ds)[: s.anchors_per_concept]
             for c in concepts:
                 for a in anchors:

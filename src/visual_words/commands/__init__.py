@@ -18,5 +18,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from visual_words.config import load_config, parse_override
 
+    from visual_words.models.lock import use_profile_hub_cache
+
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
-    return load_config(profile=args.profile, params_file=args.params, overrides=overrides)
+    cfg = load_config(profile=args.profile, params_file=args.params, overrides=overrides)
+    use_profile_hub_cache(cfg)
+    return cfg

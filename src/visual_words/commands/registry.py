@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from visual_words import registry
+from visual_words.commands import add_config_args
 
 
 def cmd_models(args) -> int:
@@ -45,6 +46,26 @@ def cmd_tiny(args) -> int:
     return 0
 
 
+def cmd_rehearsal_models(args) -> int:
+    import time
+
+    from visual_words.commands import config_from_args
+    from visual_words.models.full_size import build_hub_cache
+    from visual_words.models.lock import config_lock_path, hub_repo_id
+
+    cfg = config_from_args(args)
+    if not cfg.study.hub_cache:
+        raise ValueError(f"profile `{cfg.profile}` sets no study.hub_cache: the full-size stand-ins are only ever "
+                         "written into a profile's own hub cache (the rehearsal profile's), never into yours")
+    keys = [k for k in dict.fromkeys(cfg.study.models.values()) if hub_repo_id(registry.model(k)) is not None]
+    cache = cfg.path(cfg.study.hub_cache)
+    t0 = time.perf_counter()
+    build_hub_cache(keys, cache, config_lock_path(cfg), force=args.force)
+    print(f"[rehearsal-models] {len(keys)} full-size random-weight checkpoints ready in {cache} "
+          f"({time.perf_counter() - t0:.0f} s); lock: {config_lock_path(cfg)}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the model registry (checkpoints, families, widths, hub ids)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -57,3 +78,13 @@ def register(sub) -> None:
     p.add_argument("keys", nargs="*", help="registry keys (default: every tiny entry)")
     p.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint exists")
     p.set_defaults(func=cmd_tiny)
+    p = sub.add_parser(
+        "rehearsal-models", help="build full-size random-weight stand-ins of the paper's checkpoints (rehearsal)",
+        description="Builds the profile's hub models (default profile: rehearsal) at full size from their public "
+        "configs with seeded random weights, and writes them into the profile's own hub cache (study.hub_cache) at "
+        "the registry's repo ids and revisions, with a model lock: the layout `vw bake-models` leaves, so the real "
+        "loaders, the lock check and the paper code paths run on them. About 9 GB; complete builds are reused.")
+    add_config_args(p)
+    p.set_defaults(profile="rehearsal")
+    p.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
+    p.set_defaults(func=cmd_rehearsal_models)

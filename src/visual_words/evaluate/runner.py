@@ -164,23 +164,19 @@ class Evaluator:
     def check_tables(self, dst_key: str, items: Sequence[Item]) -> None:
         """Before scoring in model ``dst_key``: the maps into it were fitted on its current table, and tokens
         evaluated in-domain were trained on it (a changed checkpoint means stale maps / tokens)."""
-        from visual_words.embeddings import table_hash
         from visual_words.models.adapters import adapter_for
         from visual_words.transfer.files import check_tables
 
-        table = adapter_for(self.load(dst_key)).token_table()
-        have = table_hash(table)
-        # The same checkpoint at a lower precision (tokens trained / maps fitted with fp16 weights, evaluated in
-        # fp32) is the same table rounded: accept those hashes too.
-        same = {have, table_hash(table.half().float()), table_hash(table.bfloat16().float())}
+        # The identity is that of the table as stored (models/table_identity.py), so training at fp16 and
+        # evaluating at fp32 agree; a different identity means another checkpoint.
+        have = adapter_for(self.load(dst_key)).table_identity
         for (src, dst), (lmap, _) in self._maps.items():
-            if dst == dst_key and lmap.meta.get("dst_table_hash") not in same:
+            if dst == dst_key:
                 check_tables(lmap, None, have, f"map {src}→{dst}")
         for it in items:
-            if it.source_model == dst_key and it.table_hash not in same:
+            if it.source_model == dst_key and it.table_hash != have:
                 raise EmbeddingFileError(f"{it.path}: trained on a token table with hash {it.table_hash}, but model "
-                                         f"`{dst_key}` now has {have} (the checkpoint changed, or it is loaded at a "
-                                         "lower precision than in training: evaluate.precision vs train.precision)")
+                                         f"`{dst_key}` now has {have} (the checkpoint changed); retrain or restore it")
 
     # -- vectors into the evaluated model ---------------------------------------------------------------------
 

@@ -58,6 +58,14 @@ class Adapter:
     def width(self) -> int:
         return int(self.embedding.weight.shape[1])
 
+    @property
+    def table_identity(self) -> str:
+        """The token table's precision-independent identity (models/table_identity.py)."""
+        if self.loaded.table_identity is None:
+            raise ValueError(f"model `{self.entry.key}` was built in memory without a table identity; set "
+                             "LoadedModel.table_identity from its table before casting it")
+        return self.loaded.table_identity
+
     def token_table(self) -> torch.Tensor:
         """The frozen input-embedding table [V, d] as an fp32 CPU copy (never the live parameter)."""
         return self.embedding.weight.detach().to("cpu", torch.float32).clone()

@@ -29,6 +29,9 @@ class LoadedModel:
     processor: Any = None  # owl-vit / hf-clip: the HF processor (tokenizer + image processor)
     preprocess: Any = None  # open-clip: its eval image transform
     tokenizer: Any = None  # the tokenizer the library loaded with the model
+    # The precision-independent identity of the token table (models/table_identity.py): set from the checkpoint file
+    # by load_model; a model built in memory sets it from its table before any cast.
+    table_identity: str | None = None
 
     @property
     def text_embedding(self) -> torch.nn.Embedding:
@@ -145,6 +148,11 @@ def load_model(
     for mod in modules:
         mod.eval()
         mod.requires_grad_(False)
+    from visual_words.models.table_identity import identity_of_stored_table
+
+    # open_clip's hub loader reads refs/main (it takes no revision); the others read the registry revision.
+    out.table_identity = identity_of_stored_table(entry.family, ident,
+                                                  None if entry.family == "open-clip" else rev.get("revision"))
     return out
 
 

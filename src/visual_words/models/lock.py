@@ -347,10 +347,27 @@ def check_models(keys, lock_path: str | os.PathLike | None = None,
     return [e.key for e in entries]
 
 
+def use_profile_hub_cache(cfg) -> None:
+    """Point huggingface_hub at the profile's hub cache (`study.hub_cache`), when it names one: the rehearsal
+    profile's full-size stand-ins live there, never in the user's own cache beside real weights."""
+    if not cfg.study.hub_cache:
+        return
+    path = str(cfg.path(cfg.study.hub_cache))
+    os.environ["HF_HUB_CACHE"] = path  # for this process's loaders and every worker it starts
+    if "huggingface_hub" in sys.modules:  # the constant is read at import; loaders read it at call time
+        sys.modules["huggingface_hub"].constants.HF_HUB_CACHE = path
+
+
+def config_lock_path(cfg) -> Path:
+    """The lock that describes the profile's hub cache: `<study.hub_cache>/models.lock.json`, else the default."""
+    return cfg.path(cfg.study.hub_cache) / LOCK_NAME if cfg.study.hub_cache else default_lock_path(cfg.root)
+
+
 def check_models_for_config(cfg, lock_path: str | os.PathLike | None = None,
                             cache: str | os.PathLike | None = None, hashes: bool = True) -> list[str]:
     """The pre-run check: the hub models of the config's study (none for smoke: a no-op). Call before any stage."""
-    return check_models(cfg.study.models.values(), lock_path or default_lock_path(cfg.root), cache, hashes)
+    cache = cache or (cfg.path(cfg.study.hub_cache) if cfg.study.hub_cache else None)
+    return check_models(cfg.study.models.values(), lock_path or config_lock_path(cfg), cache, hashes)
 
 
 # ---------------------------------------------------------------------------------------------------------------

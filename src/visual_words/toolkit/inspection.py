@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from visual_words import registry
-from visual_words.embeddings import Embedding, EmbeddingFileError, check_width, table_hash
+from visual_words.embeddings import Embedding, EmbeddingFileError, check_width
 from visual_words.toolkit.facts import COMMUNITY_WIDTHS
 from visual_words.toolkit.neighbours import PAPER_DELTAS, vector_stats
 
@@ -82,7 +82,7 @@ def inspect_embedding(emb: Embedding, loaded: Any = None, init: str | None = Non
         width = int(table.shape[1])
         e = loaded.entry
         report["model"] = {"key": e.key, "family": e.family, "id": e.id, "width": width,
-                           "vocab_size": int(table.shape[0]), "table_hash": table_hash(table)}
+                           "vocab_size": int(table.shape[0]), "table_hash": adapter.table_identity}
         recorded = emb.meta.get("token_table_hash")
         if recorded and recorded != report["model"]["table_hash"]:
             report["notes"].append(f"the file records token-table hash {recorded} "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from visual_words.embeddings import Embedding, EmbeddingFileError, check_width, sidecar_path, table_hash, write_embedding
+from visual_words.embeddings import Embedding, EmbeddingFileError, check_width, sidecar_path, write_embedding
 from visual_words.toolkit.facts import paper_finding
 from visual_words.toolkit.inspection import json_safe, meta_summary, select_tokens
 from visual_words.toolkit.neighbours import vector_stats
@@ -119,10 +119,10 @@ def transfer_embedding(emb: Embedding, src: Any, dst: Any, cfg: Any, out: str | 
     warning = (paper_finding(src.entry.family, dst.entry.family) + " " + quality_sentence(lmap)
                + f" Nearest {dst.entry.key} words of the mapped vectors: {words}.")
     out_token = name or (f"<{emb.path.stem}>" if emb.format == "sdxl" else tok_name)
-    src_hash = lmap.meta.get("src_table_hash") or table_hash(sa.token_table())
+    src_hash = lmap.meta.get("src_table_hash") or sa.table_identity
     meta = {
         "model_key": dst.entry.key, "model_id": dst.entry.id, "model_revision": dst.entry.revision,
-        "token_table_hash": table_hash(dst_table), "num_vectors": int(mapped.shape[0]),
+        "token_table_hash": da.table_identity, "num_vectors": int(mapped.shape[0]),
         **({"anchor": anchor} if anchor else {}),
         "transferred_from": {"file": str(emb.path), "format": emb.format, "token": tok_name,
                              "model_key": src.entry.key, "model_id": src.entry.id,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from visual_words.data.manifest import manifest_path, read_manifest
-from visual_words.embeddings import read_embedding, sidecar_path, table_hash, write_embedding
+from visual_words.embeddings import read_embedding, sidecar_path, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.train.checkpoint import batch_key, checkpoint_path, load_checkpoint, save_checkpoint
@@ -82,7 +82,7 @@ class TrialBatch:
         if tc.compile:
             adapter.compile()
         self.table = adapter.token_table()
-        self.table_hash = table_hash(self.table)
+        self.table_hash = adapter.table_identity
         self.anchor_ids = [adapter.anchor_id(t.anchor) for t in self.trials]
         self.anchors = self.table[self.anchor_ids]  # [K, d] fp32
         self.d_nn = nearest_other_distance(self.table, self.anchor_ids)  # [K] fp64

@@ -106,12 +106,12 @@ def fit_pairs(tables: Iterable[Table], pairs: Iterable[tuple[str, str]] | None =
 
 
 def table_of(loaded: Any) -> Table:
-    """A loaded model's token table, vocabulary and identity (registry key, hub id, revision, table hash)."""
-    from visual_words.embeddings import table_hash
+    """A loaded model's token table, vocabulary and identity (registry key, hub id, revision, table identity)."""
+    from visual_words.models.adapters import adapter_for
     from visual_words.transfer.vocab import token_table, vocabulary
 
     w = token_table(loaded)
     e = loaded.entry
     return Table(key=e.key, weight=w, vocab=vocabulary(loaded),
-                 meta={"model_id": e.id, "model_revision": e.revision, "table_hash": table_hash(w),
+                 meta={"model_id": e.id, "model_revision": e.revision, "table_hash": adapter_for(loaded).table_identity,
                        "width": int(w.shape[1])})

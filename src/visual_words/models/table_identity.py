@@ -1,0 +1,123 @@
+"""The identity of a model's token table: one rule for every check that asks "was this made in that model?".
+
+The identity is a hash of the input-embedding table **as the checkpoint stores it**, read straight from the weights
+file — never of the live parameter. Training loads the frozen weights at fp16/bf16 on a GPU, analysis loads them at
+fp32 on a CPU; both are the same checkpoint and must agree, and a table rounded to a compute precision cannot be
+un-rounded. So train sidecars, maps, evaluation, analysis, t-SNE and the toolkit all compare this one value (it is
+what sidecars record as `token_table_hash` and map sidecars as `src_table_hash` / `dst_table_hash`).
+
+The value is `embeddings.table_hash` of the stored tensor widened to fp32, so for a checkpoint stored in fp32 it equals
+the hash of the table loaded at fp32. A sharded checkpoint is followed through its `*.index.json`; a pickled one is
+read with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import torch
+
+# Where each family's loader finds the text tower's weights: the folder inside the checkpoint and the weight files in
+# the loader's own order of preference. In all of them the input-embedding table is the one tensor whose name ends
+# in TABLE_SUFFIX (`text_model.embeddings.token_embedding.weight`, `owlv2.text_model.…`, open_clip's
+# `token_embedding.weight`, and a single-file SD-2 checkpoint's `cond_stage_model.model.token_embedding.weight`).
+TABLE_SUFFIX = "token_embedding.weight"
+_HF_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TABLE_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "stable-diffusion": ("text_encoder", _HF_FILES),
+    "owl-vit": ("", _HF_FILES),
+    "hf-clip": ("", _HF_FILES),
+    "open-clip": ("", ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")),
+}
+
+
+class TableIdentityError(ValueError):
+    """The stored token table could not be found (the CLI prints it as one line)."""
+
+
+def identity_of_stored_table(family: str, checkpoint: str, revision: str | None = None) -> str:
+    """The identity of the token table stored in `checkpoint` (a local folder, or a hub repo id in the local cache at
+    `revision`; `hf-hub:` / `local-dir:` prefixes allowed)."""
+    path, name = stored_table_location(family, checkpoint, revision)
+    st = os.stat(path)
+    return _identity_of_file(str(path), name, st.st_size, st.st_mtime_ns)
+
+
+def stored_table_location(family: str, checkpoint: str, revision: str | None = None) -> tuple[Path, str]:
+    """(weights file, tensor name) that hold the stored token table of a checkpoint."""
+    if family not in TABLE_SOURCES:
+        raise TableIdentityError(f"no token-table location known for model family `{family}` "
+                                 f"(known: {', '.join(TABLE_SOURCES)})")
+    subfolder, files = TABLE_SOURCES[family]
+    for filename in files:
+        found = _find(checkpoint, f"{subfolder}/{filename}" if subfolder else filename, revision)
+        if found is None:
+            continue
+        if filename.endswith(".index.json"):
+            weight_map = json.loads(found.read_text())["weight_map"]
+            name = _table_name(weight_map, found)
+            if name is None:
+                continue
+            shard = _find(checkpoint, f"{subfolder}/{weight_map[name]}" if subfolder else weight_map[name], revision)
+            if shard is not None:
+                return shard, name
+            continue
+        name = _table_name(_tensor_names(str(found)), found)
+        if name is not None:
+            return found, name
+    raise TableIdentityError(f"{checkpoint}: no stored token table found (looked for a `*{TABLE_SUFFIX}` tensor in "
+                             f"{', '.join(files)}{' under ' + subfolder + '/' if subfolder else ''})")
+
+
+def _table_name(names, where: Path) -> str | None:
+    """The name of the token table among a checkpoint's tensor names (None when there is none)."""
+    hits = sorted(n for n in names if n == TABLE_SUFFIX or n.endswith("." + TABLE_SUFFIX))
+    if len(hits) > 1:
+        raise TableIdentityError(f"{where}: several tensors named `*{TABLE_SUFFIX}` ({', '.join(hits)}); which is "
+                                 "the text tower's table is ambiguous")
+    return hits[0] if hits else None
+
+
+def _find(checkpoint: str, filename: str, revision: str | None) -> Path | None:
+    for prefix in ("hf-hub:", "local-dir:"):
+        if checkpoint.startswith(prefix):
+            checkpoint = checkpoint[len(prefix):]
+    folder = Path(checkpoint)
+    if folder.is_dir():
+        path = folder / filename
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(checkpoint, filename, revision=revision)
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def _tensor_names(path: str) -> set[str]:
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys())
+    return set(_load_pickle(path))
+
+
+def _load_pickle(path: str) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _identity_of_file(path: str, name: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the cache key only, so a file replaced in place is read again.
+    from visual_words.embeddings import table_hash
+
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            table = f.get_tensor(name)
+    else:
+        table = _load_pickle(path)[name]
+    return table_hash(table.to(torch.float32))
