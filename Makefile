@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= 1
 PROFILE ?= smoke
 
-.PHONY: help install demo test test-quick bench docker-test clean
+.PHONY: help install demo test test-quick rehearse bench docker-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,11 @@ test: install ## run the test suite (HF_HUB_OFFLINE=1)
 test-quick: install ## run the quick subset (no slow tests)
 	$(PY) -m pytest -q -m "not slow"
 
+rehearse: install ## the paper profile's code paths at full size on CPU: random-weight models, few trials (≈ 15 min)
+	$(VW) rehearsal-models
+	$(VW) reproduce --profile rehearsal
+	$(PY) -m pytest -q --rehearsal
+
 bench: install ## run every benchmark (pytest-benchmark); each prints `NAME ratio=…`
 	$(PY) -m pytest benchmarks -s -q -p no:cacheprovider --benchmark-only
 
@@ -40,4 +45,4 @@ docker-test: ## build the image and run the smoke study inside it with --network
 	bash docker/test.sh
 
 clean: ## remove generated outputs (artifacts/, reports/<profile>/, mlflow store); keeps .venv and data/
-	rm -rf artifacts mlruns mlartifacts mlflow.db reports/smoke reports/paper
+	rm -rf artifacts mlruns mlartifacts mlflow.db reports/smoke reports/paper reports/rehearsal reports/claims

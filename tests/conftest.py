@@ -16,6 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = REPO.parent / "shared" / "assets"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--rehearsal", action="store_true",
+                     help="run only the checks of a finished rehearsal (make rehearse runs the rehearsal first)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Rehearsal checks read a full-size run's outputs: collected with --rehearsal (alone), never otherwise."""
+    want = config.getoption("--rehearsal")
+    keep = [it for it in items if (it.get_closest_marker("rehearsal") is not None) == want]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[it for it in items if it not in keep])
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

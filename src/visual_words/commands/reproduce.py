@@ -57,10 +57,12 @@ def cmd_reproduce(args) -> int:
         extra = ["--profile", cfg.profile, "--params", cfg.source] + sum((["--set", o] for o in args.overrides), [])
         for name, argv in STAGES:
             print(f"[reproduce] stage {name}: vw {' '.join(argv)}", flush=True)
+            t_stage = time.time()
             rc = main([*argv, *extra])
             if rc:
                 print(f"[reproduce] stage {name} failed (exit {rc}); re-run to resume", file=sys.stderr)
                 return rc
+            print(f"[reproduce] stage {name} done in {time.time() - t_stage:.0f} s", flush=True)
     report = cfg.path(cfg.report.out_dir) / cfg.profile / "index.html"
     print(f"[reproduce] done in {time.time() - t0:.0f} s")
     print(f"[reproduce] report: {report}")
