@@ -186,8 +186,10 @@ def test_drift_the_loader_would_see_is_detected(baked):
 def test_registry_and_lock_disagreeing_is_detected(baked, tmp_path):
     cache, lock_path, entries, lock = baked
     sd = entries[0]
-    with pytest.raises(ml.ModelLockError, match="registry asks for revision 0{40}, the lock was baked from main"):
+    with pytest.raises(ml.ModelLockError, match="registry pins commit 0{40}, the lock has " + commit_of("tiny-sd")):
         ml.check_models([replace(sd, revision="0" * 40)], lock_path, cache)
+    with pytest.raises(ml.ModelLockError, match="registry asks for revision v2, the lock was baked from main"):
+        ml.check_models([replace(sd, revision="v2")], lock_path, cache)
     edited = lock | {"models": lock["models"] | {sd.key: lock["models"][sd.key] | {"revision": "0" * 40}}}
     (tmp_path / "edited.json").write_text(json.dumps(edited))
     with pytest.raises(ml.ModelLockError, match="the registry pins commit 0{40}, the lock has " + commit_of("tiny-sd")):

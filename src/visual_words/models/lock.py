@@ -103,9 +103,10 @@ def hub_repo_id(entry: ModelEntry) -> str | None:
     return entry.id[len(HUB_PREFIX):] if entry.id.startswith(HUB_PREFIX) else entry.id
 
 
-def hub_entries(keys: Iterable[str] | None = None) -> list[ModelEntry]:
-    """Registry entries that live on a hub: the given keys (local ones dropped), or every hub model."""
-    entries = [model(k) for k in keys] if keys is not None else list(models().values())
+def hub_entries(keys: Iterable[str | ModelEntry] | None = None) -> list[ModelEntry]:
+    """Registry entries that live on a hub: the given keys or entries (local ones dropped), or every hub model."""
+    entries = [k if isinstance(k, ModelEntry) else model(k) for k in keys] if keys is not None \
+        else list(models().values())
     return _unique_hub(entries)
 
 
@@ -336,11 +337,11 @@ def _problems(entry: ModelEntry, rec: dict[str, Any], cache: Path, hashes: bool)
     key, repo_id, commit = entry.key, hub_repo_id(entry), rec.get("commit", "")
     if rec.get("repo_id") != repo_id:
         return [f"`{key}`: the lock has {rec.get('repo_id')} but the registry says {repo_id}; re-bake"]
+    if entry.revision and COMMIT_RE.fullmatch(entry.revision) and commit != entry.revision:
+        return [f"`{key}`: the registry pins commit {entry.revision}, the lock has {commit}; re-bake"]
     if rec.get("revision") != entry.revision:
         return [f"`{key}`: the registry asks for revision {entry.revision}, the lock was baked from "
                 f"{rec.get('revision')}; re-bake"]
-    if entry.revision and COMMIT_RE.fullmatch(entry.revision) and commit != entry.revision:
-        return [f"`{key}`: the registry pins commit {entry.revision}, the lock has {commit}; re-bake"]
     snapshot = repo_dir(cache, repo_id) / "snapshots" / commit
     if not snapshot.is_dir():
         return [f"`{key}`: weights missing: {repo_id} @ {commit} is not in the hub cache {cache}"]
@@ -399,8 +400,9 @@ def _bake_fix(key: str) -> str:
 
 def _failed(entry: ModelEntry, source: str, problems: list[str], fix: str) -> ModelStatus:
     first = problems[0].removeprefix(f"`{entry.key}`: ")
-    missing = any(w in p for p in problems for w in ("missing", "not in the hub cache", "does not exist",
-                                                     "not in the lock", "no model lock"))
+    # MISSING only when nothing present differs: a wrong byte anywhere makes the copy a MISMATCH
+    missing = all(any(w in p for w in ("missing", "not in the hub cache", "does not exist", "not in the lock",
+                                       "no model lock", "no diffusers configs")) for p in problems)
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return ModelStatus(entry.key, source, "MISSING" if missing else "MISMATCH", first + more, problems, fix)
 
