@@ -54,7 +54,8 @@ def test_registry_lists_the_public_sources_with_checksums():
     s = sources()
     coco = s["coco"]["archives"][0]
     assert (archive_file(coco), coco["md5"]) == ("train2017.zip", "cced6f7f71b7629ddf16f17bbcfab6b2")
-    assert archive_sources(coco) == ["http://images.cocodataset.org/zips/train2017.zip"]
+    assert archive_sources(coco) == ["http://images.cocodataset.org/zips/train2017.zip",
+                                     "https://s3.amazonaws.com/images.cocodataset.org/zips/train2017.zip"]
     # VOC 2012: the md5 torchvision has always checked; the dead Oxford host first, then the mirrors in use.
     voc = s["pascal"]["archives"][0]
     assert (archive_file(voc), voc["md5"]) == ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd")
@@ -64,7 +65,8 @@ def test_registry_lists_the_public_sources_with_checksums():
     assert all(archive_name(u) == "VOCtrainval_11-May-2012.tar" for u in urls)
     for ds in ("coco", "pascal", "dreambooth"):
         for a in s[ds]["archives"]:
-            assert a["sources"] and all(src["last_report"] for src in a["sources"]), (ds, a)
+            # the original and at least one other source, each with what was last reported about it
+            assert len(a["sources"]) >= 2 and all(src["last_report"] for src in a["sources"]), (ds, a)
             assert a["md5"] or s[ds].get("files_sha256")  # every archive is checked, by md5 or file by file
     assert "4f887af7970a06fc0cd3adaa1d0b368547d6a1d0" in archive_sources(s["dreambooth"]["archives"][0])[0]
     assert len(s["dreambooth"]["files_sha256"]) == 54  # the paper's 10 subjects' 53 photos + prompts_and_classes.txt
