@@ -254,3 +254,18 @@ def test_single_file_takes_its_configs_from_the_registry_snapshot_by_default(ove
     table["sd21"]["files"] = pins()["sd21"]["files"]
     st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
     assert st.state == "MISMATCH" and "scheduler/scheduler_config.json is not the publisher's" in st.line()
+
+
+def test_only_the_rehearsal_profile_accepts_a_rehearsal_lock_by_itself(baked, tmp_path, monkeypatch, smoke_config):
+    from dataclasses import replace as dc_replace
+
+    cache, _, entries, _ = baked
+    rehearsal = tmp_path / "rehearsal.lock.json"
+    ml.bake(entries, cache, rehearsal, fetch=False, rehearsal=True)
+    monkeypatch.delenv(ml.REHEARSAL_ENV, raising=False)
+    study = dc_replace(smoke_config.study, models={"generation": entries[0], "detection": entries[1]})
+    paper_like = dc_replace(smoke_config, profile="paper", study=study)
+    with pytest.raises(ml.ModelLockError, match="is a rehearsal lock"):
+        ml.check_models_for_config(paper_like, rehearsal, cache)
+    assert ml.check_models_for_config(dc_replace(paper_like, profile="rehearsal"), rehearsal, cache) == \
+        [e.key for e in entries]

@@ -13,7 +13,8 @@
   bytes the publisher never released.
 * **rehearsal** (`lock --rehearsal`): a lock of a cache whose files are known to be a local build (full-size
   random weights at the registry's ids and commits). It records `"origin": "rehearsal"`; a check accepts it only
-  when asked to (`accept_rehearsal`, `--rehearsal`, or VW_ACCEPT_REHEARSAL=1), then checks the cache byte for byte
+  when asked to (`accept_rehearsal`, `--rehearsal`, VW_ACCEPT_REHEARSAL=1, or running the `rehearsal` profile of
+  params.yaml), then checks the cache byte for byte
   against that lock, skips the publisher's pins (random weights cannot match them) and labels every such model
   REHEARSAL. Without the opt-in such a lock is an error, so a paper run can never start on rehearsal weights.
 
@@ -46,6 +47,7 @@ LOCK_NAME = "models.lock.json"
 LOCK_FORMAT = 1
 LOCK_ENV = "VW_MODELS_LOCK"  # the image points this at the lock it carries
 REHEARSAL_ENV = "VW_ACCEPT_REHEARSAL"  # "1": a lock of origin "rehearsal" is accepted (random-weight rehearsals)
+REHEARSAL_PROFILE = "rehearsal"  # running this params.yaml profile is the same opt-in
 ORIGINS = ("bake", "rehearsal")
 HUB_PREFIX = "hf-hub:"  # open_clip's prefix for a hub repo
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -582,7 +584,12 @@ def check_models(keys, lock_path: str | os.PathLike | None = None,
 def check_models_for_config(cfg, lock_path: str | os.PathLike | None = None,
                             cache: str | os.PathLike | None = None, hashes: bool = True,
                             accept_rehearsal: bool | None = None) -> list[str]:
-    """The pre-run check: the real models of the config's study (none for smoke: a no-op). Call before any stage."""
+    """The pre-run check: the real models of the config's study (none for smoke: a no-op). Call before any stage.
+
+    The `rehearsal` profile accepts a rehearsal lock (it exists to run the paper's code paths on random weights);
+    every other profile needs ${REHEARSAL_ENV}=1 for that."""
+    if accept_rehearsal is None and getattr(cfg, "profile", None) == REHEARSAL_PROFILE:
+        accept_rehearsal = True
     return check_models(cfg.study.models.values(), lock_path or default_lock_path(cfg.root), cache, hashes,
                         accept_rehearsal)
 
