@@ -1,5 +1,6 @@
 # The visual-words artifact: the pinned environment (CUDA 13 torch from PyPI, which also runs on CPU), the project,
-# and with --build-arg BAKE_MODELS=1 the paper's four checkpoints baked in and locked (models.lock.json).
+# and with --build-arg BAKE_MODELS=1 the paper's four checkpoints baked in at their pinned commits, checked against
+# the original publishers' sha256 (src/visual_words/registry/pins.yaml) and locked (models.lock.json).
 #
 #   bash docker/build.sh [--build-arg BAKE_MODELS=1]     builds it here (see README "Container" for plain docker)
 #   docker run --rm --network none visual-words:dev reproduce --profile smoke
@@ -46,6 +47,7 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=bind,source=src/visual_words/registry,target=/tmp/bake/visual_words/registry \
     --mount=type=bind,source=src/visual_words/models/__init__.py,target=/tmp/bake/visual_words/models/__init__.py \
     --mount=type=bind,source=src/visual_words/models/lock.py,target=/tmp/bake/visual_words/models/lock.py \
+    --mount=type=bind,source=src/visual_words/models/pins.py,target=/tmp/bake/visual_words/models/pins.py \
     mkdir -p /opt/models/hub \
  && if [ "$BAKE_MODELS" = 1 ]; then \
       if [ -s /run/secrets/extra_ca ]; then \

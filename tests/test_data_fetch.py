@@ -47,13 +47,28 @@ def coco_archives(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_registry_lists_the_public_sources_with_checksums():
-    from visual_words.data.fetch import sources
+    from visual_words.data.fetch import archive_name, sources
+
+    from visual_words.data.fetch import archive_file, archive_sources
 
     s = sources()
-    assert s["coco"]["archives"][0] == {"url": "http://images.cocodataset.org/zips/train2017.zip",
-                                        "md5": "cced6f7f71b7629ddf16f17bbcfab6b2"}
-    assert s["pascal"]["archives"][0]["md5"] == "6cd6e144f989b92b3379bac3b3de84fd"
-    assert "4f887af7970a06fc0cd3adaa1d0b368547d6a1d0" in s["dreambooth"]["archives"][0]["url"]
+    coco = s["coco"]["archives"][0]
+    assert (archive_file(coco), coco["md5"]) == ("train2017.zip", "cced6f7f71b7629ddf16f17bbcfab6b2")
+    assert archive_sources(coco) == ["http://images.cocodataset.org/zips/train2017.zip",
+                                     "https://s3.amazonaws.com/images.cocodataset.org/zips/train2017.zip"]
+    # VOC 2012: the md5 torchvision has always checked; the dead Oxford host first, then the mirrors in use.
+    voc = s["pascal"]["archives"][0]
+    assert (archive_file(voc), voc["md5"]) == ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd")
+    urls = archive_sources(voc)
+    assert urls[0] == "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
+    assert "http://d2l-data.s3-accelerate.amazonaws.com/VOCtrainval_11-May-2012.tar" in urls and len(urls) >= 3
+    assert all(archive_name(u) == "VOCtrainval_11-May-2012.tar" for u in urls)
+    for ds in ("coco", "pascal", "dreambooth"):
+        for a in s[ds]["archives"]:
+            # the original and at least one other source, each with what was last reported about it
+            assert len(a["sources"]) >= 2 and all(src["last_report"] for src in a["sources"]), (ds, a)
+            assert a["md5"] or s[ds].get("files_sha256")  # every archive is checked, by md5 or file by file
+    assert "4f887af7970a06fc0cd3adaa1d0b368547d6a1d0" in archive_sources(s["dreambooth"]["archives"][0])[0]
     assert len(s["dreambooth"]["files_sha256"]) == 54  # the paper's 10 subjects' 53 photos + prompts_and_classes.txt
     assert s["imagenet"]["user_supplied"] is True
 
@@ -62,7 +77,8 @@ def test_offline_download_says_so_and_names_the_way_out(coco_archives, tmp_path)
     from visual_words.data.fetch import fetch
 
     _, spec = coco_archives  # its URLs point at a closed local port: a download that cannot connect
-    with pytest.raises(ConnectionError, match=r"cannot download http://127.0.0.1:9/x/train2017.zip .*no internet "
+    with pytest.raises(ConnectionError, match=r"cannot download train2017.zip from any of its 1 source\(s\) — "
+                                              r"http://127.0.0.1:9/x/train2017.zip .*no internet "
                                               r"access.*vw data fetch coco --from FOLDER"):
         fetch("coco", tmp_path / "raw", spec=spec, downloads=tmp_path / "dl", timeout=5)
     assert not (tmp_path / "raw" / "coco").exists()
@@ -96,6 +112,41 @@ def test_fetch_downloads_checks_and_unpacks(coco_archives, tmp_path):
     assert (target / "annotations" / "instances_val2017.json").is_file()
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(
         ["train2017.zip", "val2017.zip", "annotations_trainval2017.zip"])
+
+
+def test_a_failing_first_source_falls_through_to_the_next(coco_archives, tmp_path, capsys):
+    from visual_words.data.fetch import fetch
+
+    arch, spec = coco_archives
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "val2017.zip").write_bytes(b"not the archive")
+    archives = []
+    for a in spec["archives"]:
+        name = a["url"].rsplit("/", 1)[-1]
+        # 1st: a closed port (the dead original); 2nd, for one archive: a mirror serving other bytes; last: the copy.
+        sources = [{"url": f"http://127.0.0.1:9/dead/{name}"}]
+        if name == "val2017.zip":
+            sources.append({"url": (wrong / name).as_uri()})
+        sources.append({"url": (arch / name).as_uri()})
+        archives.append({"file": name, "md5": a["md5"], "sources": sources})
+    target = fetch("coco", tmp_path / "raw", spec=spec | {"archives": archives}, downloads=tmp_path / "dl", timeout=5)
+    assert (target / "annotations" / "instances_val2017.json").is_file()
+    out = capsys.readouterr().out
+    assert "[fetch] train2017.zip: http://127.0.0.1:9/dead/train2017.zip failed" in out
+    assert f"[fetch] val2017.zip: {(wrong / 'val2017.zip').as_uri()} served other bytes (md5 " in out
+    assert f"[fetch] val2017.zip: served by {(arch / 'val2017.zip').as_uri()} (after 2 failed)" in out
+    record = json.loads((tmp_path / "fetched.json").read_text())["coco"]["archives"]
+    assert record["val2017.zip"] == {"md5": archives[1]["md5"], "served_by": (arch / "val2017.zip").as_uri()}
+    # Every source failing: one error naming each source and why, and the way out; nothing unpacked.
+    dead = spec | {"archives": [{"file": "train2017.zip", "md5": archives[0]["md5"],
+                                 "sources": [{"url": "http://127.0.0.1:9/a/train2017.zip"},
+                                             {"url": (wrong / "val2017.zip").as_uri()}]}]}
+    with pytest.raises(ConnectionError, match=r"cannot download train2017.zip from any of its 2 source\(s\) — "
+                                              r"http://127.0.0.1:9/a/train2017.zip .*; file:.* served other bytes "
+                                              r".*vw data fetch coco --from FOLDER"):
+        fetch("coco", tmp_path / "raw2", spec=dead, downloads=tmp_path / "dl2", timeout=5)
+    assert not (tmp_path / "raw2" / "coco").exists() and not (tmp_path / "dl2" / "train2017.zip").exists()
 
 
 def test_fetch_from_an_unpacked_copy_links_or_copies(coco_archives, tmp_path):

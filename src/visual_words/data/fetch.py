@@ -1,7 +1,10 @@
 """`vw data fetch DATASET`: put a dataset under `prepare.data_root` from its public source, checked.
 
-COCO 2017, VOC 2012 and DreamBooth are downloaded from the URLs in registry/datasets.yaml, checked against their
+COCO 2017, VOC 2012 and DreamBooth are downloaded from the sources in registry/datasets.yaml, checked against their
 known md5 (DreamBooth: every photo the study uses against its sha256), and unpacked into `<data_root>/<folder>`.
+Each archive lists its sources in order (the original first, then mirrors maintained projects use): a source that
+cannot be reached or serves other bytes is skipped with a note, the next one is tried, and the fetch says (and
+records in fetched.json) which source served each archive.
 ImageNet is never downloaded (its terms forbid redistribution): `fetch imagenet --from PATH` only checks the user's
 copy and says how to point `prepare.imagenet_root` at it.
 
@@ -61,6 +64,42 @@ def md5sum(path: Path) -> str:
 
 def archive_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def archive_file(a: dict) -> str:
+    """The archive's file name (`file:`, else the last part of its only URL)."""
+    return a.get("file") or archive_name(a["url"])
+
+
+def archive_sources(a: dict) -> list[str]:
+    """The URLs to try for an archive, in order."""
+    return [src["url"] for src in a["sources"]] if a.get("sources") else [a["url"]]
+
+
+def download_first(a: dict, dest: Path, timeout: float = 20.0) -> str:
+    """Download archive `a` from the first of its sources that serves it with the published md5; returns that URL.
+
+    Raises ConnectionError listing every source and why it was passed over."""
+    tried = []
+    for url in archive_sources(a):
+        try:
+            download(url, dest, timeout)
+        except ConnectionError as e:
+            reason = str(e).removeprefix(f"cannot download {url} ").split(": this machine")[0]
+            tried.append(f"{url} {reason}")
+            print(f"[fetch] {dest.name}: {url} failed {reason}", flush=True)
+            continue
+        if a.get("md5") and (got := md5sum(dest)) != a["md5"]:
+            dest.unlink()  # never keep bytes that are not the published archive
+            tried.append(f"{url} served other bytes (md5 {got}, published {a['md5']})")
+            print(f"[fetch] {dest.name}: {url} served other bytes (md5 {got} ≠ {a['md5']})", flush=True)
+            continue
+        print(f"[fetch] {dest.name}: served by {url}" + (f" (after {len(tried)} failed)" if tried else ""),
+              flush=True)
+        return url
+    raise ConnectionError(f"cannot download {dest.name} from any of its {len(tried)} source(s) — "
+                          + "; ".join(tried) + ": this machine seems to have no internet access, or every source "
+                          "is down")
 
 
 def download(url: str, dest: Path, timeout: float = 20.0) -> Path:
@@ -213,25 +252,29 @@ def fetch(dataset: str, data_root: str | Path, src: str | Path | None = None, co
                       "data.dvc will not record its contents (use --copy for that)")
             return target
         folder = src if src.is_dir() else src.parent
-        files = [folder / archive_name(a["url"]) for a in archives]
+        files = [folder / archive_file(a) for a in archives]
         absent = [f for f in files if not f.is_file()]
         if absent:
             raise FileNotFoundError(f"{src}: neither an unpacked {spec['name']} (missing "
                                     f"{missing_layout(src, spec)[0] if src.is_dir() else src}) nor the archive "
-                                    f"{absent[0].name} (from {archives[files.index(absent[0])]['url']})")
+                                    f"{absent[0].name} (from {archive_sources(archives[files.index(absent[0])])[0]})")
         entry.update(source=str(folder.resolve()), kind="local archives")
+        served = {archive_file(a): str(f.resolve()) for a, f in zip(archives, files)}
     else:
         downloads = Path(downloads) if downloads else Path("artifacts/downloads")
-        files = []
+        files, served = [], {}
         for a in archives:
-            dest = downloads / archive_name(a["url"])
-            if not (dest.is_file() and (not a.get("md5") or md5sum(dest) == a["md5"])):
+            dest = downloads / archive_file(a)
+            if dest.is_file() and (not a.get("md5") or md5sum(dest) == a["md5"]):
+                served[dest.name] = f"already downloaded ({dest})"
+            else:
                 try:
-                    download(a["url"], dest, timeout)
+                    served[dest.name] = download_first(a, dest, timeout)
                 except ConnectionError as e:
                     raise ConnectionError(
                         f"{e}. Download the {spec['name']} archive(s) yourself — "
-                        + ", ".join(f"{x['url']}" + (f" (md5 {x['md5']})" if x.get("md5") else "") for x in archives)
+                        + ", ".join(f"{archive_file(x)} from {' or '.join(archive_sources(x))}"
+                                    + (f" (md5 {x['md5']})" if x.get("md5") else "") for x in archives)
                         + f" — into a folder and run `vw data fetch {dataset} --from FOLDER`, or point --from at an "
                         "unpacked copy you already have") from None
             files.append(dest)
@@ -241,7 +284,8 @@ def fetch(dataset: str, data_root: str | Path, src: str | Path | None = None, co
         for a, f in zip(archives, files):
             check_archive(f, a.get("md5"))
             unpack(f, tmp, a.get("member_prefix", ""))
-            entry["archives"][a["url"]] = a.get("md5") or "unchecked archive; files checked by sha256"
+            entry["archives"][archive_file(a)] = {"md5": a.get("md5") or "unchecked archive; files checked by sha256",
+                                                  "served_by": served[archive_file(a)]}
         missing = missing_layout(tmp, spec)
         if missing:
             raise ValueError(f"the {spec['name']} archives did not contain {missing[0]}")

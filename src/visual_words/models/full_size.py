@@ -133,6 +133,7 @@ def build_model(key: str, device: torch.device, dtype: torch.dtype):
 
 def save_checkpoint(key: str, out: Path) -> None:
     """Build `key` at full size with seeded random weights and save it in its library's layout into `out`."""
+    from visual_words.models.pins import pin
     from visual_words.models.tiny import CLIP_MEAN, CLIP_STD
     from visual_words.tokenizer import build_tokenizer
 
@@ -165,7 +166,12 @@ def save_checkpoint(key: str, out: Path) -> None:
                           "resize_mode": "shortest"}
         (out / "open_clip_config.json").write_text(json.dumps(
             {"model_cfg": open_clip.get_model_config(name), "preprocess_cfg": preprocess_cfg}, indent=2))
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        # The weight file the published snapshot holds (DFN2B's is a pickle; its repo has no safetensors).
+        if "open_clip_pytorch_model.bin" in ((pin(key) or {}).get("files") or {}):
+            torch.save(weights, out / "open_clip_pytorch_model.bin")
+        else:
+            save_file(weights, str(out / "open_clip_model.safetensors"))
     elif entry.family == "hf-clip":
         from transformers import CLIPImageProcessor, CLIPProcessor
 
@@ -209,9 +215,10 @@ def is_built(entry: ModelEntry, cache: Path) -> bool:
 
 
 def write_snapshot(entry: ModelEntry, cache: Path, files_from: Path) -> str:
-    """Move the files of `files_from` into the hub cache as a download would leave them: each file a blob named by
-    its sha256, the snapshot a tree of relative symlinks, the loader's refs pointing at the commit."""
-    from visual_words.models.lock import hub_repo_id, pin_refs, repo_dir, sha256_file
+    """Move the files of `files_from` into the hub cache as a download would leave them: each file a blob, the
+    snapshot a tree of relative symlinks, the loader's refs pointing at the commit. (The hub names a blob by its
+    etag; any unique name serves the loaders, so the bytes are hashed once, by the lock, not twice.)"""
+    from visual_words.models.lock import hub_repo_id, pin_refs, repo_dir
 
     repo = repo_dir(cache, hub_repo_id(entry))
     commit = rehearsal_commit(entry)
@@ -221,7 +228,7 @@ def write_snapshot(entry: ModelEntry, cache: Path, files_from: Path) -> str:
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
     for src in sorted(p for p in files_from.rglob("*") if p.is_file()):
         rel = src.relative_to(files_from)
-        blob = repo / "blobs" / sha256_file(src)
+        blob = repo / "blobs" / hashlib.sha1(f"{commit}/{rel.as_posix()}".encode()).hexdigest()
         os.replace(src, blob)
         link = snapshot / rel
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +256,7 @@ def build_hub_cache(keys: Iterable[str], cache: str | os.PathLike, lock_path: st
     times: dict[str, float] = {}
     for entry in entries:
         if not force and is_built(entry, cache):
-            log(f"[rehearsal-models] {entry.key}: {entry.id} already built in {cache}")
+            log(f"[rehearsal-models] {entry.key}: {hub_repo_id(entry)} already built in {cache}")
             continue
         t0 = time.perf_counter()
         marker = repo_dir(cache, hub_repo_id(entry)) / BUILD_MARKER
@@ -260,9 +267,9 @@ def build_hub_cache(keys: Iterable[str], cache: str | os.PathLike, lock_path: st
             commit = write_snapshot(entry, cache, Path(tmp))
         marker.write_text(json.dumps(_build_spec(entry), indent=2))
         times[entry.key] = time.perf_counter() - t0
-        log(f"[rehearsal-models] {entry.key}: {entry.id} @ {commit[:12]}, {size / 2**30:.2f} GiB of random "
+        log(f"[rehearsal-models] {entry.key}: {hub_repo_id(entry)} @ {commit[:12]}, {size / 2**30:.2f} GiB of random "
             f"weights in {times[entry.key]:.0f} s")
-    lock = lock_from_cache(entries, cache)
-    lock["rehearsal"] = "random-weight stand-ins built by visual-words (models/full_size.py), not the published weights"
+    # origin "rehearsal": only a rehearsal run accepts this lock; the publishers' pins are never applied to it.
+    lock = lock_from_cache(entries, cache, origin="rehearsal")
     write_json(Path(lock_path) if lock_path else cache / "models.lock.json", lock)
     return times

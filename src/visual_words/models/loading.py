@@ -106,6 +106,8 @@ def load_model(
     path = local_path(entry, root)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model `{entry.key}`: local checkpoint folder {path} does not exist")
+    if entry.single_file and entry.family != "stable-diffusion":
+        raise ValueError(f"model `{entry.key}`: a single-file checkpoint is supported for Stable Diffusion only")
     # Hub loads pin the registry revision; local folders have none.
     rev = {} if path is not None or entry.revision in ("", "local") else {"revision": entry.revision}
     _quiet_libraries()
@@ -113,8 +115,15 @@ def load_model(
     if entry.family == "stable-diffusion":
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(ident, dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False, **rev)
+        if entry.single_file:  # the original all-in-one checkpoint (an override): diffusers' own single-file loader
+            from visual_words.models.lock import single_file_config
+
+            pipe = StableDiffusionPipeline.from_single_file(
+                entry.single_file, config=str(single_file_config(entry)), dtype=dtype, safety_checker=None,
+                requires_safety_checker=False, local_files_only=True)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(ident, dtype=dtype, safety_checker=None,
+                                                           requires_safety_checker=False, **rev)
         pipe.set_progress_bar_config(disable=True)
         out.pipeline = pipe.to(device)
         out.tokenizer = pipe.tokenizer
@@ -152,7 +161,8 @@ def load_model(
 
     # open_clip's hub loader reads refs/main (it takes no revision); the others read the registry revision.
     out.table_identity = identity_of_stored_table(entry.family, ident,
-                                                  None if entry.family == "open-clip" else rev.get("revision"))
+                                                  None if entry.family == "open-clip" else rev.get("revision"),
+                                                  single_file=entry.single_file or None)
     return out
 
 

@@ -1,14 +1,22 @@
 """Pin the paper's real checkpoints: bake them into a Hugging Face cache, lock what was baked, check it at run time.
 
 * **bake** (online, once: the image build with BAKE_MODELS=1, or `HF_HUB_OFFLINE=0 vw bake-models`): resolve each
-  hub model's registry revision to a commit, download the files its loader reads with
-  `huggingface_hub.snapshot_download`, point the cache's refs at that commit, and write the lock.
+  hub model's registry revision (a pinned commit) to its file listing, download the files its loader reads with
+  `huggingface_hub.snapshot_download`, point the cache's refs at that commit, compare every file with the
+  publisher's sha256 and size (registry/pins.yaml, see pins.py) and write the lock only if none differs.
 * **lock** (`models.lock.json`): model key → repo id, registry revision, resolved commit, file → sha256 and size.
   It is computed from the cache itself, so a cache filled by any means (a user's own downloads) can be locked too.
 * **check** (offline, before every `paper` run): each hub model of the profile is in the lock, its snapshot is in
   the cache at the locked commit, the refs the loader follows point there, the files the loader would read are
   exactly the locked ones and every sha256 matches. Any difference is a `ModelLockError` naming the model, the file
-  and what to do.
+  and what to do. A lock made by baking is also compared with the publisher's pins, so the lock cannot vouch for
+  bytes the publisher never released.
+* **rehearsal** (`lock --rehearsal`): a lock of a cache whose files are known to be a local build (full-size
+  random weights at the registry's ids and commits). It records `"origin": "rehearsal"`; a check accepts it only
+  when asked to (`accept_rehearsal`, `--rehearsal`, VW_ACCEPT_REHEARSAL=1, or running the `rehearsal` profile of
+  params.yaml), then checks the cache byte for byte
+  against that lock, skips the publisher's pins (random weights cannot match them) and labels every such model
+  REHEARSAL. Without the opt-in such a lock is an error, so a paper run can never start on rehearsal weights.
 
 The cache layout is huggingface_hub's own (models--ORG--NAME/{blobs,refs,snapshots/<commit>}); loading then goes
 through the unchanged production loader with HF_HUB_OFFLINE=1. This module imports only huggingface_hub, yaml and
@@ -29,12 +37,18 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from dataclasses import dataclass, field, replace
+
 from visual_words.io import write_json, write_text
+from visual_words.models.pins import compare, pin, single_file_match
 from visual_words.registry import ModelEntry, model, models
 
 LOCK_NAME = "models.lock.json"
 LOCK_FORMAT = 1
 LOCK_ENV = "VW_MODELS_LOCK"  # the image points this at the lock it carries
+REHEARSAL_ENV = "VW_ACCEPT_REHEARSAL"  # "1": a lock of origin "rehearsal" is accepted (random-weight rehearsals)
+REHEARSAL_PROFILE = "rehearsal"  # running this params.yaml profile is the same opt-in
+ORIGINS = ("bake", "rehearsal")
 HUB_PREFIX = "hf-hub:"  # open_clip's prefix for a hub repo
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
@@ -91,9 +105,10 @@ def hub_repo_id(entry: ModelEntry) -> str | None:
     return entry.id[len(HUB_PREFIX):] if entry.id.startswith(HUB_PREFIX) else entry.id
 
 
-def hub_entries(keys: Iterable[str] | None = None) -> list[ModelEntry]:
-    """Registry entries that live on a hub: the given keys (local ones dropped), or every hub model."""
-    entries = [model(k) for k in keys] if keys is not None else list(models().values())
+def hub_entries(keys: Iterable[str | ModelEntry] | None = None) -> list[ModelEntry]:
+    """Registry entries that live on a hub: the given keys or entries (local ones dropped), or every hub model."""
+    entries = [k if isinstance(k, ModelEntry) else model(k) for k in keys] if keys is not None \
+        else list(models().values())
     return _unique_hub(entries)
 
 
@@ -148,7 +163,8 @@ def default_lock_path(root: str | os.PathLike | None = None) -> Path:
 
 def required_refs(entry: ModelEntry) -> list[str]:
     """The refs/ names the loader follows offline for this entry (none when the revision is itself a commit)."""
-    refs = [] if COMMIT_RE.fullmatch(entry.revision) else [entry.revision]
+    revision = entry.revision or "main"  # no pinned commit: the loader follows main
+    refs = [] if COMMIT_RE.fullmatch(revision) else [revision]
     if entry.family in LOADS_MAIN and "main" not in refs:
         refs.append("main")
     return refs
@@ -179,16 +195,24 @@ def _progress(total: int, desc: str):
 # bake: download + refs (online), then lock from the cache (offline)
 
 
-def download(entry: ModelEntry, cache: str | os.PathLike) -> str:
-    """Fetch what `entry`'s loader reads, at its registry revision, into the hub cache. Returns the commit."""
+def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = False) -> str:
+    """Fetch what `entry`'s loader reads, at its registry revision, into the hub cache. Returns the commit.
+
+    `configs_only`: only the small files (configs, tokenizer), e.g. the diffusers configs a single-file SD
+    checkpoint is loaded with."""
     from huggingface_hub import HfApi, constants, snapshot_download
 
     if constants.HF_HUB_OFFLINE:
         raise ModelLockError("baking downloads the weights from the hub: run it with HF_HUB_OFFLINE=0")
     repo_id = hub_repo_id(entry)
-    info = HfApi().model_info(repo_id, revision=entry.revision)  # one resolution: revision -> commit + listing
-    wanted = select_files(entry.family, (s.rfilename for s in info.siblings or []))
-    print(f"[bake] {entry.key}: {repo_id} @ {entry.revision} = {info.sha} ({len(wanted)} files)", flush=True)
+    revision = entry.revision or "main"
+    info = HfApi().model_info(repo_id, revision=revision)  # one resolution: revision -> commit + listing
+    listing = [s.rfilename for s in info.siblings or []]
+    wanted = select_files(entry.family, listing)
+    if configs_only:
+        wanted = [f for f in listing if any(fnmatch.fnmatchcase(f, p) for p in BAKE_FILES[entry.family]["files"])]
+    note = "" if entry.revision else " — UNPINNED: no commit in registry/models.yaml, `main` was resolved"
+    print(f"[bake] {entry.key}: {repo_id} @ {revision} = {info.sha} ({len(wanted)} files){note}", flush=True)
     snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted, cache_dir=str(cache))
     pin_refs(cache, entry, info.sha)
     return info.sha
@@ -202,11 +226,12 @@ def pin_refs(cache: str | os.PathLike, entry: ModelEntry, commit: str) -> None:
 
 def resolve_commit(cache: str | os.PathLike, entry: ModelEntry) -> str:
     """The commit the registry revision names in the cache (refs/<revision>, or the revision itself)."""
-    if COMMIT_RE.fullmatch(entry.revision):
-        return entry.revision
-    ref = repo_dir(cache, hub_repo_id(entry)) / "refs" / entry.revision
+    revision = entry.revision or "main"
+    if COMMIT_RE.fullmatch(revision):
+        return revision
+    ref = repo_dir(cache, hub_repo_id(entry)) / "refs" / revision
     if not ref.is_file():
-        raise ModelLockError(f"model `{entry.key}`: {hub_repo_id(entry)} @ {entry.revision} is not in the hub cache "
+        raise ModelLockError(f"model `{entry.key}`: {hub_repo_id(entry)} @ {revision} is not in the hub cache "
                              f"{cache} (no {ref}); bake it first (HF_HUB_OFFLINE=0 vw bake-models)")
     return ref.read_text().strip()
 
@@ -227,28 +252,61 @@ def lock_entry(entry: ModelEntry, cache: str | os.PathLike, commit: str | None =
 
 
 def lock_from_cache(entries: Iterable[ModelEntry], cache: str | os.PathLike | None = None,
-                    commits: dict[str, str] | None = None) -> dict[str, Any]:
-    """A lock for `entries` as they are in the cache now (commits: key -> commit, else the refs are followed)."""
+                    commits: dict[str, str] | None = None, origin: str = "bake") -> dict[str, Any]:
+    """A lock for `entries` as they are in the cache now (commits: key -> commit, else the refs are followed).
+
+    `origin`: "bake" (the publisher's checkpoints) or "rehearsal" (a local random-weight build; see the module doc).
+    """
     from huggingface_hub import __version__ as hub_version
 
+    if origin not in ORIGINS:
+        raise ModelLockError(f"lock origin must be one of {', '.join(ORIGINS)}, not {origin!r}")
     cache = hub_cache_dir(cache)
     return {
         "format": LOCK_FORMAT,
+        "origin": origin,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "huggingface_hub": hub_version,
         "models": {e.key: lock_entry(e, cache, (commits or {}).get(e.key)) for e in entries},
     }
 
 
+def refuse_unpublished(lock: dict[str, Any], pins_table: dict[str, Any] | None = None) -> None:
+    """Raise if any locked file differs from the publisher's pins (the bake's gate; rehearsal locks skip it)."""
+    problems = []
+    for key, rec in lock["models"].items():
+        expected = (pins_table or {}).get(key) if pins_table is not None else pin(key)
+        problems += [f"`{key}`: {p}" for p in compare(expected, rec["files"]).problems]
+    if problems:
+        raise ModelLockError("refusing to lock weights that differ from the original publisher's (registry/pins.yaml):"
+                             "\n  - " + "\n  - ".join(problems) + "\n  The download is not the published checkpoint "
+                             "(a changed mirror or a damaged file); nothing was locked.")
+
+
 def bake(keys: Iterable[str] | None = None, cache: str | os.PathLike | None = None,
-         lock_path: str | os.PathLike | None = None, fetch: bool = True) -> dict[str, Any]:
-    """Download (unless `fetch=False`) the hub models `keys` (default: all) and write their lock. Returns the lock."""
+         lock_path: str | os.PathLike | None = None, fetch: bool = True, rehearsal: bool = False,
+         configs_only: bool = False, pins_table: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Download (unless `fetch=False`) the hub models `keys` (default: all) and write their lock. Returns the lock.
+
+    Every locked file must match the publisher's pins (`pins_table`, default registry/pins.yaml), or nothing is
+    written. `rehearsal`: lock a local random-weight build instead (origin "rehearsal", pins not applied).
+    `configs_only`: download only the configs and tokenizer (for a single-file checkpoint); no lock is written.
+    """
     entries = hub_entries(keys)
     if not entries:
         raise ModelLockError("nothing to bake: none of the given models lives on a hub")
+    if rehearsal and fetch:
+        raise ModelLockError("a rehearsal lock describes a local build: lock it without downloading (--no-download)")
     cache = hub_cache_dir(cache)
+    if configs_only:
+        for e in entries:
+            download(e, cache, configs_only=True)
+        print("[bake] configs only: nothing locked", flush=True)
+        return None
     commits = {e.key: download(e, cache) for e in entries} if fetch else None
-    lock = lock_from_cache(entries, cache, commits)
+    lock = lock_from_cache(entries, cache, commits, origin="rehearsal" if rehearsal else "bake")
+    if not rehearsal:
+        refuse_unpublished(lock, pins_table)
     path = Path(lock_path) if lock_path else default_lock_path()
     write_json(path, lock)
     total = sum(m["bytes"] for m in lock["models"].values())
@@ -281,11 +339,11 @@ def _problems(entry: ModelEntry, rec: dict[str, Any], cache: Path, hashes: bool)
     key, repo_id, commit = entry.key, hub_repo_id(entry), rec.get("commit", "")
     if rec.get("repo_id") != repo_id:
         return [f"`{key}`: the lock has {rec.get('repo_id')} but the registry says {repo_id}; re-bake"]
+    if entry.revision and COMMIT_RE.fullmatch(entry.revision) and commit != entry.revision:
+        return [f"`{key}`: the registry pins commit {entry.revision}, the lock has {commit}; re-bake"]
     if rec.get("revision") != entry.revision:
         return [f"`{key}`: the registry asks for revision {entry.revision}, the lock was baked from "
                 f"{rec.get('revision')}; re-bake"]
-    if COMMIT_RE.fullmatch(entry.revision) and commit != entry.revision:
-        return [f"`{key}`: the registry pins commit {entry.revision}, the lock has {commit}; re-bake"]
     snapshot = repo_dir(cache, repo_id) / "snapshots" / commit
     if not snapshot.is_dir():
         return [f"`{key}`: weights missing: {repo_id} @ {commit} is not in the hub cache {cache}"]
@@ -318,32 +376,208 @@ def _problems(entry: ModelEntry, rec: dict[str, Any], cache: Path, hashes: bool)
     return out
 
 
+@dataclass
+class ModelStatus:
+    """Where one model's weights come from and how they compare with the lock and the publisher's pins."""
+
+    key: str
+    source: str
+    state: str  # OK | UNVERIFIED | REHEARSAL (usable), MISSING | MISMATCH (not)
+    detail: str
+    problems: list[str] = field(default_factory=list)  # every difference, each prefixed with the model key
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("OK", "UNVERIFIED", "REHEARSAL")
+
+    def line(self) -> str:
+        """One line: key, state, source, what was found, and what to do if it is not usable."""
+        return f"{self.key:<16} {self.state:<10} {self.source}: {self.detail}" + (f" → {self.fix}" if self.fix else "")
+
+
+def _bake_fix(key: str) -> str:
+    return f"run `HF_HUB_OFFLINE=0 vw bake-models {key}` (or build the image with --build-arg BAKE_MODELS=1)"
+
+
+def _failed(entry: ModelEntry, source: str, problems: list[str], fix: str) -> ModelStatus:
+    first = problems[0].removeprefix(f"`{entry.key}`: ")
+    # MISSING only when nothing present differs: a wrong byte anywhere makes the copy a MISMATCH
+    missing = all(any(w in p for w in ("missing", "not in the hub cache", "does not exist", "not in the lock",
+                                       "no model lock", "no diffusers configs")) for p in problems)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return ModelStatus(entry.key, source, "MISSING" if missing else "MISMATCH", first + more, problems, fix)
+
+
+def _judged(entry: ModelEntry, source: str, verdict, n_files: int, what: str) -> ModelStatus:
+    """OK when some file matched a published sha256 and none differed; UNVERIFIED when nothing could be compared."""
+    if verdict.problems:
+        return _failed(entry, source, [f"`{entry.key}`: {p}" for p in verdict.problems],
+                       "this copy is not the published checkpoint: fetch it again from the registry source")
+    state = "OK" if verdict.verified or verdict.size_only else "UNVERIFIED"
+    if not entry.revision and not entry.is_local:
+        state = "UNVERIFIED"
+        what += " (no pinned commit in registry/models.yaml)"
+    return ModelStatus(entry.key, source, state, f"{n_files} files {what}; {verdict.summary()}")
+
+
+def _present(folder: Path, names: Iterable[str], expected: dict[str, Any] | None, hashes: bool) -> dict[str, dict]:
+    """name -> size and (where a published sha256 exists to compare with, and `hashes`) sha256."""
+    files = (expected or {}).get("files") or {}
+    out = {}
+    for n in names:
+        want_hash = hashes and (files.get(n) or {}).get("sha256") is not None
+        out[n] = {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n) if want_hash else None}
+    return out
+
+
+def _folder_status(entry: ModelEntry, expected: dict[str, Any] | None, hashes: bool) -> ModelStatus:
+    folder = entry.local_dir
+    source = f"folder {folder}"
+    if not folder.is_dir():
+        return _failed(entry, source, [f"`{entry.key}`: folder {folder} does not exist"],
+                       f"fix `folder:` in {entry.override or 'registry/models.yaml'}")
+    try:
+        names = select_files(entry.family, _snapshot_listing(folder))
+    except ModelLockError as e:
+        return _failed(entry, source, [f"`{entry.key}`: {e}"], "the folder is not in the library's layout")
+    verdict = compare(expected, _present(folder, names, expected, hashes))
+    return _judged(entry, source, verdict, len(names), "in the folder")
+
+
+def _single_file_status(entry: ModelEntry, expected: dict[str, Any] | None, cache: Path, hashes: bool) -> ModelStatus:
+    path = Path(entry.single_file)
+    source = f"single file {path}"
+    if not path.is_file():
+        return _failed(entry, source, [f"`{entry.key}`: {path} does not exist"], "fix `single_file:` in the overrides")
+    size = path.stat().st_size
+    name, why = single_file_match(expected, size, sha256_file(path) if hashes else None)
+    if name is None:
+        return _failed(entry, source, [f"`{entry.key}`: {path.name}: {why[0]}"],
+                       "use the original checkpoint (docs/models.md)")
+    config = single_file_config(entry, cache)
+    if not (config / "model_index.json").is_file():
+        return _failed(entry, source, [f"`{entry.key}`: no diffusers configs at {config} (model_index.json missing)"],
+                       f"`HF_HUB_OFFLINE=0 vw bake-models {entry.key} --configs-only`, or set `config:` to a folder "
+                       "holding the diffusers configs")
+    small = [n for n in _snapshot_listing(config)
+             if any(fnmatch.fnmatchcase(n, p) for p in BAKE_FILES[entry.family]["files"])]
+    verdict = compare(expected, _present(config, small, expected, hashes), complete=False)
+    if verdict.problems:
+        return _judged(entry, source, verdict, len(small), "")
+    checked = "sha256" if hashes else "size"
+    return ModelStatus(entry.key, source, "OK",
+                       f"the publisher's {name} ({checked} matches); configs from {config}: {verdict.summary()}")
+
+
+def single_file_config(entry: ModelEntry, cache: str | os.PathLike | None = None) -> Path:
+    """The diffusers config folder a single-file checkpoint loads with: `config:`, else the registry repo's snapshot
+    (at its pinned commit) in the hub cache."""
+    if entry.config:
+        return Path(entry.config)
+    repo_entry = replace(entry, single_file=None)
+    try:
+        commit = resolve_commit(hub_cache_dir(cache), repo_entry)
+    except ModelLockError:
+        commit = entry.revision or "main"  # not in the cache: the path names what is missing
+    return repo_dir(hub_cache_dir(cache), hub_repo_id(repo_entry)) / "snapshots" / commit
+
+
+def accept_rehearsal_default(flag: bool | None) -> bool:
+    return flag if flag is not None else os.environ.get(REHEARSAL_ENV) == "1"
+
+
+def model_status(entry: ModelEntry, lock: dict[str, Any] | None, lock_path: Path, cache: Path, hashes: bool = True,
+                 accept_rehearsal: bool = False, pins_table: dict[str, Any] | None = None) -> ModelStatus:
+    """The status of one model (offline). `lock` None: no lock could be read at `lock_path`."""
+    expected = pin(entry.key) if pins_table is None else pins_table.get(entry.key)
+    if entry.single_file:
+        return _single_file_status(entry, expected, cache, hashes)
+    if entry.local_dir is not None:
+        return _folder_status(entry, expected, hashes)
+    repo_id = hub_repo_id(entry)
+    source = f"{repo_id} @ {entry.revision[:12] if entry.revision else 'main (unpinned)'}"
+    if lock is None:
+        return _failed(entry, source, [f"`{entry.key}`: no model lock at {lock_path}"], _bake_fix(entry.key))
+    rehearsal = lock.get("origin") == "rehearsal"
+    if rehearsal and not accept_rehearsal:
+        return ModelStatus(entry.key, source, "MISMATCH", f"{lock_path} locks a rehearsal build (random weights), "
+                           "not the publisher's checkpoint", [f"`{entry.key}`: {lock_path} is a rehearsal lock"],
+                           f"for a rehearsal run set {REHEARSAL_ENV}=1 (or pass --rehearsal); for the paper, "
+                           + _bake_fix(entry.key))
+    rec = lock["models"].get(entry.key)
+    if rec is None:
+        return _failed(entry, source, [f"`{entry.key}` is not in the lock (it has: "
+                                       f"{', '.join(lock['models']) or 'nothing'}); re-bake"], _bake_fix(entry.key))
+    problems = _problems(entry, rec, cache, hashes)
+    if problems:
+        return _failed(entry, source, problems, _bake_fix(entry.key))
+    n = len(rec.get("files") or {})
+    if rehearsal:
+        return ModelStatus(entry.key, source, "REHEARSAL", f"{n} files as locked by a rehearsal build (random "
+                           "weights; the publisher's hashes are not applied)")
+    verdict = compare(expected, rec.get("files") or {})
+    return _judged(entry, source, verdict, n, "as locked" if hashes else "as locked (sizes only)")
+
+
+def checked_entries(keys) -> list[ModelEntry]:
+    """The entries a check covers: hub models, and paper models pointed at a local copy (they have pins)."""
+    by_key = {}
+    for k in keys:
+        e = k if isinstance(k, ModelEntry) else model(k)
+        by_key[e.key] = e
+    return [e for e in by_key.values() if hub_repo_id(e) is not None or pin(e.key) is not None]
+
+
+def model_statuses(keys, lock_path: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
+                   hashes: bool = True, accept_rehearsal: bool | None = None,
+                   pins_table: dict[str, Any] | None = None) -> list[ModelStatus]:
+    """One status per model (what `vw models check` prints); never raises for a missing or broken lock."""
+    entries = checked_entries(keys)
+    lock_path = Path(lock_path) if lock_path else default_lock_path()
+    cache = hub_cache_dir(cache)
+    try:
+        lock = read_lock(lock_path) if any(not e.is_local for e in entries) else None
+    except ModelLockError as e:
+        if lock_path.is_file():  # a lock that is there but unreadable is wrong for every hub model
+            return [ModelStatus(x.key, hub_repo_id(x) or "local", "MISMATCH", str(e), [str(e)], "re-bake")
+                    if not x.is_local else model_status(x, None, lock_path, cache, hashes, False, pins_table)
+                    for x in entries]
+        lock = None
+    return [model_status(e, lock, lock_path, cache, hashes, accept_rehearsal_default(accept_rehearsal), pins_table)
+            for e in entries]
+
+
 def check_models(keys, lock_path: str | os.PathLike | None = None,
-                 cache: str | os.PathLike | None = None, hashes: bool = True) -> list[str]:
-    """Verify the hub models among `keys` against the lock; returns the keys checked, raises ModelLockError.
+                 cache: str | os.PathLike | None = None, hashes: bool = True, accept_rehearsal: bool | None = None,
+                 pins_table: dict[str, Any] | None = None) -> list[str]:
+    """Verify the models among `keys` against the lock and the publisher's pins; returns the keys checked, raises
+    ModelLockError listing every difference.
 
     `keys`: registry keys or entries, or a Config (then its study's models and, by default, the lock beside its
-    params.yaml). Local checkpoints (tiny models, folders) are skipped: they are not pinned by a hub revision.
+    params.yaml). Tiny checkpoints are skipped (no hub revision, no pins); a paper model pointed at a local folder
+    or single file is checked against its pins. `accept_rehearsal` (default: ${REHEARSAL_ENV}=1) accepts a lock of
+    origin "rehearsal" (see the module doc).
     """
     if hasattr(keys, "study"):
-        return check_models_for_config(keys, lock_path, cache, hashes)
-    entries = _unique_hub(k if isinstance(k, ModelEntry) else model(k) for k in keys)
+        return check_models_for_config(keys, lock_path, cache, hashes, accept_rehearsal)
+    entries = checked_entries(keys)
     if not entries:
         return []
     lock_path = Path(lock_path) if lock_path else default_lock_path()
-    lock, cache = read_lock(lock_path), hub_cache_dir(cache)
-    problems = []
-    for e in entries:
-        rec = lock["models"].get(e.key)
-        if rec is None:
-            problems.append(f"`{e.key}` is not in the lock (it has: {', '.join(lock['models']) or 'nothing'}); re-bake")
-        else:
-            problems += _problems(e, rec, cache, hashes)
+    cache = hub_cache_dir(cache)
+    lock = read_lock(lock_path) if any(not e.is_local for e in entries) else None
+    accept = accept_rehearsal_default(accept_rehearsal)
+    statuses = [model_status(e, lock, lock_path, cache, hashes, accept, pins_table) for e in entries]
+    problems = [p for s in statuses if not s.ok for p in (s.problems or [f"`{s.key}`: {s.detail}"])]
     if problems:
         raise ModelLockError(f"the pinned model weights do not match {lock_path} (cache {cache}):\n  - "
                              + "\n  - ".join(problems)
                              + "\n  Rebuild the image with --build-arg BAKE_MODELS=1, or re-run "
-                               "`HF_HUB_OFFLINE=0 vw bake-models`.")
+                               "`HF_HUB_OFFLINE=0 vw bake-models`; `vw models check` says what each model needs.")
+    for s in statuses:
+        if s.state in ("REHEARSAL", "UNVERIFIED"):
+            print(f"[models] {s.line()}", file=sys.stderr)
     return [e.key for e in entries]
 
 
@@ -364,10 +598,18 @@ def config_lock_path(cfg) -> Path:
 
 
 def check_models_for_config(cfg, lock_path: str | os.PathLike | None = None,
-                            cache: str | os.PathLike | None = None, hashes: bool = True) -> list[str]:
-    """The pre-run check: the hub models of the config's study (none for smoke: a no-op). Call before any stage."""
+                            cache: str | os.PathLike | None = None, hashes: bool = True,
+                            accept_rehearsal: bool | None = None) -> list[str]:
+    """The pre-run check: the real models of the config's study (none for smoke: a no-op). Call before any stage.
+
+    The `rehearsal` profile accepts a rehearsal lock (it exists to run the paper's code paths on random weights);
+    every other profile needs ${REHEARSAL_ENV}=1 for that. A profile with its own hub cache (`study.hub_cache`) is
+    checked against that cache and the lock inside it."""
+    if accept_rehearsal is None and getattr(cfg, "profile", None) == REHEARSAL_PROFILE:
+        accept_rehearsal = True
     cache = cache or (cfg.path(cfg.study.hub_cache) if cfg.study.hub_cache else None)
-    return check_models(cfg.study.models.values(), lock_path or config_lock_path(cfg), cache, hashes)
+    return check_models(cfg.study.models.values(), lock_path or config_lock_path(cfg), cache, hashes,
+                        accept_rehearsal)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -378,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m visual_words.models.lock", description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["bake", "lock", "check"],
                    help="bake: download + lock; lock: lock what is in the cache; check: verify the cache")
+    p.add_argument("--rehearsal", action="store_true",
+                   help="lock: mark the lock as a rehearsal build (random weights); check: accept such a lock")
+    p.add_argument("--configs-only", action="store_true", help="bake: only configs and tokenizer, no lock")
     p.add_argument("keys", nargs="*", help="registry keys (default: every hub model)")
     p.add_argument("--cache", help="hub cache folder (default: huggingface_hub's, HF_HUB_CACHE)")
     p.add_argument("--lock", help=f"lock file (default: ${LOCK_ENV}, else ./{LOCK_NAME})")
@@ -386,9 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     lock = args.lock or os.environ.get(LOCK_ENV) or LOCK_NAME
     try:
         if args.action == "check":
-            print(f"models as locked: {', '.join(check_models(keys, lock, args.cache))}")
+            checked = check_models(keys, lock, args.cache, accept_rehearsal=args.rehearsal or None)
+            print(f"models as locked: {', '.join(checked)}")
         else:
-            bake(keys, args.cache, lock, fetch=args.action == "bake")
+            bake(keys, args.cache, lock, fetch=args.action == "bake", rehearsal=args.rehearsal,
+                 configs_only=args.configs_only)
     except (ModelLockError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

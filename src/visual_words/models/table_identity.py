@@ -38,10 +38,18 @@ class TableIdentityError(ValueError):
     """The stored token table could not be found (the CLI prints it as one line)."""
 
 
-def identity_of_stored_table(family: str, checkpoint: str, revision: str | None = None) -> str:
+def identity_of_stored_table(family: str, checkpoint: str, revision: str | None = None,
+                             single_file: str | os.PathLike | None = None) -> str:
     """The identity of the token table stored in `checkpoint` (a local folder, or a hub repo id in the local cache at
-    `revision`; `hf-hub:` / `local-dir:` prefixes allowed)."""
-    path, name = stored_table_location(family, checkpoint, revision)
+    `revision`; `hf-hub:` / `local-dir:` prefixes allowed), or in an all-in-one `single_file` checkpoint (the same
+    table under another name, so both forms of one checkpoint have one identity)."""
+    if single_file is not None:
+        path = Path(single_file)
+        name = _table_name(_tensor_names(str(path)), path)
+        if name is None:
+            raise TableIdentityError(f"{path}: no `*{TABLE_SUFFIX}` tensor (not a checkpoint with a text tower?)")
+    else:
+        path, name = stored_table_location(family, checkpoint, revision)
     st = os.stat(path)
     return _identity_of_file(str(path), name, st.st_size, st.st_mtime_ns)
 

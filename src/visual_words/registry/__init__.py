@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -13,6 +14,13 @@ import yaml
 FAMILIES = ("stable-diffusion", "owl-vit", "open-clip", "hf-clip")
 ROLES = ("generation", "detection", "classification", "evaluator")
 LOCAL_PREFIX = "local-dir:"  # open_clip's prefix for a folder; other libraries take the folder path itself
+# A YAML file naming other sources for registry models (docs/models.md): key -> one of
+#   {id: ORG/NAME, revision: COMMIT}   another hub repo (a future move), checked against the same pins
+#   {folder: DIR}                      a folder in the library's own layout (e.g. diffusers), checked the same way
+#   {single_file: FILE, config: DIR}   SD's original all-in-one checkpoint, loaded by diffusers' from_single_file
+#                                      with the diffusers configs in DIR (default: the registry repo's snapshot)
+OVERRIDES_ENV = "VW_MODEL_OVERRIDES"
+OVERRIDE_KEYS = {"id", "revision", "folder", "single_file", "config"}
 
 
 @dataclass(frozen=True)
@@ -29,11 +37,14 @@ class ModelEntry:
     image_size: int
     prediction_type: str = "epsilon"
     tiny: dict[str, Any] | None = None
+    single_file: str | None = None  # an original single-file checkpoint (override), loaded with from_single_file
+    config: str | None = None  # its diffusers config folder (None: the registry repo's snapshot in the hub cache)
+    override: str | None = None  # the overrides file this entry's source came from (None: models.yaml as is)
 
     @property
     def is_local(self) -> bool:
-        """True for a checkpoint in a local folder (tiny models, user folders) rather than on a hub."""
-        return self.local_dir is not None
+        """True for a checkpoint in a local folder or file (tiny models, user copies) rather than on a hub."""
+        return self.local_dir is not None or self.single_file is not None
 
     @property
     def local_dir(self) -> Path | None:
@@ -57,11 +68,45 @@ def _read_yaml(name: str) -> dict:
     return yaml.safe_load(resources.files(__package__).joinpath(name).read_text())
 
 
+def _overrides() -> tuple[str | None, dict[str, dict]]:
+    """The overrides file named by $VW_MODEL_OVERRIDES: (its path, key -> fields of ModelEntry to replace)."""
+    path = os.environ.get(OVERRIDES_ENV)
+    if not path:
+        return None, {}
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"{file}: ${OVERRIDES_ENV} names no such file")
+    raw = yaml.safe_load(file.read_text()) or {}
+    base = file.resolve().parent  # relative paths are relative to the overrides file, not the working directory
+    out = {}
+    for key, ov in raw.items():
+        if not isinstance(ov, dict) or not ov or set(ov) - OVERRIDE_KEYS:
+            raise ValueError(f"{file}: `{key}` must map some of {', '.join(sorted(OVERRIDE_KEYS))}")
+        kinds = [k for k in ("id", "folder", "single_file") if k in ov]
+        if len(kinds) != 1:
+            raise ValueError(f"{file}: `{key}` needs exactly one of id, folder, single_file (has {kinds or 'none'})")
+        if "id" in ov:
+            fields = {"id": str(ov["id"]), "revision": ov.get("revision")}
+        elif "folder" in ov:
+            fields = {"id": str(base / Path(ov["folder"]).expanduser()), "revision": "local"}
+        else:
+            # id and revision stay the registry's: by default the configs come from that repo's snapshot
+            fields = {"single_file": str(base / Path(ov["single_file"]).expanduser()),
+                      "config": str(base / Path(ov["config"]).expanduser()) if ov.get("config") else None}
+        out[key] = fields | {"override": str(file)}
+    return str(file), out
+
+
 @functools.cache
 def models() -> dict[str, ModelEntry]:
     out = {}
-    for key, raw in _read_yaml("models.yaml").items():
-        entry = ModelEntry(key=key, **raw)
+    ov_file, overrides = _overrides()
+    table = _read_yaml("models.yaml")
+    unknown = set(overrides) - set(table)
+    if unknown:
+        raise ValueError(f"{ov_file}: unknown model `{sorted(unknown)[0]}` (registry/models.yaml has: {', '.join(table)})")
+    for key, raw in table.items():
+        entry = ModelEntry(key=key, **(raw | overrides.get(key, {})))
         if entry.family not in FAMILIES:
             raise ValueError(f"models.yaml: `{key}.family` is {entry.family!r}; known families: {', '.join(FAMILIES)}")
         if entry.role not in ROLES:
