@@ -183,5 +183,5 @@ def test_clear_errors(tiny_clip, tiny_owl):
     with pytest.raises(ValueError, match="context is 16"):
         owl.text_outputs(["a very long prompt that goes on and on about a {} in a garden"], torch.zeros(1, 4, 32))
     fake = dataclasses.replace(tiny_clip, entry=dataclasses.replace(tiny_clip.entry, family="lstm"))
-    with pytest.raises(ValueError, match="no adapter for family 'lstm'"):
+    with pytest.raises(ValueError, match="unknown model family `lstm`"):
         adapter_for(fake)

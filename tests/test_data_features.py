@@ -65,11 +65,11 @@ def test_feature_of_the_wrong_family_is_an_error(tiny_owl, tiny_clip, photos):
     from visual_words.data.features import clip_image_embeds, owl_image_embeds, sd_latents
 
     images = _open(photos[:1])
-    with pytest.raises(ValueError, match="tiny-owlv2.*has no CLIP image tower"):
+    with pytest.raises(ValueError, match="tiny-owlv2.*does not compute `clip_image_embeds`"):
         clip_image_embeds(tiny_owl, images)
-    with pytest.raises(ValueError, match="tiny-clip.*is not an OWL detector"):
+    with pytest.raises(ValueError, match="tiny-clip.*does not compute `owl_image_embeds`"):
         owl_image_embeds(tiny_clip, images)
-    with pytest.raises(ValueError, match="tiny-clip.*has no VAE"):
+    with pytest.raises(ValueError, match="tiny-clip.*does not compute `sd_latents`"):
         sd_latents(tiny_clip, images)
 
 

@@ -103,14 +103,15 @@ def test_smoke_study_trained_in_half_precision_is_analysed_at_fp32(repo_root, tm
     if not _half_precision_supported(dtype):
         pytest.skip(f"this CPU's torch build has no {precision} conv/group-norm kernels")
     sets = {**{k: str(v) for k, v in _out_dirs(tmp_path).items()}, "train.precision": precision,
-            "evaluate.precision": precision, "study.datasets": "[coco]", "study.concepts_per_dataset": "2"}
+            "evaluate.precision": precision, "study.datasets": "[coco]", "study.concepts_per_dataset": "2",
+            "study.anchors_per_concept": "1", "study.unconstrained": "false"}
     args = ["--profile", "smoke", "--params", str(repo_root / "params.yaml")]
     args += sum((["--set", f"{k}={v}"] for k, v in sets.items()), [])
     for stage in (["data", "prepare"], ["maps", "--quiet"], ["train"], ["evaluate", "run"], ["analyze"], ["report"]):
         assert main([*stage, *args]) == 0, stage
 
     sidecars = sorted((tmp_path / "embeddings").rglob("*.safetensors.json"))
-    assert len(sidecars) == 3 * 2 * 2  # tasks × concepts × anchors (δ = 0.5)
+    assert len(sidecars) == 3 * 2  # tasks × concepts (one anchor, δ = 0.5)
     for task, key in (("generation", "tiny-sd"), ("detection", "tiny-owlv2"), ("classification", "tiny-clip")):
         fp32 = load_model(key, precision="fp32", root=repo_root)
         for sc in (tmp_path / "embeddings" / task).glob("*.json"):
@@ -120,7 +121,7 @@ def test_smoke_study_trained_in_half_precision_is_analysed_at_fp32(repo_root, tm
     assert (tmp_path / "analysis").is_dir() and any((tmp_path / "analysis").glob("*.csv"))
     assert (tmp_path / "reports" / "smoke" / "index.html").is_file()
     rows = (tmp_path / "evaluation" / "evaluation.csv").read_text().splitlines()
-    assert len(rows) == 1 + 12 * 3  # every trial in its own model and the two others
+    assert len(rows) == 1 + 6 * 3  # every trial in its own model and the two others
 
 
 def test_identity_of_a_family_without_a_known_location_is_one_clear_error():

@@ -25,7 +25,9 @@ REVIEW_SIDE = 512  # review images are downscaled to this longer side
 @torch.no_grad()
 def detect(loaded, image, query: str) -> tuple[list[float], float]:
     """The best box [x, y, w, h] (pixels of `image`) for `query` and its score."""
-    if loaded.entry.family != "owl-vit":
+    from visual_words.models.families import family_of
+
+    if family_of(loaded).task != "detection":
         raise ValueError(f"model `{loaded.entry.key}` is not an OWL detector (family {loaded.entry.family})")
     inputs = loaded.processor(text=[[query]], images=[image], return_tensors="pt")
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}

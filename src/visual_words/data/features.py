@@ -34,16 +34,15 @@ import json
 import os
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from visual_words.io import atomic_path, write_json
 from visual_words.models.loading import LoadedModel
-from visual_words.preprocess import clip_transform, load_rgb, owl_pixels, sd_transform
+from visual_words.preprocess import load_rgb
 
 # Bump a kind's version when its computation changes: old cache entries then stop matching.
 VERSIONS = {"clip_image_embeds": 1, "owl_image_embeds": 1, "sd_latents": 1, "sd_latents_flip": 1}
@@ -51,84 +50,33 @@ OWL_KEYS = ("class_embeds", "logit_shift", "logit_scale", "boxes", "image_size")
 
 
 # ---- the features ------------------------------------------------------------------------------------------------
+# Each family computes its own (models/families/): CLIP image features, OWL's per-patch outputs, SD's VAE latents.
+
+KINDS = tuple(VERSIONS)
 
 
-def _clip_pixels(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
-    fam = loaded.entry.family
-    tf = loaded.preprocess if fam == "open-clip" and loaded.preprocess is not None \
-        else clip_transform(loaded.entry.image_size)
-    return torch.stack([tf(im.convert("RGB")) for im in images])
+def image_features(kind: str, loaded: LoadedModel, images: Sequence[Image.Image]) -> Any:
+    """Feature `kind` of `images` through the loaded model's family (an error naming the model otherwise)."""
+    from visual_words.models.families import family_of
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(KINDS)})")
+    return family_of(loaded).image_features(kind, loaded, images)
 
 
-@torch.no_grad()
 def clip_image_embeds(loaded: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
     """L2-normalised image features [N, D] of an open_clip or transformers CLIP model."""
-    fam = loaded.entry.family
-    x = _clip_pixels(loaded, images).to(loaded.device, loaded.dtype)
-    if fam == "open-clip":
-        feats = loaded.model.encode_image(x)
-    elif fam == "hf-clip":
-        out = loaded.model.get_image_features(pixel_values=x)
-        feats = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
-    else:
-        raise ValueError(f"model `{loaded.entry.key}` (family {fam}) has no CLIP image tower")
-    return F.normalize(feats.float(), dim=-1).cpu()
+    return image_features("clip_image_embeds", loaded, images)
 
 
-def _owl_core(loaded: LoadedModel):
-    if loaded.entry.family != "owl-vit":
-        raise ValueError(f"model `{loaded.entry.key}` (family {loaded.entry.family}) is not an OWL detector")
-    m = loaded.model
-    return m.owlv2 if hasattr(m, "owlv2") else m.owlvit
-
-
-@torch.no_grad()
 def owl_image_embeds(loaded: LoadedModel, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-    """OWL's per-patch outputs of each image, everything the detector needs besides the text query:
-
-    - `class_embeds` [N, P, D]: the class head's projection of every patch, L2-normalised (as the head normalises
-      it before comparing with the query);
-    - `logit_shift`, `logit_scale` [N, P]: the head's per-patch shift and the scale it multiplies by
-      (elu(·) + 1 applied), so logits = (class_embeds · q + logit_shift) * logit_scale;
-    - `boxes` [N, P, 4]: predicted boxes, cxcywh in [0, 1] of the padded square input;
-    - `image_size` [N, 2]: (height, width) of each original image. OWLv2 pads at the bottom/right to a square of
-      side max(h, w), so a box in pixels of the original image is `boxes * max(h, w)` (OWL-ViT v1 does not pad:
-      there x scales by w and y by h)."""
-    _owl_core(loaded)
-    m = loaded.model
-    pixels = owl_pixels(loaded.processor, list(images)).to(loaded.device, loaded.dtype)
-    feature_map, _ = m.image_embedder(pixel_values=pixels)  # [N, h, w, d]
-    n, gh, gw, d = feature_map.shape
-    feats = feature_map.reshape(n, gh * gw, d)
-    _, class_embeds = m.class_predictor(feats)  # query_embeds=None: the head's unnormalised projection
-    class_embeds = class_embeds / (torch.linalg.norm(class_embeds, dim=-1, keepdim=True) + 1e-6)  # as the head does
-    head = m.class_head
-    shift = head.logit_shift(feats)[..., 0]
-    scale = head.elu(head.logit_scale(feats))[..., 0] + 1
-    boxes = m.box_predictor(feats, feature_map)
-    sizes = torch.tensor([(im.height, im.width) for im in images], dtype=torch.int64)
-    return {"class_embeds": class_embeds.cpu(), "logit_shift": shift.float().cpu(), "logit_scale": scale.float().cpu(),
-            "boxes": boxes.float().cpu(), "image_size": sizes}
+    """OWL's per-patch outputs of each image (see models/families/owl_vit.py for the fields)."""
+    return image_features("owl_image_embeds", loaded, images)
 
 
-@torch.no_grad()
 def sd_latents(loaded: LoadedModel, images: Sequence[Image.Image], flip: bool = False) -> torch.Tensor:
     """VAE latent means × scaling_factor [N, 4, h, w] at the model's resolution (of the mirror images with flip)."""
-    if loaded.entry.family != "stable-diffusion":
-        raise ValueError(f"model `{loaded.entry.key}` (family {loaded.entry.family}) has no VAE")
-    vae = loaded.pipeline.vae
-    tf = sd_transform(loaded.entry.image_size)
-    x = torch.stack([tf(ImageOps.mirror(im.convert("RGB")) if flip else im.convert("RGB")) for im in images])
-    latents = vae.encode(x.to(loaded.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
-    return latents.float().cpu()
-
-
-def _sd_flip(loaded, images):
-    return sd_latents(loaded, images, flip=True)
-
-
-COMPUTE: dict[str, Callable] = {"clip_image_embeds": clip_image_embeds, "owl_image_embeds": owl_image_embeds,
-                                "sd_latents": sd_latents, "sd_latents_flip": _sd_flip}
+    return image_features("sd_latents_flip" if flip else "sd_latents", loaded, images)
 
 
 # ---- fingerprints --------------------------------------------------------------------------------------------------
@@ -136,32 +84,17 @@ COMPUTE: dict[str, Callable] = {"clip_image_embeds": clip_image_embeds, "owl_ima
 
 def _modules(kind: str, loaded: LoadedModel) -> list[tuple[str, torch.nn.Module]]:
     """The modules a feature runs through: only their weights enter its fingerprint."""
-    fam = loaded.entry.family
-    if kind.startswith("sd_latents"):
-        if fam != "stable-diffusion":
-            raise ValueError(f"feature `{kind}` needs a stable-diffusion model, got `{loaded.entry.key}` ({fam})")
-        return [("vae", loaded.pipeline.vae)]
-    if kind == "owl_image_embeds":
-        m, core = loaded.model, _owl_core(loaded)
-        return [("vision_model", core.vision_model), ("layer_norm", m.layer_norm), ("class_head", m.class_head),
-                ("box_head", m.box_head)]
-    if kind == "clip_image_embeds":
-        if fam == "open-clip":
-            return [("visual", loaded.model.visual)]
-        if fam == "hf-clip":
-            return [("vision_model", loaded.model.vision_model), ("visual_projection", loaded.model.visual_projection)]
-        raise ValueError(f"feature `{kind}` needs a CLIP model, got `{loaded.entry.key}` ({fam})")
-    raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(COMPUTE)})")
+    from visual_words.models.families import family_of
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(KINDS)})")
+    return family_of(loaded).feature_modules(kind, loaded)
 
 
 def _preprocess_settings(kind: str, loaded: LoadedModel) -> Any:
-    if kind == "owl_image_embeds":
-        return loaded.processor.image_processor.to_dict()
-    if kind == "clip_image_embeds" and loaded.entry.family == "open-clip" and loaded.preprocess is not None:
-        return repr(loaded.preprocess)
-    if kind.startswith("sd_latents"):
-        return {"image_size": loaded.entry.image_size, "scaling_factor": loaded.pipeline.vae.config.scaling_factor}
-    return {"image_size": loaded.entry.image_size}
+    from visual_words.models.families import family_of
+
+    return family_of(loaded).preprocess_settings(kind, loaded)
 
 
 def weights_digest(modules: Sequence[tuple[str, torch.nn.Module]]) -> str:
@@ -242,8 +175,8 @@ class FeatureCache:
 
     def get_files(self, kind: str, loaded: LoadedModel, paths: Sequence[str | Path]) -> Any:
         """The feature of each image file (computed for the ones not cached yet, in batches)."""
-        if kind not in COMPUTE:
-            raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(COMPUTE)})")
+        if kind not in KINDS:
+            raise ValueError(f"unknown feature kind `{kind}` (known: {', '.join(KINDS)})")
         if not paths:
             return {k: torch.empty(0) for k in OWL_KEYS} if kind == "owl_image_embeds" else torch.empty(0)
         folder = self.folder(kind, loaded)
@@ -266,7 +199,7 @@ class FeatureCache:
                    disable=not self.progress or not todo)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
-            out = COMPUTE[kind](loaded, [load_rgb(p) for p, _ in chunk])
+            out = image_features(kind, loaded, [load_rgb(p) for p, _ in chunk])
             for j, (p, h) in enumerate(chunk):
                 item = {k: v[j] for k, v in out.items()} if isinstance(out, dict) else {"value": out[j]}
                 self._write(folder / h[:2] / f"{h}.safetensors", item, kind, loaded, p)

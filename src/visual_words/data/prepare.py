@@ -107,7 +107,10 @@ def verify_images(m: Manifest, root: Path, progress: bool = True) -> None:
 
 
 def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
-    """(model key, feature kind, records) the study's task models need from a manifest."""
+    """(model key, feature kind, records) the study's task models need from a manifest (their families say which
+    features of which splits: `Family.prepared_features`)."""
+    from visual_words.models.families import family_of
+
     train = [r for s in manifest.concepts.values() for r in s.train]
     both = train + [r for s in manifest.concepts.values() for r in s.eval]
     jobs = []
@@ -115,13 +118,8 @@ def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
         key = cfg.study.models.get(role)
         if not key:
             continue
-        family = registry.model(key).family
-        if family == "stable-diffusion":
-            jobs.append((key, "sd_latents", train))
-        elif family == "owl-vit":
-            jobs.append((key, "owl_image_embeds", both))
-        else:
-            jobs.append((key, "clip_image_embeds", both))
+        for kind, splits in family_of(registry.model(key)).prepared_features.items():
+            jobs.append((key, kind, both if "eval" in splits else train))
     return jobs
 
 

@@ -1,6 +1,6 @@
 """One adapter per model family behind one interface (DESIGN.md §3): token table, splicing, outputs, loss.
 
-    adapter = adapter_for(loaded)                       # dispatch on loaded.entry.family
+    adapter = adapter_for(loaded)                       # the family's adapter (models/families/)
     adapter.token_table()                               # [V, d] fp32 cpu copy of the input-embedding table
     adapter.anchor_id("cat")                            # single-token id through the model's own tokenizer
     adapter.text_outputs(["a photo of a {}"], vecs)     # vecs [K, n, d] -> K trials in one forward
@@ -39,7 +39,6 @@ DETECTION_PROMPT = "{}"  # OWL queries are the bare token (its context is 16 tok
 class Adapter:
     """The family-independent part: tokenizer, table, splicing, K-trial batching. Subclasses supply the tower."""
 
-    family: ClassVar[str] = ""
     cuts_context: bool = True  # text_outputs depend only on positions up to the last EOS
 
     def __init__(self, loaded: LoadedModel):
@@ -209,7 +208,6 @@ class _ContrastiveTextMixin:
 class StableDiffusionAdapter(_HFTokenizerMixin, _HFTowerMixin, Adapter):
     """Any diffusers Stable Diffusion 1.x/2.x pipeline: the UNet conditions on the text encoder's last hidden state."""
 
-    family = "stable-diffusion"
     cuts_context = False  # the UNet cross-attends to all 77 positions
 
     def __init__(self, loaded: LoadedModel):
@@ -262,7 +260,6 @@ class StableDiffusionAdapter(_HFTokenizerMixin, _HFTowerMixin, Adapter):
 class OwlAdapter(_HFTokenizerMixin, _HFTowerMixin, _ContrastiveTextMixin, Adapter):
     """OWL-ViT v1/v2: the query embedding is the projected, L2-normalised pooled text output."""
 
-    family = "owl-vit"
     train_prompt = DETECTION_PROMPT
 
     def __init__(self, loaded: LoadedModel):
@@ -275,7 +272,6 @@ class OwlAdapter(_HFTokenizerMixin, _HFTowerMixin, _ContrastiveTextMixin, Adapte
 class HFClipAdapter(_HFTokenizerMixin, _HFTowerMixin, _ContrastiveTextMixin, Adapter):
     """transformers CLIPModel (e.g. OpenAI CLIP, the generation evaluator)."""
 
-    family = "hf-clip"
     train_prompt = CLASSIFICATION_PROMPT
 
     def __init__(self, loaded: LoadedModel):
@@ -287,7 +283,6 @@ class HFClipAdapter(_HFTokenizerMixin, _HFTowerMixin, _ContrastiveTextMixin, Ada
 class OpenClipAdapter(_ContrastiveTextMixin, Adapter):
     """open_clip CLIP (DFN2B ViT-L/14 and every other open_clip CLIP with a causal text tower)."""
 
-    family = "open-clip"
     train_prompt = CLASSIFICATION_PROMPT
 
     def __init__(self, loaded: LoadedModel):
@@ -349,15 +344,8 @@ class OpenClipAdapter(_ContrastiveTextMixin, Adapter):
         return {"last": last, "pooled": pooled, "hidden": states}
 
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    a.family: a for a in (StableDiffusionAdapter, OwlAdapter, OpenClipAdapter, HFClipAdapter)
-}
-
-
 def adapter_for(loaded: LoadedModel) -> Adapter:
-    """The adapter of the loaded model's family (registry `family:`)."""
-    family = loaded.entry.family
-    if family not in ADAPTERS:
-        raise ValueError(f"model `{loaded.entry.key}`: no adapter for family {family!r} "
-                         f"(known: {', '.join(ADAPTERS)})")
-    return ADAPTERS[family](loaded)
+    """The adapter of the loaded model's family (models/families/)."""
+    from visual_words.models.families import family_of
+
+    return family_of(loaded).adapter(loaded)

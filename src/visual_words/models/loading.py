@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from visual_words.models.families import family_of
+from visual_words.models.table_identity import identity_of_stored_table
 from visual_words.registry import LOCAL_PREFIX, ModelEntry, model
 
 
@@ -36,17 +38,7 @@ class LoadedModel:
     @property
     def text_embedding(self) -> torch.nn.Embedding:
         """The input token-embedding table (V × d) of the text tower."""
-        fam = self.entry.family
-        if fam == "stable-diffusion":
-            return self.pipeline.text_encoder.get_input_embeddings()
-        if fam == "open-clip":
-            return self.model.token_embedding
-        if fam == "owl-vit":
-            return self.model.owlv2.text_model.embeddings.token_embedding if hasattr(self.model, "owlv2") \
-                else self.model.owlvit.text_model.embeddings.token_embedding
-        if fam == "hf-clip":
-            return self.model.text_model.embeddings.token_embedding
-        raise ValueError(fam)
+        return family_of(self.entry).text_embedding(self)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -106,68 +98,22 @@ def load_model(
     path = local_path(entry, root)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model `{entry.key}`: local checkpoint folder {path} does not exist")
-    if entry.single_file and entry.family != "stable-diffusion":
+    fam = family_of(entry)
+    if entry.single_file and not fam.loads_single_file:
         raise ValueError(f"model `{entry.key}`: a single-file checkpoint is supported for Stable Diffusion only")
     # Hub loads pin the registry revision; local folders have none.
     rev = {} if path is not None or entry.revision in ("", "local") else {"revision": entry.revision}
     _quiet_libraries()
     out = LoadedModel(entry=entry, device=device, dtype=dtype)
-    if entry.family == "stable-diffusion":
-        from diffusers import StableDiffusionPipeline
-
-        if entry.single_file:  # the original all-in-one checkpoint (an override): diffusers' own single-file loader
-            from visual_words.models.lock import single_file_config
-
-            pipe = StableDiffusionPipeline.from_single_file(
-                entry.single_file, config=str(single_file_config(entry)), dtype=dtype, safety_checker=None,
-                requires_safety_checker=False, local_files_only=True)
-        else:
-            pipe = StableDiffusionPipeline.from_pretrained(ident, dtype=dtype, safety_checker=None,
-                                                           requires_safety_checker=False, **rev)
-        pipe.set_progress_bar_config(disable=True)
-        out.pipeline = pipe.to(device)
-        out.tokenizer = pipe.tokenizer
-        modules = [pipe.unet, pipe.vae, pipe.text_encoder]
-    elif entry.family == "owl-vit":
-        from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection, OwlViTForObjectDetection
-
-        cls = Owlv2ForObjectDetection if AutoConfig.from_pretrained(ident, **rev).model_type == "owlv2" \
-            else OwlViTForObjectDetection
-        out.model = cls.from_pretrained(ident, dtype=dtype, **rev).to(device)
-        out.processor = AutoProcessor.from_pretrained(ident, **rev)
-        out.tokenizer = out.processor.tokenizer
-        modules = [out.model]
-    elif entry.family == "open-clip":
-        import open_clip
-
-        # "hf-hub:ORG/NAME" and "local-dir:DIR" both read open_clip_config.json + the weights file beside it.
-        m, _, preprocess = open_clip.create_model_and_transforms(ident, device=device, precision=_oc_precision(dtype))
-        out.model, out.preprocess = m, preprocess
-        out.tokenizer = open_clip.get_tokenizer(ident)
-        modules = [m]
-    elif entry.family == "hf-clip":
-        from transformers import CLIPModel, CLIPProcessor
-
-        out.model = CLIPModel.from_pretrained(ident, dtype=dtype, **rev).to(device)
-        out.processor = CLIPProcessor.from_pretrained(ident, **rev)
-        out.tokenizer = out.processor.tokenizer
-        modules = [out.model]
-    else:  # the registry validates families; this is a guard for new ones
-        raise ValueError(f"no loader for family {entry.family!r}")
+    modules = fam.load(out, ident, rev)
     for mod in modules:
         mod.eval()
         mod.requires_grad_(False)
-    from visual_words.models.table_identity import identity_of_stored_table
-
-    # open_clip's hub loader reads refs/main (it takes no revision); the others read the registry revision.
+    # A loader that takes no revision reads refs/main (open_clip); the others read the registry revision.
     out.table_identity = identity_of_stored_table(entry.family, ident,
-                                                  None if entry.family == "open-clip" else rev.get("revision"),
+                                                  None if fam.loads_main else rev.get("revision"),
                                                   single_file=entry.single_file or None)
     return out
-
-
-def _oc_precision(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
 def _quiet_libraries() -> None:

@@ -19,8 +19,8 @@
   REHEARSAL. Without the opt-in such a lock is an error, so a paper run can never start on rehearsal weights.
 
 The cache layout is huggingface_hub's own (models--ORG--NAME/{blobs,refs,snapshots/<commit>}); loading then goes
-through the unchanged production loader with HF_HUB_OFFLINE=1. This module imports only huggingface_hub, yaml and
-the registry, so the image can bake before the rest of the project is copied in (a code change does not re-download
+through the unchanged production loader with HF_HUB_OFFLINE=1. This module imports only huggingface_hub, yaml, the
+registry and the model families (their file lists), so the image can bake before the rest of the project is copied in (a code change does not re-download
 8 GB): `python -m visual_words.models.lock bake --cache DIR --lock FILE`.
 """
 
@@ -52,42 +52,25 @@ ORIGINS = ("bake", "rehearsal")
 HUB_PREFIX = "hf-hub:"  # open_clip's prefix for a hub repo
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
-# What each family's loader reads from a hub repo (fnmatch patterns; `*` also matches `/`). Repos carry far more
-# than that: SD-2.1 holds two 5 GB single-file checkpoints and every weight twice (.bin and .safetensors), the
-# CLIP repos add TF and Flax copies. `files` are taken when present; of each `weights` group the first alternative
-# present wins, in the loaders' own order of preference (safetensors before pickles, one file before shards).
-BAKE_FILES: dict[str, dict[str, Any]] = {
-    "stable-diffusion": {  # diffusers StableDiffusionPipeline (safety checker disabled)
-        "files": ["model_index.json", "scheduler/*.json", "tokenizer/*", "feature_extractor/*.json",
-                  "text_encoder/config.json", "unet/config.json", "vae/config.json"],
-        "weights": {
-            "text_encoder": [["text_encoder/model.safetensors"],
-                             ["text_encoder/model.safetensors.index.json", "text_encoder/model-*-of-*.safetensors"],
-                             ["text_encoder/pytorch_model.bin"]],
-            "unet": [["unet/diffusion_pytorch_model.safetensors"],
-                     ["unet/diffusion_pytorch_model.safetensors.index.json",
-                      "unet/diffusion_pytorch_model-*-of-*.safetensors"],
-                     ["unet/diffusion_pytorch_model.bin"]],
-            "vae": [["vae/diffusion_pytorch_model.safetensors"], ["vae/diffusion_pytorch_model.bin"]],
-        },
-    },
-    "owl-vit": {  # transformers Owlv2ForObjectDetection + AutoProcessor
-        "files": ["config.json", "preprocessor_config.json", "processor_config.json", "tokenizer.json",
-                  "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-                  "added_tokens.json"],
-        "weights": {"model": [["model.safetensors"], ["model.safetensors.index.json", "model-*-of-*.safetensors"],
-                              ["pytorch_model.bin"]]},
-    },
-    "open-clip": {  # open_clip create_model_and_transforms("hf-hub:…") + get_tokenizer
-        "files": ["open_clip_config.json"],
-        "weights": {"model": [["open_clip_model.safetensors"], ["open_clip_pytorch_model.bin"]]},
-    },
-}
-BAKE_FILES["hf-clip"] = BAKE_FILES["owl-vit"]  # transformers CLIPModel + CLIPProcessor read the same file set
+def bake_files(family: str) -> dict[str, Any]:
+    """What a family's loader reads from a hub repo (`Family.bake_files`: fnmatch patterns, `*` also matches `/`).
+    Repos carry far more than that: SD-2.1 holds two 5 GB single-file checkpoints and every weight twice (.bin and
+    .safetensors), the CLIP repos add TF and Flax copies."""
+    from visual_words.models.families import families
 
-# open_clip's hub loader takes no revision: it reads whatever refs/main names, so for this family refs/main must be
-# the locked commit too. The other loaders are given the registry revision (loading.py).
-LOADS_MAIN = {"open-clip"}
+    known = families()
+    if family not in known or not known[family].bake_files:
+        raise ModelLockError(f"no bake file list for model family `{family}` "
+                             f"(known: {', '.join(f for f, v in known.items() if v.bake_files)})")
+    return known[family].bake_files
+
+
+def loads_main(entry: ModelEntry) -> bool:
+    """Whether the entry's loader takes no revision and reads whatever refs/main names (open_clip): then refs/main
+    must be the locked commit too. The other loaders are given the registry revision (loading.py)."""
+    from visual_words.models.families import family_of
+
+    return family_of(entry).loads_main
 
 
 class ModelLockError(ValueError):
@@ -118,10 +101,8 @@ def _unique_hub(entries: Iterable[ModelEntry]) -> list[ModelEntry]:
 
 
 def select_files(family: str, files: Iterable[str]) -> list[str]:
-    """The files of a repo listing that `family`'s loader reads (see BAKE_FILES), sorted."""
-    if family not in BAKE_FILES:
-        raise ModelLockError(f"no bake file list for model family `{family}` (known: {', '.join(BAKE_FILES)})")
-    spec, files = BAKE_FILES[family], sorted(set(files))
+    """The files of a repo listing that `family`'s loader reads (see `bake_files`), sorted."""
+    spec, files = bake_files(family), sorted(set(files))
     chosen = {f for f in files if any(fnmatch.fnmatchcase(f, p) for p in spec["files"])}
     for group, alternatives in spec["weights"].items():
         for patterns in alternatives:
@@ -165,7 +146,7 @@ def required_refs(entry: ModelEntry) -> list[str]:
     """The refs/ names the loader follows offline for this entry (none when the revision is itself a commit)."""
     revision = entry.revision or "main"  # no pinned commit: the loader follows main
     refs = [] if COMMIT_RE.fullmatch(revision) else [revision]
-    if entry.family in LOADS_MAIN and "main" not in refs:
+    if loads_main(entry) and "main" not in refs:
         refs.append("main")
     return refs
 
@@ -210,7 +191,7 @@ def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = F
     listing = [s.rfilename for s in info.siblings or []]
     wanted = select_files(entry.family, listing)
     if configs_only:
-        wanted = [f for f in listing if any(fnmatch.fnmatchcase(f, p) for p in BAKE_FILES[entry.family]["files"])]
+        wanted = [f for f in listing if any(fnmatch.fnmatchcase(f, p) for p in bake_files(entry.family)["files"])]
     note = "" if entry.revision else " — UNPINNED: no commit in registry/models.yaml, `main` was resolved"
     print(f"[bake] {entry.key}: {repo_id} @ {revision} = {info.sha} ({len(wanted)} files){note}", flush=True)
     snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted, cache_dir=str(cache))
@@ -461,7 +442,7 @@ def _single_file_status(entry: ModelEntry, expected: dict[str, Any] | None, cach
                        f"`HF_HUB_OFFLINE=0 vw bake-models {entry.key} --configs-only`, or set `config:` to a folder "
                        "holding the diffusers configs")
     small = [n for n in _snapshot_listing(config)
-             if any(fnmatch.fnmatchcase(n, p) for p in BAKE_FILES[entry.family]["files"])]
+             if any(fnmatch.fnmatchcase(n, p) for p in bake_files(entry.family)["files"])]
     verdict = compare(expected, _present(config, small, expected, hashes), complete=False)
     if verdict.problems:
         return _judged(entry, source, verdict, len(small), "")

@@ -20,18 +20,11 @@ from pathlib import Path
 
 import torch
 
-# Where each family's loader finds the text tower's weights: the folder inside the checkpoint and the weight files in
-# the loader's own order of preference. In all of them the input-embedding table is the one tensor whose name ends
-# in TABLE_SUFFIX (`text_model.embeddings.token_embedding.weight`, `owlv2.text_model.…`, open_clip's
-# `token_embedding.weight`, and a single-file SD-2 checkpoint's `cond_stage_model.model.token_embedding.weight`).
+# In every family's checkpoint the input-embedding table is the one tensor whose name ends in TABLE_SUFFIX
+# (`text_model.embeddings.token_embedding.weight`, `owlv2.text_model.…`, open_clip's `token_embedding.weight`, a
+# single-file SD-2 checkpoint's `cond_stage_model.model.token_embedding.weight`); the family says which folder and
+# weight files hold it (`Family.table_folder` / `table_files`).
 TABLE_SUFFIX = "token_embedding.weight"
-_HF_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-TABLE_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "stable-diffusion": ("text_encoder", _HF_FILES),
-    "owl-vit": ("", _HF_FILES),
-    "hf-clip": ("", _HF_FILES),
-    "open-clip": ("", ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")),
-}
 
 
 class TableIdentityError(ValueError):
@@ -56,10 +49,13 @@ def identity_of_stored_table(family: str, checkpoint: str, revision: str | None 
 
 def stored_table_location(family: str, checkpoint: str, revision: str | None = None) -> tuple[Path, str]:
     """(weights file, tensor name) that hold the stored token table of a checkpoint."""
-    if family not in TABLE_SOURCES:
+    from visual_words.models.families import families
+
+    known = families()
+    if family not in known or not known[family].table_files:
         raise TableIdentityError(f"no token-table location known for model family `{family}` "
-                                 f"(known: {', '.join(TABLE_SOURCES)})")
-    subfolder, files = TABLE_SOURCES[family]
+                                 f"(known: {', '.join(f for f, v in known.items() if v.table_files)})")
+    subfolder, files = known[family].table_folder, known[family].table_files
     for filename in files:
         found = _find(checkpoint, f"{subfolder}/{filename}" if subfolder else filename, revision)
         if found is None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-FAMILIES = ("stable-diffusion", "owl-vit", "open-clip", "hf-clip")
 ROLES = ("generation", "detection", "classification", "evaluator")
 LOCAL_PREFIX = "local-dir:"  # open_clip's prefix for a folder; other libraries take the folder path itself
 # A YAML file naming other sources for registry models (docs/models.md): key -> one of
@@ -105,10 +104,14 @@ def models() -> dict[str, ModelEntry]:
     unknown = set(overrides) - set(table)
     if unknown:
         raise ValueError(f"{ov_file}: unknown model `{sorted(unknown)[0]}` (registry/models.yaml has: {', '.join(table)})")
+    from visual_words.models.families import families
+
+    known_families = families()
     for key, raw in table.items():
         entry = ModelEntry(key=key, **(raw | overrides.get(key, {})))
-        if entry.family not in FAMILIES:
-            raise ValueError(f"models.yaml: `{key}.family` is {entry.family!r}; known families: {', '.join(FAMILIES)}")
+        if entry.family not in known_families:
+            raise ValueError(f"models.yaml: `{key}.family` is {entry.family!r}; known families: "
+                             f"{', '.join(known_families)}")
         if entry.role not in ROLES:
             raise ValueError(f"models.yaml: `{key}.role` is {entry.role!r}; known roles: {', '.join(ROLES)}")
         out[key] = entry

@@ -12,9 +12,6 @@ COMMUNITY_WIDTHS: dict[int, tuple[str, ...]] = {
     1280: ("SDXL text encoder 2 (clip_g, OpenCLIP ViT-bigG/14)",),
 }
 
-# What a token trained for one task is evaluated on in another: the task each model family serves in the study.
-TASK_OF_FAMILY = {"stable-diffusion": "generation", "owl-vit": "detection", "open-clip": "classification",
-                  "hf-clip": "classification"}
 METRIC_OF_TASK = {"generation": "generation accuracy", "detection": "detection mAP",
                   "classification": "classification accuracy"}
 
@@ -54,7 +51,10 @@ def kept_share(evaluated: str, trained: str) -> tuple[float, float]:
 
 def paper_finding(src_family: str, dst_family: str) -> str:
     """What the paper measured for a token moved from a model of `src_family` to one of `dst_family`."""
-    trained, evaluated = TASK_OF_FAMILY.get(src_family), TASK_OF_FAMILY.get(dst_family)
+    from visual_words.models.families import families
+
+    task_of = {name: fam.task for name, fam in families().items()}  # the task each family serves in the study
+    trained, evaluated = task_of.get(src_family), task_of.get(dst_family)
     head = f"The paper ({CITATION}, §5) found that transferred tokens do not carry their concept: \"{SNAP_QUOTE}\"."
     if trained and evaluated and trained != evaluated:
         lo, hi = kept_share(evaluated, trained)

@@ -21,9 +21,6 @@ from pathlib import Path
 
 from visual_words.registry import LOCAL_PREFIX, ModelEntry, model, models
 
-# A folder model's role only labels it (loading and the adapters dispatch on the family).
-ROLE_OF_FAMILY = {"stable-diffusion": "generation", "owl-vit": "detection", "open-clip": "classification",
-                  "hf-clip": "classification"}
 HF_MODEL_TYPES = {"owlv2": "owl-vit", "owlvit": "owl-vit", "clip": "hf-clip"}
 
 
@@ -72,7 +69,10 @@ def _read_json(path: Path) -> dict:
 
 def _entry(path: Path, family: str, library: str, ident: str, text_width: int, text_layers: int,
            context_length: int, image_size: int, prediction_type: str = "epsilon") -> ModelEntry:
-    return ModelEntry(key=folder_key(path), role=ROLE_OF_FAMILY[family], family=family, library=library, id=ident,
+    from visual_words.models.families import family as family_named
+
+    # A folder model's role only labels it (its family's task): loading and the adapters go by the family.
+    return ModelEntry(key=folder_key(path), role=family_named(family).task, family=family, library=library, id=ident,
                       revision="local", text_width=int(text_width), text_layers=int(text_layers),
                       context_length=int(context_length), image_size=int(image_size),
                       prediction_type=prediction_type)

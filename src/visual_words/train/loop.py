@@ -28,7 +28,7 @@ from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.train.checkpoint import batch_key, checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import nearest_other_distance, nearest_tokens, project_, radii, relative_distance
-from visual_words.train.targets import LOSS_KIND, TrialData, build_trial_data, draw_batch
+from visual_words.train.targets import TrialData, build_trial_data, draw_batch, loss_kind
 from visual_words.trials import Trial, embedding_path, trial_key
 
 # on_step(trial, step, {"loss": float, "rel_dist": float, "nearest_token": [str, …]}) at every logged step: `loss`
@@ -161,7 +161,7 @@ class TrialBatch:
         curve = self.curves[k]
         return {
             "trial": t.to_dict(), "trial_key": trial_key(self.cfg, t), "model_key": e.key, "model_id": e.id, "model_revision": e.revision,
-            "family": e.family, "loss_kind": LOSS_KIND[e.family], "token_table_hash": self.table_hash,
+            "family": e.family, "loss_kind": loss_kind(e), "token_table_hash": self.table_hash,
             "anchor": t.anchor, "anchor_id": self.anchor_ids[k], "delta": t.to_dict()["delta"],
             "d_nn": float(self.d_nn[k]), "radius": float(self.radius[k]) if t.constrained else "inf",
             "seed": t.seed, "steps": tc.steps, "batch_size": tc.batch_size,

@@ -29,9 +29,12 @@ from visual_words.trials import Trial
 
 IOU_POSITIVE = 0.5  # D4
 
-# Which loss a model family trains with (the adapter's loss), and so which features its trials need.
-LOSS_KIND = {"stable-diffusion": "generation", "owl-vit": "detection", "open-clip": "classification",
-             "hf-clip": "classification"}
+
+def loss_kind(entry) -> str:
+    """Which loss a model trains with (its family's task), and so which features its trials need."""
+    from visual_words.models.families import family_of
+
+    return family_of(entry).task
 
 
 @dataclass
@@ -93,7 +96,7 @@ def _features(cfg, kind: str, loaded, manifest: Manifest, records: list[ImageRec
 
 def build_trial_data(cfg, adapter: Adapter, trials: Sequence[Trial], manifest: Manifest) -> list[TrialData]:
     """Each trial's TrialData; features are fetched once per concept (trials of a concept share them)."""
-    kind = LOSS_KIND[adapter.family]
+    kind = loss_kind(adapter.entry)
     per_concept: dict[str, TrialData] = {}
     for t in trials:
         if t.concept not in manifest.concepts:

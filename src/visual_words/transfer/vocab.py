@@ -25,17 +25,9 @@ def vocabulary(loaded: Any) -> dict[str, int]:
     """token string -> id of a loaded model's tokenizer (HF tokenizers and open_clip's own), without its
     start/end markers (HF spells them ``<|startoftext|>``, open_clip ``<start_of_text>``). The pad token is kept:
     SD-2.1's and OWLv2's pad with "!", an ordinary word."""
-    tok = loaded.tokenizer
-    if hasattr(tok, "get_vocab"):  # transformers tokenizers (SD, OWL, hf-clip)
-        vocab, markers = dict(tok.get_vocab()), {tok.bos_token, tok.eos_token}
-    elif hasattr(tok, "encoder"):  # open_clip.SimpleTokenizer
-        vocab = dict(tok.encoder)
-        markers = {tok.decoder[i] for i in getattr(tok, "all_special_ids", [])}
-    elif hasattr(getattr(tok, "tokenizer", None), "get_vocab"):  # open_clip.HFTokenizer wraps an HF tokenizer
-        inner = tok.tokenizer
-        vocab, markers = dict(inner.get_vocab()), {inner.bos_token, inner.eos_token}
-    else:
-        raise ValueError(f"model `{loaded.entry.key}`: cannot read the vocabulary of its tokenizer {type(tok).__name__}")
+    from visual_words.models.families import family_of
+
+    vocab, markers = family_of(loaded).vocabulary(loaded)
     return {t: i for t, i in vocab.items() if t not in markers and not is_special(t)}
 
 
