@@ -79,10 +79,29 @@ class Family:
         """What, besides the weights, decides a feature's value (image size, processor settings, …)."""
         return {"image_size": loaded.entry.image_size}
 
+    # -- a user's own checkpoint folder (the toolkit's --model DIR) ------------------------------------------
+
+    folder_marker: ClassVar[str] = ""  # the file that says a folder is this family's, in words for error messages
+
+    def folder_fields(self, path) -> dict[str, Any] | None:
+        """The registry fields of a checkpoint folder of this family (id, library, text_width, text_layers,
+        context_length, image_size, prediction_type), read from the files its library writes; None when the folder
+        is not this family's; a ValueError when it is, but in a form the project cannot drive."""
+        return None
+
     # -- tiny random-weight checkpoints (smoke profile, tests) -----------------------------------------------
 
     def build_tiny(self, entry: "ModelEntry", out) -> None:
         raise NotImplementedError(f"family {self.name} has no tiny-checkpoint builder")
+
+
+def read_json(path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from None
 
 
 def register(family: Family) -> Family:

@@ -16,6 +16,20 @@ HF_BAKE_FILES = {  # a transformers model + its processor
 }
 
 
+def transformers_folder_fields(path: Path, model_types: tuple[str, ...]):
+    """Registry fields of a transformers checkpoint folder whose config.json has one of `model_types`."""
+    from visual_words.models.families import read_json
+
+    if not (path / "config.json").is_file() or read_json(path / "config.json").get("model_type") not in model_types:
+        return None
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(path))
+    text, vision = cfg.text_config, cfg.vision_config
+    return dict(id=str(path), text_width=text.hidden_size, text_layers=text.num_hidden_layers,
+                context_length=text.max_position_embeddings, image_size=vision.image_size)
+
+
 class HFClip(ClipFamily):
     name = "hf-clip"
     library = "transformers"
@@ -42,6 +56,11 @@ class HFClip(ClipFamily):
         if kind != CLIP_KIND:
             return super().feature_modules(kind, loaded)
         return [("vision_model", loaded.model.vision_model), ("visual_projection", loaded.model.visual_projection)]
+
+    folder_marker = "config.json with model_type clip (transformers)"
+
+    def folder_fields(self, path: Path):
+        return transformers_folder_fields(path, ("clip",))
 
     def build_tiny(self, entry, out: Path) -> None:
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor

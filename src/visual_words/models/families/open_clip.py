@@ -65,6 +65,28 @@ class OpenClip(ClipFamily):
             return repr(loaded.preprocess)
         return super().preprocess_settings(kind, loaded)
 
+    folder_marker = "open_clip_config.json (open_clip)"
+
+    def folder_fields(self, path: Path):
+        from visual_words.models.families import read_json
+        from visual_words.registry import LOCAL_PREFIX
+
+        if not (path / "open_clip_config.json").is_file():
+            return None
+        from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+        cfg = read_json(path / "open_clip_config.json").get("model_cfg", {})
+        text_cfg, vision_cfg = cfg.get("text_cfg", {}), cfg.get("vision_cfg", {})
+        if text_cfg.get("hf_model_name"):
+            raise ValueError(f"{path}: an open_clip model with a Hugging Face text tower "
+                             f"({text_cfg['hf_model_name']}); only open_clip's own CLIP text transformer is supported")
+        td, vd = CLIPTextCfg(), CLIPVisionCfg()
+        size = vision_cfg.get("image_size", vd.image_size)
+        return dict(id=LOCAL_PREFIX + str(path), text_width=text_cfg.get("width", td.width),
+                    text_layers=text_cfg.get("layers", td.layers),
+                    context_length=text_cfg.get("context_length", td.context_length),
+                    image_size=size[0] if isinstance(size, (list, tuple)) else size)
+
     def build_tiny(self, entry, out: Path) -> None:
         import open_clip
         from safetensors.torch import save_file

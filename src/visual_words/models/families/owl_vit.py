@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from visual_words.models.families import Family, register
-from visual_words.models.families.hf_clip import HF_BAKE_FILES, HF_FILES
+from visual_words.models.families.hf_clip import HF_BAKE_FILES, HF_FILES, transformers_folder_fields
 
 OWL_KIND = "owl_image_embeds"
 
@@ -81,6 +81,11 @@ class OwlVit(Family):
 
     def preprocess_settings(self, kind: str, loaded) -> Any:
         return loaded.processor.image_processor.to_dict()
+
+    folder_marker = "config.json with model_type owlv2 or owlvit (transformers)"
+
+    def folder_fields(self, path: Path):
+        return transformers_folder_fields(path, ("owlv2", "owlvit"))
 
     def build_tiny(self, entry, out: Path) -> None:
         from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor

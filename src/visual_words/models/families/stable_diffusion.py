@@ -81,6 +81,32 @@ class StableDiffusion(Family):
     def preprocess_settings(self, kind: str, loaded) -> Any:
         return {"image_size": loaded.entry.image_size, "scaling_factor": loaded.pipeline.vae.config.scaling_factor}
 
+    folder_marker = "model_index.json (diffusers pipeline)"
+
+    def folder_fields(self, path: Path):
+        from visual_words.models.families import read_json
+
+        if not (path / "model_index.json").is_file():
+            return None
+        index = read_json(path / "model_index.json")
+        if "text_encoder_2" in index or "XL" in str(index.get("_class_name", "")):
+            raise ValueError(f"{path}: a {index.get('_class_name', 'two-text-encoder')} pipeline; the loader drives "
+                             "Stable Diffusion 1.x/2.x pipelines (one CLIP text encoder). Inspect SDXL files against "
+                             "a clip_l / clip_g model instead")
+        if not (path / "text_encoder" / "config.json").is_file():
+            raise ValueError(f"{path}: diffusers pipeline without text_encoder/config.json")
+        from transformers import CLIPTextConfig
+
+        text = CLIPTextConfig.from_pretrained(str(path / "text_encoder"))
+        unet = read_json(path / "unet" / "config.json") if (path / "unet" / "config.json").is_file() else {}
+        vae = read_json(path / "vae" / "config.json") if (path / "vae" / "config.json").is_file() else {}
+        sched_file = path / "scheduler" / "scheduler_config.json"
+        sched = read_json(sched_file) if sched_file.is_file() else {}
+        image_size = int(unet.get("sample_size") or 64) * 2 ** (len(vae.get("block_out_channels") or [0] * 4) - 1)
+        return dict(id=str(path), text_width=text.hidden_size, text_layers=text.num_hidden_layers,
+                    context_length=text.max_position_embeddings, image_size=image_size,
+                    prediction_type=sched.get("prediction_type", "epsilon"))
+
     def build_tiny(self, entry, out: Path) -> None:
         from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
