@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= 1
 PROFILE ?= smoke
 
-.PHONY: help install demo test test-quick rehearse bench docker-test clean
+.PHONY: help install demo test test-quick lint rehearse bench docker-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,8 +27,11 @@ install: $(VENV)/.installed ## create .venv (if missing) and install the pinned 
 demo: install ## run the main job: the whole study on the smoke profile (tiny models, CPU, minutes)
 	$(VW) reproduce --profile $(PROFILE)
 
-test: install ## run the test suite (HF_HUB_OFFLINE=1)
+test: install lint ## run the linter and the test suite (HF_HUB_OFFLINE=1)
 	$(PY) -m pytest -q
+
+lint: install ## ruff: line length, import order, unused imports and names (config in pyproject.toml)
+	$(PY) -m ruff check src tests benchmarks
 
 test-quick: install ## run the quick subset (no slow tests)
 	$(PY) -m pytest -q -m "not slow"
