@@ -55,17 +55,28 @@ class Trial:
         return d | {"id": self.id, "seed": self.seed}
 
 
+def grid_of(cfg, task: str) -> dict:
+    """The grid of one task: the study's datasets, concept and anchor counts, δs and `unconstrained`, with what
+    `study.grid_by_task[task]` overrides (a profile can give the costly SD trials a smaller grid)."""
+    s = cfg.study
+    base = {"datasets": s.datasets, "concepts_per_dataset": s.concepts_per_dataset,
+            "anchors_per_concept": s.anchors_per_concept, "deltas": s.deltas, "unconstrained": s.unconstrained}
+    return base | dict(s.grid_by_task.get(task, {}))
+
+
 def trial_grid(cfg) -> list[Trial]:
     """All trials of a profile: for each task's model, dataset, concept (first N) and anchor (first M of the
-    dataset's anchor list): every δ of the study, plus δ = ∞ when `study.unconstrained`."""
+    dataset's anchor list): every δ of the study, plus δ = ∞ when `study.unconstrained` (per task as
+    `study.grid_by_task` narrows it)."""
     s = cfg.study
-    deltas = list(s.deltas) + ([math.inf] if s.unconstrained else [])
     out = []
     for task in TASKS:
         model = s.models[task]
-        for ds in s.datasets:
-            concepts = registry.concepts(ds)[: s.concepts_per_dataset]
-            anchors = registry.anchors(ds)[: s.anchors_per_concept]
+        g = grid_of(cfg, task)
+        deltas = list(g["deltas"]) + ([math.inf] if g["unconstrained"] else [])
+        for ds in g["datasets"]:
+            concepts = registry.concepts(ds)[: g["concepts_per_dataset"]]
+            anchors = registry.anchors(ds)[: g["anchors_per_concept"]]
             for c in concepts:
                 for a in anchors:
                     for d in deltas:
