@@ -59,8 +59,8 @@ def _r(x, digits: int = 4):
     return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else round(float(x), digits)
 
 
-def designs(cfg, claim: Claim) -> list[PartDesign | None]:
-    counts = design_counts(cfg)
+def designs(cfg, claim: Claim, counts=None) -> list[PartDesign | None]:
+    counts = counts if counts is not None else design_counts(cfg)
     return [None if p.kind == "exact" else design_part(p, list(cfg.study.datasets), counts, cfg.report.tolerance)
             for p in claim.parts]
 
@@ -68,9 +68,10 @@ def designs(cfg, claim: Claim) -> list[PartDesign | None]:
 def power_table(cfg) -> list[ClaimResult]:
     """Each claim the profile names with its parts' cell sizes, the paper's reference and the power (no data)."""
     out = []
+    counts = design_counts(cfg)
     for claim in claims_of(cfg):
         parts = []
-        for p, d in zip(claim.parts, designs(cfg, claim)):
+        for p, d in zip(claim.parts, designs(cfg, claim, counts)):
             pw = _exact_power(cfg) if d is None else part_power(d)
             parts.append(_result(p, d, "planned", math.nan, (math.nan, math.nan), pw))
         out.append(ClaimResult(claim.id, claim.text, "planned", claim_power([_pp(x) for x in parts]), parts))
@@ -112,9 +113,10 @@ def check_claims(cfg, evaluation=None, eps=None, resamples: int = 1000, seed: in
     values = _unit_values(evaluation) if evaluation is not None else {}
     rng = np.random.default_rng(seed)
     out = []
+    counts = design_counts(cfg)
     for claim, planned in zip(claims_of(cfg), powers):
         parts = []
-        for p, d, pl in zip(claim.parts, designs(cfg, claim), planned.parts):
+        for p, d, pl in zip(claim.parts, designs(cfg, claim, counts), planned.parts):
             pw = PartPower(pl.power, pl.method)
             if d is None:
                 parts.append(_check_exact(p, eps, pw))

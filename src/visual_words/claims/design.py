@@ -8,6 +8,7 @@ to the paper's numbers gives the reference value it is compared with, so no refe
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ def _dkey(d) -> float:
     return math.inf if math.isinf(d) else round(d, 6)
 
 
+@functools.cache
 def paper_cells() -> dict[Unit, PaperCell]:
     from visual_words.report.paper import paper_table
 
