@@ -163,3 +163,61 @@ def test_checker_says_inconclusive_and_not_run(claims_cfg):
     assert {r.id: r for r in check_claims(cfg, table, eps)}["C11"].status == "pass"
     missing = table[table.trained_task != "generation"]
     assert {r.id: r for r in check_claims(cfg, missing, eps)}["C7"].status == "not run"
+
+
+def test_exact_and_simulated_power_agree_on_a_small_design(claims_cfg, monkeypatch):
+    """A small design makes multi-dataset shares of accuracies exact; forcing the simulation path must agree."""
+    from visual_words.claims import power as P
+
+    cfg = _with_claims(load_config("claims", PARAMS, {"study.concepts_per_dataset": 2, "study.anchors_per_concept": 2}),
+                       ["C4-det-cls", "C8", "C5"])
+    exact = {c.id: c for c in power_table(cfg)}
+    assert exact["C4-det-cls"].parts[0].method == "exact binomial"
+    monkeypatch.setattr(P, "EXACT_LIMIT", 0)
+    simulated = {c.id: c for c in power_table(cfg)}
+    assert simulated["C4-det-cls"].parts[0].method.startswith("simulation")
+    for cid in exact:
+        assert simulated[cid].power == pytest.approx(exact[cid].power, abs=0.015), cid
+
+
+def test_claims_banner_counts_the_profiles_trials(claims_cfg):
+    from visual_words.report.banner import SMOKE_BANNER, banner_for
+
+    assert banner_for(claims_cfg).startswith("CLAIMS PROFILE: 1,830 of the paper's 6,000 trials")
+    assert banner_for(load_config("paper", PARAMS)) == ""
+    tiny = load_config("claims", PARAMS, {"study.models.generation": "tiny-sd"})
+    assert banner_for(tiny) == SMOKE_BANNER  # tiny models: the smoke banner wins
+
+
+def test_report_of_the_claims_profile_shows_each_claim(claims_cfg, tmp_path):
+    """The report stage on an evaluation table simulated from the paper's numbers: the claims section first,
+    claims.csv with tolerance interval, cell sizes and power per part, metrics.json `claims_profile`."""
+    import json
+
+    from visual_words.evaluate.runner import write_table
+    from visual_words.report.banner import banner_for
+    from visual_words.report.stage import run_report
+
+    cfg = load_config("claims", PARAMS, {"evaluate.out_dir": str(tmp_path / "ev"), "analyze.out_dir": str(tmp_path / "an"),
+                                         "report.out_dir": str(tmp_path / "rep"), "train.out_dir": str(tmp_path / "emb"),
+                                         "report.formats": ["png"], "evaluate.bootstrap_resamples": 200})
+    table = next(_simulated_tables(cfg, 1, np.random.default_rng(3)))
+    rows = [{"trial_id": f"{r.trained_task}/{r.dataset}/{i}", "dataset": r.dataset, "concept": "c", "anchor": "a",
+             "delta": r.delta, "trained_task": r.trained_task, "eval_task": r.eval_task,
+             "transferred": r.trained_task != r.eval_task, "metric": "m", "value": r.value, "ap50": "",
+             "source_model": "s", "eval_model": "e"} for i, r in enumerate(table.itertuples())]
+    write_table(tmp_path / "ev" / "evaluation.csv", rows)
+    page = run_report(cfg).read_text()
+    out = tmp_path / "rep" / "claims"
+    text = (out / "claims.csv").read_text()
+    assert text.splitlines()[0] == f"# {banner_for(cfg)}"
+    parts = pd.read_csv(out / "claims.csv", comment="#")
+    assert list(dict.fromkeys(parts["claim"])) == cfg.report.claims
+    assert {"status", "ours", "ci_low", "ci_high", "paper", "accept_low", "accept_high", "cells", "power"} <= set(parts)
+    assert parts.loc[parts["claim"] == "C11", "status"].item() == "not run"  # no analysis table given
+    ran = parts[parts["claim"] != "C11"]
+    assert (ran["status"] == "pass").mean() > 0.8  # a world where the paper is right mostly passes
+    assert (parts["power"] >= 0.9).all()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["note"].startswith("CLAIMS PROFILE") and set(m["claims_profile"]) == set(cfg.report.claims)
+    assert page.index('id="claims"') < page.index('id="paper"') and "CLAIMS PROFILE: 1,830" in page

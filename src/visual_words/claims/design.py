@@ -114,7 +114,7 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
             groups[f"{ds} transferred"], groups[f"{ds} in-domain"] = units(c, [ds]), units(own, [ds])
 
         def stat(g, used=used):
-            return np.max(np.stack([_ratio(g[f"{ds} transferred"], g[f"{ds} in-domain"]) for ds in used]), axis=0)
+            return np.max(_stack([_ratio(g[f"{ds} transferred"], g[f"{ds} in-domain"]) for ds in used]), axis=0)
     elif part.kind == "order":
         targets = {s: [t for t in ("generation", "detection", "classification") if t != s] for s in (part.low, part.high)}
         cells = {(s, t): CellSpec(s, t, part.deltas) for s in targets for t in targets[s]}
@@ -131,7 +131,7 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
             return sum(_ratio(g[f"{ds} {s}→{t}"], g[f"{ds} {t}"]) for t in targets[s]) / len(targets[s])
 
         def stat(g, used=used):
-            return np.min(np.stack([share_of(g, ds, part.high) - share_of(g, ds, part.low) for ds in used]), axis=0)
+            return np.min(_stack([share_of(g, ds, part.high) - share_of(g, ds, part.low) for ds in used]), axis=0)
     else:
         raise ValueError(f"design_part: kind {part.kind!r} has no cells")
 
@@ -143,6 +143,11 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
               "close": (-tol, tol), "share": (reference - tol, reference + tol),
               "order": (1e-12, math.inf)}[part.kind]
     return PartDesign(part, groups, n, pc, stat, accept, reference)
+
+
+def _stack(arrays):
+    """Stack statistics of different datasets; they may be broadcastable grids (exact power) of different shapes."""
+    return np.stack(np.broadcast_arrays(*arrays))
 
 
 def _ratio(a, b):
