@@ -135,6 +135,11 @@ def test_confirm_asks_only_above_the_threshold_and_refuses_without_a_terminal(tm
         confirm(plan, 4.0, stdin=Tty("\n"), out=io.StringIO())
     monkeypatch.setenv("VW_YES", "1")
     confirm(plan, 4.0, stdin=io.StringIO(""))
+    monkeypatch.delenv("VW_YES")
+    tiny = plan_for(load_config("smoke", PARAMS, {"study.concepts_per_dataset": 10, "study.anchors_per_concept": 10,
+                                                  "train.steps": 1000}), "x1", 1, _rates(tmp_path))
+    assert tiny.tiny and tiny.gpu_hours > 4.0 and "tiny random-weight" in format_plan(tiny)
+    confirm(tiny, 4.0, stdin=io.StringIO(""))  # a CPU run of tiny models: nothing to confirm
 
 
 def test_sweep_of_the_paper_profile_refuses_before_training(tmp_path, monkeypatch, capsys):

@@ -78,6 +78,7 @@ class Plan:
     trials: dict[str, int] = field(default_factory=dict)
     rates_source: str = ""
     measured: list[str] = field(default_factory=list)  # "h200: 2026-11-27 @e03ec8b: <basis>" of the entries used
+    tiny: bool = False  # the profile runs tiny random-weight models (the rates are for the real ones)
 
     @property
     def gpu_hours(self) -> float:
@@ -269,11 +270,13 @@ def plan_for(cfg, card: str | None = None, gpus: int = 1, rates_file: str | os.P
     per_task = Counter(t.task for t in grid)
     n = len(grid)
     tc, ec, pc = cfg.train, cfg.evaluate, cfg.prepare
+    from visual_words.report.banner import uses_tiny_models
+
     raw = load_rates_file(rates_file)
     used = {x.source for x in r.values() if x.source}
     plan = Plan(cfg.profile, card, gpus, trials=dict(per_task), rates_source=str(rates_path(rates_file)),
                 measured=[f"{c}: {m['date']} @{m['commit']}: {m['basis']}" for c, m in (raw.get("measured") or {}).items()
-                          if c in used])
+                          if c in used], tiny=uses_tiny_models(cfg))
 
     def basis(key: str) -> str:  # the basis of the rate that dominates the row
         return r[key].basis
@@ -334,6 +337,9 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"{r.stage:<26} {r.device:<6} {r.seconds / 3600:>7.2f} {plan.wall_hours_of(r):>7.2f}  "
                      f"{r.basis:<34} {r.work}")
     lines += [f"[plan] {m}" for m in plan.measured]
+    if plan.tiny:
+        lines.append("[plan] note: this profile uses tiny random-weight models; the rates are the full-size models', "
+                     "so the projection overstates its cost by orders of magnitude")
     lines.append(f"[plan] total: {plan.gpu_hours:.2f} GPU-hours, {plan.wall_hours:.2f} h wall on {plan.gpus} x "
                  f"{plan.card} (CPU stages included in wall time)")
     return "\n".join(lines)
@@ -345,6 +351,8 @@ def confirm(plan: Plan, threshold_gpu_hours: float, yes: bool = False, stdin=Non
     without -it) it refuses rather than start hours of GPU work nobody agreed to."""
     stdin = stdin if stdin is not None else sys.stdin
     out = out if out is not None else sys.stderr
+    if plan.tiny:  # tiny random-weight models run in minutes on a CPU: no GPU-hours at stake, nothing to ask
+        return
     if plan.gpu_hours <= threshold_gpu_hours or yes or os.environ.get(YES_ENV, "") not in ("", "0"):
         return
     what = (f"projected {plan.gpu_hours:.1f} GPU-hours ({plan.wall_hours:.1f} h on {plan.gpus} x {plan.card}) "
