@@ -9,7 +9,7 @@ from visual_words.commands import add_config_args, config_from_args
 
 def add_plan_args(p) -> None:
     """The options that price a run (shared by `vw plan`, `vw sweep` and `vw reproduce`)."""
-    p.add_argument("--gpus", type=int, default=1, help="GPUs the sweep fans out over (default 1)")
+    p.add_argument("--gpus", type=int, help="GPUs the sweep fans out over (default: this machine's count, at least 1)")
     p.add_argument("--gpu", dest="card", help="card kind, e.g. h100, h200, a100, l4 (default: this machine's, "
                    "else h100); cards without measured rates are scaled by published bf16 peak")
     p.add_argument("--rates", help="rates file (default: $VW_RATES, else src/visual_words/registry/rates.yaml)")
@@ -18,8 +18,12 @@ def add_plan_args(p) -> None:
 def project(cfg, args):
     from visual_words.plan import plan_for
 
-    return plan_for(cfg, card=getattr(args, "card", None), gpus=getattr(args, "gpus", 1) or 1,
-                    rates_file=getattr(args, "rates", None))
+    gpus = getattr(args, "gpus", None)
+    if gpus is None:
+        import torch
+
+        gpus = max(1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    return plan_for(cfg, card=getattr(args, "card", None), gpus=gpus, rates_file=getattr(args, "rates", None))
 
 
 def check_budget(cfg, args, quiet: bool = False) -> int:
