@@ -13,9 +13,8 @@ from visual_words.commands import add_config_args, config_from_args
 def cmd_sweep(args) -> int:
     from visual_words.provenance import write_provenance
     from visual_words.sweep import SweepError, run_sweep
-    from visual_words.commands.train import select_trials_from_args
-
     from visual_words.commands.plan import check_budget
+    from visual_words.commands.train import select_trials_from_args
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)
