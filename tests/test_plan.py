@@ -161,7 +161,10 @@ def test_vw_plan_prints_the_table_and_json(capsys):
     assert {s["stage"] for s in d["stages"]} >= {"prepare", "train (generation)", "evaluate (generation)", "report"}
     assert main(["plan", "--params", str(PARAMS), "--profile", "paper", "--gpu", "a100", "--gpus", "8"]) == 0
     text = capsys.readouterr().out
-    assert "on 8 x a100" in text and "h200 scaled by bf16 peak 312/989" in text
+    assert "on 8 x a100" in text and "h200 scaled by bf16 peak 312/989" in text and "[claims]" not in text
+    assert main(["plan", "--params", str(PARAMS), "--profile", "claims"]) == 0
+    text = capsys.readouterr().out
+    assert "[claims] C2: power 1.00" in text and "agrees in [0.74, 0.94]" in text
 
 
 @pytest.mark.parametrize("card", ["h100", "h200"])

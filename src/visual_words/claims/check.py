@@ -179,3 +179,19 @@ def _check_exact(p, eps, pw: PartPower) -> PartResult:
     r = _result(p, None, "pass" if share == 1.0 else "fail", share, (share, share), pw)
     r.cells = f"{len(own)} in-domain vectors, δ <= {p.max_delta:g}"
     return r
+
+
+def format_power_table(results: list[ClaimResult]) -> str:
+    """The claims a profile checks, one line per part: rule, the paper's value, the agreeing interval, cell sizes
+    and power (what `vw plan` prints for a profile with `report.claims`)."""
+    lines = ["[claims] power = probability of a pass if the paper is right (src/visual_words/claims/power.py)"]
+    for c in results:
+        lines.append(f"[claims] {c.id}: power {c.power:.2f} - {c.text}")
+        for p in c.parts:
+            lines.append(f"[claims]   {p.name}: {p.kind}, paper {_fmt(p.reference)}, agrees in [{_fmt(p.accept[0])}, "
+                         f"{_fmt(p.accept[1])}], {p.cells}; power {p.power:.3f} ({p.method})")
+    return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) and x > 0 else "-inf" if math.isinf(x) else f"{x:.2f}"

@@ -52,6 +52,10 @@ def cmd_plan(args) -> int:
         from visual_words.plan import format_plan
 
         print(format_plan(plan))
+        if cfg.report.claims:  # what the run will decide, and how surely, next to what it costs
+            from visual_words.claims.check import format_power_table, power_table
+
+            print(format_power_table(power_table(cfg)))
     return 0
 
 
