@@ -220,4 +220,4 @@ def test_report_of_the_claims_profile_shows_each_claim(claims_cfg, tmp_path):
     assert (parts["power"] >= 0.9).all()
     m = json.loads((out / "metrics.json").read_text())
     assert m["note"].startswith("CLAIMS PROFILE") and set(m["claims_profile"]) == set(cfg.report.claims)
-    assert page.index('id="claims"') < page.index('id="paper"') and "CLAIMS PROFILE: 1,830" in page
+    assert page.index('id="claims-profile"') < page.index('id="paper"') and "CLAIMS PROFILE: 1,830" in page

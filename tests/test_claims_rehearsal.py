@@ -58,4 +58,4 @@ def test_claims_profile_rehearsal_on_tiny_models(tmp_path, capsys):
     assert set(table["claim"]) == set(cfg.report.claims) and table["power"].between(0, 1).all()
     assert (rep / "claims.csv").read_text().splitlines()[0] == f"# {SMOKE_BANNER}"
     page = (rep / "index.html").read_text()
-    assert "Claims checked by this profile" in page and page.index('id="claims"') < page.index('id="paper"')
+    assert "Claims checked by this profile" in page and page.index('id="claims-profile"') < page.index('id="paper"')

@@ -51,13 +51,13 @@ def claims_part(rb, evaluation: pd.DataFrame | None, eps: pd.DataFrame | None) -
             body.append(f'<tr class="{STATUS_CLASS.get(p.status, "na")}">'
                         + "".join(f"<td>{x if j == 0 else html.escape(str(x))}</td>" for j, x in enumerate(cells))
                         + "</tr>")
-    sec = rb.section("claims", "Claims checked by this profile",
+    sec = rb.section("claims-profile", "Claims checked by this profile",
                      "Each claim is checked on this run's trials. A part passes when our statistic lies in the "
                      f"interval around the paper's value (tolerance {cfg.report.tolerance:g} unless stated in "
                      "src/visual_words/claims/claims.yaml), fails when its whole 95 % bootstrap CI lies outside it, "
                      "and is inconclusive otherwise; a claim passes when all its parts pass. Power = the probability "
                      "of a pass if the paper is right, at these cell sizes (src/visual_words/claims/power.py).")
-    rb.sections = {"claims": sec, **{k: v for k, v in rb.sections.items() if k != "claims"}}  # first on the page
+    rb.sections = {"claims-profile": sec, **{k: v for k, v in rb.sections.items() if k != "claims-profile"}}  # first on the page
     sec.tables.append({"title": "Claims", "html": f'<table class="comparison"><thead>{head}</thead><tbody>'
                                                   + "".join(body) + "</tbody></table>",
                        "note": "File: claims.csv (one row per part); metrics.json `claims_profile`."})
