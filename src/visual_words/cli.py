@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from visual_words.config import ConfigError
     from visual_words.embeddings import EmbeddingFileError
+    from visual_words.plan import PlanError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, EmbeddingFileError, FileNotFoundError, KeyError, ValueError) as e:
+    except (ConfigError, EmbeddingFileError, PlanError, FileNotFoundError, KeyError, ValueError) as e:
         # Expected failures (bad input, bad config) get one clear line and a non-zero exit, not a traceback.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"vw {args.command}: error: {msg}", file=sys.stderr)

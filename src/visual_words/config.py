@@ -36,13 +36,15 @@ class StudyConfig:
     models: dict[str, str]  # role -> registry key: generation, detection, classification, evaluator
     datasets: list[str]  # keys of registry/concepts.yaml
     concepts_per_dataset: int  # the first N concepts of each dataset (paper: 10)
-    trained_concepts_per_dataset: int  # train words for the first N of those only (0 = all); all N stay the classes
     anchors_per_concept: int  # the first N anchors of the dataset's anchor list (paper: 10)
     deltas: list[float]  # relative ε-ball radii (paper: 0.1, 0.2, 0.5, 1.0)
     unconstrained: bool  # also train the δ = ∞ grid (paper §4)
     seed: int  # root seed; a trial's seed derives from it and the trial id
     device: str  # auto | cpu | cuda | cuda:N
     hub_cache: str  # "" = huggingface_hub's own cache; else this folder is the hub cache, its lock inside it
+    # per task, a smaller grid than the one above: {task: {datasets, concepts_per_dataset, anchors_per_concept,
+    # deltas, unconstrained}} (any subset of those keys; e.g. fewer SD trials, whose training costs ~100x more)
+    grid_by_task: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class ReportConfig:
     tolerance: float  # |ours − paper| allowed for a paper number that has no CI (ARTIFACT.md claims table)
     fig4_concepts: list[str]  # dataset/concept columns of Fig. 4 (missing ones are replaced by available ones)
     fig5_concepts: list[str]  # dataset/concept rows of the Fig. 5-style anchor grids
+    claims: list[str]  # claims checked with stated power (visual_words.claims; e.g. the claims profile), [] = none
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class SweepConfig:
     max_retries: int
     tracking_uri: str  # "" = sqlite:///mlflow.db in the workspace; MLFLOW_TRACKING_URI wins
     experiment_prefix: str
+    confirm_above_gpu_hours: float  # `vw plan`'s projection above this asks before the sweep starts (--yes: go)
 
 
 SECTIONS: dict[str, type] = {
@@ -212,6 +216,8 @@ def _check(value: Any, tp: Any, key: str, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: `{key}` must be a number, got {value!r}")
         return float(value)
+    if tp is Any:  # checked by the section's own validator (e.g. _check_grid_by_task)
+        return value
     if tp in (int, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise ConfigError(f"{source}: `{key}` must be {tp.__name__}, got {type(value).__name__} {value!r}")
@@ -241,7 +247,36 @@ def _build_section(name: str, raw: Any, source: str) -> Any:
     missing = [f for f in fields if f not in raw or raw[f] is None]
     if missing:
         raise ConfigError(f"{source}: missing value for `{name}.{missing[0]}`")
-    return cls(**{f: _check(raw[f], hints[f], f"{name}.{f}", source) for f in fields})
+    values = {f: _check(raw[f], hints[f], f"{name}.{f}", source) for f in fields}
+    if name == "study":
+        values["grid_by_task"] = _check_grid_by_task(values, hints, source)
+    return cls(**values)
+
+
+GRID_KEYS = ("datasets", "concepts_per_dataset", "anchors_per_concept", "deltas", "unconstrained")
+
+
+def _check_grid_by_task(study: dict, hints: dict, source: str) -> dict:
+    """`study.grid_by_task`: per task, a subset of the study grid (so prepare, which follows `study`, covers it)."""
+    out = {}
+    for task, sub in study["grid_by_task"].items():
+        where = f"study.grid_by_task.{task}"
+        if task not in ("generation", "detection", "classification"):
+            raise ConfigError(f"{source}: `{where}`: unknown task (generation, detection, classification)")
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{source}: `{where}` must be a mapping of {', '.join(GRID_KEYS)}")
+        unknown = sorted(set(sub) - set(GRID_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key `{where}.{unknown[0]}` (known: {', '.join(GRID_KEYS)})")
+        checked = {k: _check(v, hints[k], f"{where}.{k}", source) for k, v in sub.items()}
+        extra = sorted(set(checked.get("datasets", [])) - set(study["datasets"]))
+        if extra:
+            raise ConfigError(f"{source}: `{where}.datasets`: {extra[0]} is not in study.datasets")
+        for k in ("concepts_per_dataset", "anchors_per_concept"):
+            if checked.get(k, 0) > study[k]:
+                raise ConfigError(f"{source}: `{where}.{k}` = {checked[k]} exceeds study.{k} = {study[k]}")
+        out[task] = checked
+    return out
 
 
 def _merge(base: dict, override: dict, where: str, source: str) -> dict:
@@ -251,7 +286,9 @@ def _merge(base: dict, override: dict, where: str, source: str) -> dict:
         if k not in base:
             raise ConfigError(f"{source}: unknown key `{where}{k}` in profile override")
         # Mappings merge key by key (also dict-typed values such as study.models: a profile can swap one role).
-        if isinstance(v, dict) and isinstance(base[k], dict):
+        # An empty mapping in the base (e.g. study.grid_by_task: {}) has no keys to check against: it takes the
+        # profile's entries as they are, and the section's validator checks them.
+        if isinstance(v, dict) and isinstance(base[k], dict) and base[k]:
             out[k] = _merge(base[k], v, f"{where}{k}.", source)
         else:
             out[k] = v

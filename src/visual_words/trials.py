@@ -55,19 +55,29 @@ class Trial:
         return d | {"id": self.id, "seed": self.seed}
 
 
-def trial_grid(cfg) -> list[Trial]:
-    """All trials of a profile: for each task's model, dataset, concept (the first N, or the first
-    `trained_concepts_per_dataset` of them) and anchor (first M of the dataset's anchor list): every δ of the study,
-    plus δ = ∞ when `study.unconstrained`. Concepts without trials still count as the dataset's classes (zero-shot
-    choices, classification negatives, the detection pool)."""
+def grid_of(cfg, task: str) -> dict:
+    """The grid of one task: the study's datasets, concept and anchor counts, δs and `unconstrained`, with what
+    `study.grid_by_task[task]` overrides (a profile can give the costly SD trials a smaller grid)."""
     s = cfg.study
-    deltas = list(s.deltas) + ([math.inf] if s.unconstrained else [])
+    base = {"datasets": s.datasets, "concepts_per_dataset": s.concepts_per_dataset,
+            "anchors_per_concept": s.anchors_per_concept, "deltas": s.deltas, "unconstrained": s.unconstrained}
+    return base | dict(s.grid_by_task.get(task, {}))
+
+
+def trial_grid(cfg) -> list[Trial]:
+    """All trials of a profile: for each task's model, dataset, concept (first N) and anchor (first M of the
+    dataset's anchor list): every δ of the study, plus δ = ∞ when `study.unconstrained` (per task as
+    `study.grid_by_task` narrows it). Concepts outside a task's narrowed grid still count as the dataset's classes
+    (zero-shot choices, classification negatives, the detection pool): those follow `study.concepts_per_dataset`."""
+    s = cfg.study
     out = []
     for task in TASKS:
         model = s.models[task]
-        for ds in s.datasets:
-            concepts = registry.concepts(ds)[: s.concepts_per_dataset][: s.trained_concepts_per_dataset or None]
-            anchors = registry.anchors(ds)[: s.anchors_per_concept]
+        g = grid_of(cfg, task)
+        deltas = list(g["deltas"]) + ([math.inf] if g["unconstrained"] else [])
+        for ds in g["datasets"]:
+            concepts = registry.concepts(ds)[: g["concepts_per_dataset"]]
+            anchors = registry.anchors(ds)[: g["anchors_per_concept"]]
             for c in concepts:
                 for a in anchors:
                     for d in deltas:

@@ -42,6 +42,24 @@ def cmd_reproduce(args) -> int:
     from visual_words.models.lock import check_models_for_config
 
     check_models_for_config(cfg)  # the real checkpoints match the model lock (a no-op for local/tiny models)
+    from visual_words.commands.plan import check_budget
+
+    if check_budget(cfg, args):  # the projection first; above sweep.confirm_above_gpu_hours it asks (or --yes)
+        return 2
+    # agreed once: the sweep stage (in this process or under dvc) neither prints the plan again nor asks again
+    saved = {k: os.environ.get(k) for k in ("VW_YES", "VW_PLAN_SHOWN")}
+    os.environ.update(VW_YES="1", VW_PLAN_SHOWN="1")
+    try:
+        return _run(cfg, args, root, file_profile, t0)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(cfg, args, root: Path, file_profile, t0: float) -> int:
     if not args.no_dvc and cfg.profile == file_profile and not args.overrides and _dvc_usable(root):
         dvc = Path(sys.executable).parent / "dvc"
         print(f"[reproduce] profile {cfg.profile}: dvc repro (incremental; stages that did not change are skipped)",
@@ -76,4 +94,9 @@ def register(sub) -> None:
                        "→ report. In a git checkout with the params file's own profile this is `dvc repro`.")
     add_config_args(p)
     p.add_argument("--no-dvc", action="store_true", help="run the stages directly, without DVC")
+    from visual_words.commands.plan import add_plan_args
+
+    add_plan_args(p)
+    p.add_argument("--yes", action="store_true", help="run even when the projection exceeds "
+                   "sweep.confirm_above_gpu_hours (without a terminal it refuses otherwise)")
     p.set_defaults(func=cmd_reproduce)

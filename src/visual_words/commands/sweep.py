@@ -13,10 +13,14 @@ from visual_words.commands import add_config_args, config_from_args
 def cmd_sweep(args) -> int:
     from visual_words.provenance import write_provenance
     from visual_words.sweep import SweepError, run_sweep
+    from visual_words.commands.plan import check_budget
     from visual_words.commands.train import select_trials_from_args
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)
+    # the whole profile's projection (a filtered run is part of it); under `vw reproduce` it was shown and agreed to
+    if check_budget(cfg, args, quiet=os.environ.get("VW_PLAN_SHOWN") == "1"):
+        return 2
     t0 = time.time()
     try:
         s = run_sweep(cfg, trials, progress=not args.no_progress)
@@ -57,6 +61,11 @@ def register(sub) -> None:
     from visual_words.commands.train import add_trial_filters
 
     add_trial_filters(p)
+    from visual_words.commands.plan import add_plan_args
+
+    add_plan_args(p)
+    p.add_argument("--yes", action="store_true", help="run even when the projection exceeds "
+                   "sweep.confirm_above_gpu_hours (non-interactive runs refuse otherwise)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)")
     add_config_args(p)

@@ -495,6 +495,11 @@ def run_report(cfg) -> Path:
         eps_part(rb, eps)
     else:
         rb.skip("ε-ball statistics", f"{an / 'eps_stats.csv'} not found or empty (run `vw analyze`)")
+    if cfg.report.claims:  # a profile that checks claims with stated power (visual_words.claims)
+        from visual_words.claims.report import claims_part
+        from visual_words.evaluate.runner import read_table
+
+        claims_part(rb, read_table(evaluation_file) if evaluation_file.is_file() else None, eps)
     layers_part(rb, _read_csv(an / "tsne.csv"), _read_csv(an / "truncation.csv"))
     qualitative(rb)
     stages = stage_provenance(cfg)
