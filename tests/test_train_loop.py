@@ -191,8 +191,10 @@ def test_resumed_batch_equals_uninterrupted(fixture, request, repo_root, tmp_pat
 def test_embedding_files_carry_the_contract_sidecar(tiny_clip, repo_root, tmp_path):
     cfg = _cfg(repo_root, tmp_path, steps=4)
     trials = _trials("tiny_clip")
-    results = _train(cfg, tiny_clip, trials)
-    for t, r in zip(trials, results):
+    adapter = adapter_for(tiny_clip)
+    data = _data(adapter, trials)
+    results = train_batch(cfg, adapter, trials, data, progress=False)
+    for t, r, d in zip(trials, results, data):
         assert r.path == tmp_path / "embeddings" / "classification" / f"{t.slug}.safetensors"
         emb = read_embedding(r.path)
         assert emb.format == "visual-words"
@@ -204,7 +206,7 @@ def test_embedding_files_carry_the_contract_sidecar(tiny_clip, repo_root, tmp_pa
                     "delta", "d_nn", "seed", "steps", "optimizer", "num_vectors", "final_loss", "curves",
                     "trial_key"):
             assert key in m, key
-        assert m["trial"]["id"] == t.id and m["trial_key"] == trial_key(cfg, t) and m["seed"] == t.seed
+        assert m["trial"]["id"] == t.id and m["trial_key"] == trial_key(cfg, t, d.source_digest()) and m["seed"] == t.seed
         assert m["optimizer"] == {"name": "adam", "lr": cfg.train.lr, "betas": [0.9, 0.999], "eps": 1e-8,
                                   "weight_decay": 0.0}
         assert m["delta"] == ("inf" if math.isinf(t.delta) else t.delta) and m["d_nn"] > 0
