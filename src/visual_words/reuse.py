@@ -190,8 +190,10 @@ def _image(m, rec) -> dict[str, Any]:
     return {"file": rec.file, "sha256": content_hash(m.path_of(rec)), "size": [rec.width, rec.height]}
 
 
-def _boxes(rec, concept: str) -> list:
-    return [[list(b.bbox), bool(getattr(b, "iscrowd", False))] for b in rec.boxes if b.concept == concept]
+def _boxes(rec, concept: str, crowd: bool) -> list:
+    """The concept's boxes in a record; with `crowd`, its crowd regions too (scoring reads them, training not)."""
+    out = [[list(b.bbox), False] for b in rec.boxes_of(concept)]
+    return out + ([[list(b.bbox), True] for b in rec.crowd_boxes_of(concept)] if crowd else [])
 
 
 def train_reads(m, task: str, concept: str) -> str:
@@ -204,7 +206,7 @@ def train_reads(m, task: str, concept: str) -> str:
     if task == "generation":
         reads: Any = [_image(m, r) for r in train]
     elif task == "detection":
-        reads = [_image(m, r) | {"boxes": _boxes(r, concept)} for r in train]
+        reads = [_image(m, r) | {"boxes": _boxes(r, concept, crowd=False)} for r in train]
     elif task == "classification":
         reads = {c: [_image(m, r) for r in s.train] for c, s in m.concepts.items()} | {"target": concept}
     else:
@@ -230,7 +232,7 @@ def eval_reads(cfg, task: str, dataset: str, concept: str) -> str:
             for r in (m.concepts[name].eval if name in m.concepts else []):
                 if r.file not in seen:
                     seen.add(r.file)
-                    images.append(_image(m, r) | {"boxes": _boxes(r, concept)})
+                    images.append(_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)})
         reads["images"] = images
     return _digest({"dataset": dataset, "reads": reads})
 
