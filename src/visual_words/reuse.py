@@ -283,6 +283,13 @@ def evaluation_key(cfg, trial, eval_task: str, eval_model: str, embedding_digest
     return _key(f"evaluate.{eval_task}", cfg, parts, versions, length=64)
 
 
+def map_key(cfg, src_table_hash: str, dst_table_hash: str, versions: Mapping | None = None) -> str:
+    """What determines a transfer map: the two token tables, the settings declared for `maps` and the estimators'
+    code version. (Evaluation rows hash the map file itself, so a refit that gives the same numbers re-evaluates
+    nothing.)"""
+    return _key("maps", cfg, {"src_table": src_table_hash, "dst_table": dst_table_hash}, versions)
+
+
 def feature_version(kind: str, versions: Mapping | None = None) -> dict[str, int]:
     """The code versions of one feature kind (`features.<kind>`), part of the feature cache's fingerprint."""
     found = code_versions(f"features.{kind}", versions)

@@ -97,9 +97,11 @@ def _share(defn, cells, eps, tolerance, ctx) -> ClaimResult:
         if not len(sel):
             continue
         best = sel.loc[sel["share"].idxmax()]
-        value[key] = {"max_share": round(float(best["share"]), 4), "dataset": best["dataset"]}
+        ok = abs(float(best["share"]) - p["value"]) <= tol + 1e-12
+        value[key] = {"max_share": round(float(best["share"]), 4), "dataset": best["dataset"], "paper": p["value"],
+                      "within_tolerance": bool(ok)}
         checks += 1
-        if abs(float(best["share"]) - p["value"]) > tol + 1e-12:
+        if not ok:
             failed.append(f"{key}: {best['share']:.2f} ({best['dataset']}) vs {p['value']:.2f}")
     status = "not run" if checks < len(defn["pairs"]) else ("fail" if failed else "pass")
     return _result(defn, status, f"±{tol:g}", "; ".join(expected), value=value, checks=checks, failed=failed,

@@ -242,8 +242,9 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
     """Train the given trials and write one embedding file + sidecar each (contract item 5); return their results
     in the given order.
 
-    Done trials (file + sidecar with the current `trial_key`) are skipped: their result is read back
-    (`skipped=True`). The rest are grouped by (model, dataset) and trained `train.trials_per_batch` (per task:
+    Done trials (file + sidecar with the current `trial_key`; docs/reuse.md) are skipped: their result is read back
+    (`skipped=True`); when their model is loaded for other trials anyway, their sidecar's `token_table_hash` must
+    also be the model's (else they are trained again). The rest are grouped by (model, dataset) and trained `train.trials_per_batch` (per task:
     `train.trials_per_batch_by_task`) at a time.
     `loaded` is used for the trials of its model (a Ray worker keeps one model loaded); other models are loaded
     here. An interrupted batch resumes from its last checkpoint (`train.checkpoint_every`)."""
