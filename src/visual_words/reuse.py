@@ -165,15 +165,15 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@functools.cache
-def _manifest_cached(path: str, size: int, mtime_ns: int):
+@functools.lru_cache(maxsize=16)
+def _manifest_cached(version: tuple):
     from visual_words.data.manifest import read_manifest
 
-    return read_manifest(path)
+    return read_manifest(version[0])
 
 
-def manifest(cfg, dataset: str):
-    """The dataset's manifest (read once per file version); a clear error when the prepare stage has not run."""
+def _manifest_version(cfg, dataset: str) -> tuple:
+    """(path, size, mtime) of the dataset's manifest: what the digests below are remembered by."""
     from visual_words.data.manifest import manifest_path
 
     path = manifest_path(cfg, dataset)
@@ -181,7 +181,38 @@ def manifest(cfg, dataset: str):
         st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: manifest not found (run `vw data prepare` / the prepare stage)") from None
-    return _manifest_cached(str(path), st.st_size, st.st_mtime_ns)
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def manifest(cfg, dataset: str):
+    """The dataset's manifest (read once per file version); a clear error when the prepare stage has not run."""
+    return _manifest_cached(_manifest_version(cfg, dataset))
+
+
+# A sweep asks for the key of every trial (6,000 in the paper grid), an evaluation for every row: the digest of one
+# (manifest version, task, concept) is computed once per process. (Image bytes are hashed once per file version by
+# data.features.content_hash.)
+@functools.lru_cache(maxsize=4096)
+def _train_reads_cached(version: tuple, task: str, concept: str) -> str:
+    return train_reads(_manifest_cached(version), task, concept)
+
+
+@functools.lru_cache(maxsize=4096)
+def _eval_reads_cached(version: tuple | None, task: str, dataset: str, concept: str, labels: tuple) -> str:
+    reads: dict[str, Any] = {"labels": [list(x) for x in labels], "target": concept}
+    if task == "classification":
+        m = _manifest_cached(version)
+        reads["images"] = [_image(m, r) for r in m.concepts[concept].eval] if concept in m.concepts else None
+    elif task == "detection":
+        m = _manifest_cached(version)
+        seen, images = set(), []
+        for name, _ in labels:
+            for r in (m.concepts[name].eval if name in m.concepts else []):
+                if r.file not in seen:
+                    seen.add(r.file)
+                    images.append(_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)})
+        reads["images"] = images
+    return _digest({"dataset": dataset, "reads": reads})
 
 
 def _image(m, rec) -> dict[str, Any]:
@@ -220,21 +251,9 @@ def eval_reads(cfg, task: str, dataset: str, concept: str) -> str:
     of all label concepts with the target's boxes (crowd regions included); generation reads no image."""
     from visual_words.evaluate.tasks import label_concepts
 
-    labels = [[c.name, c.prompt_name] for c in label_concepts(cfg, dataset)]
-    reads: dict[str, Any] = {"labels": labels, "target": concept}
-    if task == "classification":
-        m = manifest(cfg, dataset)
-        reads["images"] = [_image(m, r) for r in m.concepts[concept].eval] if concept in m.concepts else None
-    elif task == "detection":
-        m = manifest(cfg, dataset)
-        seen, images = set(), []
-        for name, _ in labels:
-            for r in (m.concepts[name].eval if name in m.concepts else []):
-                if r.file not in seen:
-                    seen.add(r.file)
-                    images.append(_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)})
-        reads["images"] = images
-    return _digest({"dataset": dataset, "reads": reads})
+    labels = tuple((c.name, c.prompt_name) for c in label_concepts(cfg, dataset))
+    version = None if task == "generation" else _manifest_version(cfg, dataset)
+    return _eval_reads_cached(version, task, dataset, concept, labels)
 
 
 def model_identity(key: str) -> dict[str, Any]:
@@ -260,7 +279,7 @@ def trial_key(cfg, trial, data_digest: str | None = None, versions: Mapping | No
     the settings declared for `train.<task>`, the digest of the records it trains on (read from the dataset's
     manifest unless `data_digest` is given) and the versions of the code that defines its loss."""
     if data_digest is None:
-        data_digest = train_reads(manifest(cfg, trial.dataset), trial.task, trial.concept)
+        data_digest = _train_reads_cached(_manifest_version(cfg, trial.dataset), trial.task, trial.concept)
     parts = {"trial": trial.to_dict(), "model": model_identity(trial.model), "data": data_digest}
     return _key(f"train.{trial.task}", cfg, parts, versions)
 

@@ -82,10 +82,13 @@ def map_between(cfg, src: Any, dst: Any, fit_missing: bool = True) -> LinearMap:
     src_hash, dst_hash = ta.meta["table_hash"], tb.meta["table_hash"]
     if path.is_file():
         lmap = load_map(path)
-        if lmap.meta.get("reuse_key") == map_key(cfg, src_hash, dst_hash):
+        same_tables = lmap.meta.get("src_table_hash") == src_hash and lmap.meta.get("dst_table_hash") == dst_hash
+        if same_tables and lmap.meta.get("reuse_key") == map_key(cfg, src_hash, dst_hash):
             return lmap
         if not fit_missing:
             check_tables(lmap, src_hash, dst_hash, str(path))
+            raise ValueError(f"{path}: fitted with other `maps` settings or estimator code than now (its reuse key "
+                             "differs); run `vw maps` to refit it")
     elif not fit_missing:
         load_map(path)  # raises FileNotFoundError naming the file and `vw maps`
     m = cfg.maps
