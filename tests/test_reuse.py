@@ -227,3 +227,23 @@ def test_log_only_settings_retrain_and_re_evaluate_nothing(study):
     assert not _changed(rows_before, _eval_keys(changed, after))
     # while a declared one does: more steps retrain every trial
     assert _changed(before, _trial_keys(cfg_for(**{"train.steps": 11}))) == set(before)
+
+
+def test_vw_versions_lists_pieces_and_says_how_to_record_a_change(tmp_path, monkeypatch, capsys):
+    from visual_words.cli import main
+
+    assert main(["versions"]) == 0
+    out = capsys.readouterr().out
+    assert "loss.detection" in out and "recorded" in out and "CHANGED" not in out
+    target = tmp_path / "code_versions.yaml"
+    fp = reuse._versions_file()["loss.detection"]["fingerprint"]
+    target.write_text(reuse.versions_path().read_text().replace(f"fingerprint: {fp}", "fingerprint: old"))
+    monkeypatch.setattr(reuse, "versions_path", lambda: target)
+    monkeypatch.setattr(reuse, "_versions_file", _loader(target))
+    assert main(["versions"]) == 1
+    out = capsys.readouterr().out
+    assert f"loss.detection               v1   CHANGED (now {fp})" in out
+    assert "vw versions --record PIECE --bump" in out
+    assert main(["versions", "--record", "loss.detection"]) == 0 and main(["versions"]) == 0
+    assert main(["versions", "--record", "no-such-piece"]) == 2
+    assert "no piece `no-such-piece`" in capsys.readouterr().err
