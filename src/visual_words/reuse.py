@@ -239,7 +239,7 @@ def train_reads(m, task: str, concept: str) -> str:
     elif task == "detection":
         reads = [_image(m, r) | {"boxes": _boxes(r, concept, crowd=False)} for r in train]
     elif task == "classification":
-        reads = {c: [_image(m, r) for r in s.train] for c, s in m.concepts.items()} | {"target": concept}
+        reads = {"concepts": {c: [_image(m, r) for r in s.train] for c, s in m.concepts.items()}, "target": concept}
     else:
         raise ValueError(f"unknown task `{task}`")
     return _digest({"dataset": m.dataset, "reads": reads})
