@@ -148,3 +148,4 @@ def test_the_report_computes_and_flags_every_claim(repo_root, tmp_path):
     assert html.count('<tr class="ok"><td>C') == 10
     comp = pd.read_csv(page.parent / "comparison.csv", comment="#")
     assert (comp["metric"] == "ap50").sum() == 12 + 48  # every detection cell of Fig. 3 and Fig. 6, by AP50 too
+

@@ -307,6 +307,20 @@ def layers_part(rb: ReportBuilder, tsne: pd.DataFrame | None, truncation: pd.Dat
                   title + f" (δ = {cfg.analyze.tsne_delta:g}).")
 
 
+def pick_concepts(wanted: list[str], available: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    """The `dataset/concept` entries of `wanted` that this profile's grid has, in order, topped up to `n` with
+    other concepts of the grid (the smoke grid lacks most of the paper's figure concepts)."""
+    chosen = [tuple(w.split("/", 1)) for w in wanted if tuple(w.split("/", 1)) in available]
+    for c in available:
+        if len(chosen) >= n:
+            break
+        if c not in chosen:
+            chosen.append(c)
+    if len(chosen) < len(wanted):
+        log.info("report: some of %s are not in this profile's grid; using %s", wanted, chosen)
+    return chosen[:n]
+
+
 def qualitative(rb: ReportBuilder) -> None:
     from visual_words import registry
     from visual_words.trials import trial_grid
@@ -326,15 +340,7 @@ def qualitative(rb: ReportBuilder) -> None:
     concepts_run = list(dict.fromkeys((t.dataset, t.concept) for t in grid))
 
     def pick(wanted: list[str], n: int) -> list[tuple[str, str]]:
-        chosen = [tuple(w.split("/", 1)) for w in wanted if tuple(w.split("/", 1)) in concepts_run]
-        for c in concepts_run:
-            if len(chosen) >= n:
-                break
-            if c not in chosen:
-                chosen.append(c)
-        if len(chosen) < len(wanted):
-            log.info("report: some of %s are not in this profile's grid; using %s", wanted, chosen)
-        return chosen[:n]
+        return pick_concepts(wanted, concepts_run, n)
 
     # Fig. 4: per concept, its own-anchor unconstrained word (else the first anchor / δ with images)
     cols = []
