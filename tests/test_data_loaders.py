@@ -19,7 +19,7 @@ from visual_words import registry
 # ---- COCO ----------------------------------------------------------------------------------------------------------
 
 
-def test_coco128_reads_every_image_and_non_crowd_box(shared_assets):
+def test_coco128_reads_every_image_and_box_with_crowd_regions_marked(shared_assets):
     from visual_words.data.coco import load_coco
 
     root = shared_assets / "coco128"
@@ -27,12 +27,16 @@ def test_coco128_reads_every_image_and_non_crowd_box(shared_assets):
     raw = json.loads((root / "annotations" / "instances_train2017.json").read_text())
     images = index.images("train")
     assert len(images) == len(raw["images"]) == 128
-    # 939 annotations, 10 of them crowd regions (left out: COCO's own eval ignores them)
+    # 939 annotations, 10 of them crowd regions: kept and marked (detection scoring ignores them, as COCOeval does)
     assert sum(a["iscrowd"] for a in raw["annotations"]) == 10
-    assert sum(len(im.boxes) for im in images) == 939 - 10
+    assert sum(len(im.boxes) for im in images) == 939
+    assert sum(b.iscrowd for im in images for b in im.boxes) == 10
+    crowded = [im for im in images if any(b.iscrowd for b in im.boxes)]
+    assert all(im.label == max((b for b in im.boxes if not b.iscrowd), key=lambda b: b.area, default=None).cls
+               for im in crowded if any(not b.iscrowd for b in im.boxes))  # a crowd region never labels an image
     im = next(im for im in images if im.file == "train2017/000000000009.jpg")
     assert (im.width, im.height) == (640, 480)
-    assert len(im.boxes) == 8
+    assert len(im.boxes) == 8 and not any(b.iscrowd for b in im.boxes)
     assert (root / im.file).is_file()
     # the label is the class of the largest box: a bowl covering most of the picture
     assert im.label == "bowl"
@@ -45,7 +49,7 @@ def test_coco128_images_per_concept_match_the_assets_readme(shared_assets):
     from visual_words.data.coco import load_coco
 
     images = load_coco(shared_assets / "coco128", {"train": "train2017"}).images("train")
-    holding = {c: sum(any(b.cls == c for b in im.boxes) for im in images) for c in ("cup", "dog", "cat")}
+    holding = {c: sum(any(b.cls == c and not b.iscrowd for b in im.boxes) for im in images) for c in ("cup", "dog", "cat")}
     assert holding == {"cup": 10, "dog": 9, "cat": 4}
     labelled = {c: sum(im.label == c for im in images) for c in ("cup", "dog", "cat")}
     assert labelled == {"cup": 1, "dog": 4, "cat": 1}  # largest box decides: most cups are small
@@ -63,6 +67,28 @@ def test_coco_missing_or_broken_annotation_file_is_named(tmp_path):
     (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="not a COCO instances file"):
         load_coco(tmp_path, {"train": "train2017"})
+
+
+def test_coco_crowd_regions_reach_the_manifest_marked_and_never_label_or_train(tmp_path):
+    from visual_words.data.coco import load_coco
+    from visual_words.data.manifest import Box, ConceptSplit, ImageRecord, Manifest, read_manifest, write_manifest
+
+    (tmp_path / "annotations").mkdir()
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}],
+           "categories": [{"id": 1, "name": "cup"}, {"id": 2, "name": "dog"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [0, 0, 90, 70], "iscrowd": 1},
+                           {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 0}]}
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(doc))
+    (im,) = load_coco(tmp_path, {"train": "train2017"}).images("train")
+    assert [(b.cls, b.iscrowd) for b in im.boxes] == [("dog", True), ("cup", False)]
+    assert im.label == "cup"  # the much larger crowd region of dogs does not label the image
+
+    rec = ImageRecord("a.jpg", 100, 80, "cup", (Box("dog", (0, 0, 90, 70), True), Box("dog", (1, 1, 5, 5))))
+    m = Manifest("coco", "real", 0, str(tmp_path), {"dog": ConceptSplit([rec], [rec])})
+    back = read_manifest(write_manifest(tmp_path / "m.json", m)).concepts["dog"].train[0]
+    assert back == rec and '"iscrowd": true' in (tmp_path / "m.json").read_text()
+    assert [b.bbox for b in back.boxes_of("dog")] == [(1, 1, 5, 5)]  # what training and the positives use
+    assert [b.bbox for b in back.crowd_boxes_of("dog")] == [(0, 0, 90, 70)]  # what scoring ignores
 
 
 def test_largest_box_ties_go_to_the_first_box():

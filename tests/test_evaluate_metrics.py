@@ -154,3 +154,39 @@ def test_draw_boxes_puts_red_boxes_on_the_scaled_image(tmp_path):
     assert im.size == (200, 100)  # shorter side scaled to 100
     assert im.getpixel((50, 25))[0] > 200 and im.getpixel((50, 25))[1] < 50  # the box's top-left corner is red
     assert im.getpixel((75, 50)) == (0, 0, 0)  # inside the box: untouched
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The detection protocol (ARTIFACT.md §2): crowd regions ignored as COCOeval does; NMS only when asked for
+
+
+def test_a_detection_on_a_crowd_region_is_ignored_not_a_false_positive():
+    from visual_words.evaluate.metrics import GroundTruthImage, detection_ap, ground_truth_for
+
+    box, crowd = (10.0, 10.0, 20.0, 20.0), (50.0, 50.0, 40.0, 40.0)
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [52.0, 52.0, 30.0, 30.0], "score": 0.95},  # inside the crowd
+            {"image_id": 1, "category_id": 1, "bbox": list(box), "score": 0.9}]
+    without = detection_ap(ground_truth_for([GroundTruthImage(1, 100, 100, (box,))]), dets)
+    with_crowd = detection_ap(ground_truth_for([GroundTruthImage(1, 100, 100, (box,), (crowd,))]), dets)
+    assert without["map"] == pytest.approx(0.5, abs=0.01)  # the crowd detection ranks first as a false positive
+    assert with_crowd["map"] == pytest.approx(1.0) and with_crowd["ap50"] == pytest.approx(1.0)
+
+
+def test_nms_is_a_setting_off_by_default():
+    """Two overlapping boxes on a negative image outrank the hit on the positive one: without NMS both are false
+    positives (AP 1/3), with NMS at IoU 0.5 the weaker is suppressed (AP 1/2)."""
+    from visual_words.evaluate.metrics import GroundTruthImage, detection_ap, detections_for_query, ground_truth_for
+
+    boxes = [torch.tensor([[10.0, 10.0, 20.0, 20.0], [60.0, 60.0, 20.0, 20.0]]),  # image 1: the hit, an empty patch
+             torch.tensor([[10.0, 10.0, 30.0, 30.0], [12.0, 12.0, 30.0, 30.0]])]  # image 2: two overlapping boxes
+    scores = torch.tensor([[0.9, 0.01], [0.95, 0.94]])
+    gt = ground_truth_for([GroundTruthImage(1, 100, 100, ((10.0, 10.0, 20.0, 20.0),)), GroundTruthImage(2, 100, 100, ())])
+    plain = detections_for_query(scores, boxes, [1, 2], max_dets=1)
+    default = detections_for_query(scores, boxes, [1, 2], max_dets=1, nms_iou=1.0)
+    assert plain == default and len(plain) == 2  # max_dets=1 per image
+    plain = detections_for_query(scores, boxes, [1, 2])
+    suppressed = detections_for_query(scores, boxes, [1, 2], nms_iou=0.5)
+    assert len(plain) == 4 and len(suppressed) == 3
+    assert [d["score"] for d in suppressed if d["image_id"] == 2] == [pytest.approx(0.95)]
+    assert detection_ap(gt, plain)["ap50"] == pytest.approx(1 / 3, abs=0.01)
+    assert detection_ap(gt, suppressed)["ap50"] == pytest.approx(1 / 2, abs=0.01)

@@ -269,3 +269,18 @@ def check_images_load_in_chromium(out, tmp_path, chromium):
         assert shot.stat().st_size > 20_000
     finally:
         check.unlink(missing_ok=True)
+
+
+def test_fig5_rows_are_the_papers_concepts_on_the_paper_grid(repo_root):
+    """Fig. 5: generation rows DreamBooth vase, duck_toy, colorful_sneaker; detection rows COCO donut, cup, umbrella."""
+    from visual_words.config import load_config
+    from visual_words.report.stage import pick_concepts
+    from visual_words.trials import trial_grid
+
+    cfg = load_config("paper", repo_root / "params.yaml")
+    grid = list(dict.fromkeys((t.dataset, t.concept) for t in trial_grid(cfg)))
+    rc = cfg.report
+    assert pick_concepts(rc.fig5_concepts, grid, 3) == [("dreambooth", "vase"), ("dreambooth", "duck_toy"),
+                                                        ("dreambooth", "colorful_sneaker")]
+    assert pick_concepts(rc.fig5_detection_concepts, grid, 3) == [("coco", "donut"), ("coco", "cup"),
+                                                                  ("coco", "umbrella")]

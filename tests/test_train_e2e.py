@@ -120,3 +120,27 @@ def test_vw_train_clear_errors(repo_root, tmp_path, capsys):
     assert main([*args, "--delta", "big"]) == 2
     assert "--delta must be a number or inf" in capsys.readouterr().err
     assert not (tmp_path / "emb").exists()  # nothing written
+
+
+def test_a_done_trial_on_another_token_table_is_trained_again(prepared, tiny_clip):
+    """The sidecar's token_table_hash is part of "done": when the model is loaded for pending trials, a finished
+    trial recorded on another table (the checkpoint changed under the same id and revision) is retrained."""
+    from visual_words.config import load_config
+    from visual_words.train.loop import is_done, train_trials
+    from visual_words.trials import trial_grid
+
+    cfg = load_config("smoke", prepared.source, {
+        "prepare.manifests_dir": prepared.prepare.manifests_dir, "prepare.cache_dir": prepared.prepare.cache_dir,
+        "train.out_dir": str(prepared.path(prepared.train.out_dir).parent / "table-check"),
+        "study.datasets": ["coco"], "train.steps": 2})
+    first, second, third = [t for t in trial_grid(cfg) if t.task == "classification"][:3]
+    done = train_trials(cfg, [first, second], loaded=tiny_clip, progress=False)
+    assert not any(r.skipped for r in done) and is_done(cfg, first) and is_done(cfg, second)
+    side = embedding_path(cfg, second).with_name(embedding_path(cfg, second).name + ".json")
+    meta = json.loads(side.read_text())
+    meta["token_table_hash"] = "0" * 16  # recorded on a table the model no longer has
+    side.write_text(json.dumps(meta))
+    assert is_done(cfg, second) and not is_done(cfg, second, table=done[0].meta["token_table_hash"])
+    again = {r.trial.id: r.skipped for r in train_trials(cfg, [first, second, third], loaded=tiny_clip,
+                                                         progress=False)}
+    assert again == {first.id: True, second.id: False, third.id: False}

@@ -191,8 +191,10 @@ def test_resumed_batch_equals_uninterrupted(fixture, request, repo_root, tmp_pat
 def test_embedding_files_carry_the_contract_sidecar(tiny_clip, repo_root, tmp_path):
     cfg = _cfg(repo_root, tmp_path, steps=4)
     trials = _trials("tiny_clip")
-    results = _train(cfg, tiny_clip, trials)
-    for t, r in zip(trials, results):
+    adapter = adapter_for(tiny_clip)
+    data = _data(adapter, trials)
+    results = train_batch(cfg, adapter, trials, data, progress=False)
+    for t, r, d in zip(trials, results, data):
         assert r.path == tmp_path / "embeddings" / "classification" / f"{t.slug}.safetensors"
         emb = read_embedding(r.path)
         assert emb.format == "visual-words"
@@ -204,7 +206,7 @@ def test_embedding_files_carry_the_contract_sidecar(tiny_clip, repo_root, tmp_pa
                     "delta", "d_nn", "seed", "steps", "optimizer", "num_vectors", "final_loss", "curves",
                     "trial_key"):
             assert key in m, key
-        assert m["trial"]["id"] == t.id and m["trial_key"] == trial_key(cfg, t) and m["seed"] == t.seed
+        assert m["trial"]["id"] == t.id and m["trial_key"] == trial_key(cfg, t, d.source_digest()) and m["seed"] == t.seed
         assert m["optimizer"] == {"name": "adam", "lr": cfg.train.lr, "betas": [0.9, 0.999], "eps": 1e-8,
                                   "weight_decay": 0.0}
         assert m["delta"] == ("inf" if math.isinf(t.delta) else t.delta) and m["d_nn"] > 0
@@ -213,12 +215,38 @@ def test_embedding_files_carry_the_contract_sidecar(tiny_clip, repo_root, tmp_pa
         assert m["final_loss"] == m["curves"]["loss"][-1]
 
 
+def _drawn_manifest(cfg, concepts):
+    """A tiny coco manifest of flat-coloured images (2 train, 1 held out per concept), written where cfg reads it."""
+    from PIL import Image
+
+    from visual_words.data.manifest import Box, ConceptSplit, ImageRecord, Manifest, manifest_path, write_manifest
+
+    root = cfg.path(cfg.prepare.manifests_dir).parent / "images"
+    root.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for i, c in enumerate(concepts):
+        recs = []
+        for j in range(3):
+            Image.new("RGB", (40, 32), (70 * i, 40 * j, 90)).save(root / f"{c}_{j}.png")
+            recs.append(ImageRecord(f"{c}_{j}.png", 40, 32, c, (Box(c, (4.0, 4.0, 20.0, 16.0)),)))
+        splits[c] = ConceptSplit(recs[:2], recs[2:])
+    m = Manifest("coco", "synthetic", 0, str(root), splits)
+    write_manifest(manifest_path(cfg, "coco"), m)
+    return m
+
+
 def test_train_trials_skips_finished_trials(tiny_clip, repo_root, tmp_path):
-    cfg = _cfg(repo_root, tmp_path, steps=3)
+    from visual_words.train.targets import build_trial_data
+
+    cfg = load_config("smoke", repo_root / "params.yaml", {
+        "train.out_dir": str(tmp_path / "embeddings"), "train.steps": 3,
+        "prepare.manifests_dir": str(tmp_path / "manifests"), "prepare.cache_dir": str(tmp_path / "cache")})
     trials = _trials("tiny_clip")
-    first = _train(cfg, tiny_clip, trials)
+    manifest = _drawn_manifest(cfg, [c for c, _, _ in SPECS])
+    adapter = adapter_for(tiny_clip)
+    first = train_batch(cfg, adapter, trials, build_trial_data(cfg, adapter, trials, manifest), progress=False)
     mtimes = [r.path.stat().st_mtime_ns for r in first]
-    again = train_trials(cfg, trials, loaded=tiny_clip, progress=False)  # all done: no manifest or features needed
+    again = train_trials(cfg, trials, loaded=tiny_clip, progress=False)  # all done: the key from the manifest matches
     assert all(r.skipped for r in again)
     assert [r.path.stat().st_mtime_ns for r in again] == mtimes
     for f, a in zip(first, again):

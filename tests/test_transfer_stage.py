@@ -77,4 +77,10 @@ def test_map_between_fits_on_demand_caches_and_handles_stale_files(repo_root, tm
     np.testing.assert_allclose(refit.weight, lm.weight, atol=1e-12)
     with pytest.raises(FileNotFoundError, match="vw maps"):
         map_between(cfg, tiny_clip_w48, tiny_clip, fit_missing=False)
+    # Other `maps` settings (declared to affect maps) make the cached map stale too: refused, or refitted.
+    other = _cfg(repo_root, tmp_path, **{"maps.holdout_fraction": 0.0, "maps.seed": 1})
+    with pytest.raises(ValueError, match="reuse key differs"):
+        map_between(other, tiny_clip, tiny_clip_w48, fit_missing=False)
+    assert map_between(other, tiny_clip, tiny_clip_w48).meta["holdout_seed"] == 1
+    assert load_map(path).meta["reuse_key"] != refit.meta["reuse_key"]
     assert torch.is_tensor(token_table(tiny_clip))

@@ -26,139 +26,175 @@ class ConfigError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Schema: one dataclass per section. Field types are enforced; docstrings say what a key means.
+# Schema: one dataclass per section. Field types are enforced; comments say what a key means.
+#
+# Every field also declares which outputs it invalidates (docs/reuse.md): the reuse keys of trained tokens, their
+# checkpoints, evaluation rows and cached features hash exactly the fields that name the output (visual_words.reuse).
+# A field that reaches an output only through data it selects (a split setting, a data folder) names that data in
+# `via` instead: the content digest of what the output read covers it, so a change that selects the same content
+# reuses everything. A field with neither changes no result (logging, batching, where files go).
+
+TRAIN_OUTPUTS = ("train.generation", "train.detection", "train.classification")  # trained tokens (+ checkpoints)
+EVAL_OUTPUTS = ("evaluate.generation", "evaluate.detection", "evaluate.classification")  # evaluation rows per task
+STAGE_OUTPUTS = ("features", "maps", "analyze", "report")  # feature cache; stages DVC reruns as a whole
+OUTPUTS = TRAIN_OUTPUTS + EVAL_OUTPUTS + STAGE_OUTPUTS
+
+
+def affects(*outputs: str, via: str = "") -> Any:
+    """Field metadata: the outputs this setting invalidates, or `via` the data digest that carries it."""
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown:  # a bug in the schema, not in params.yaml
+        raise TypeError(f"unknown output {unknown[0]!r} (known: {', '.join(OUTPUTS)})")
+    return field(metadata={"invalidates": tuple(outputs), "via": via})
+
+
+def no_result() -> Any:
+    """Field metadata of a setting that changes no number: logging, batching, devices, output folders."""
+    return affects()
+MANIFEST = "the manifest records it selects (file contents, boxes, labels)"
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     """What is studied: which checkpoints play which role, which datasets, concepts, anchors and radii."""
 
-    models: dict[str, str]  # role -> registry key: generation, detection, classification, evaluator
-    datasets: list[str]  # keys of registry/concepts.yaml
-    concepts_per_dataset: int  # the first N concepts of each dataset (paper: 10)
-    anchors_per_concept: int  # the first N anchors of the dataset's anchor list (paper: 10)
-    deltas: list[float]  # relative ε-ball radii (paper: 0.1, 0.2, 0.5, 1.0)
-    unconstrained: bool  # also train the δ = ∞ grid (paper §4)
-    seed: int  # root seed; a trial's seed derives from it and the trial id
-    device: str  # auto | cpu | cuda | cuda:N
-    hub_cache: str  # "" = huggingface_hub's own cache; else this folder is the hub cache, its lock inside it
+    # role -> registry key: generation, detection, classification, evaluator. A trial names its own model (its
+    # identity enters the trial key); an evaluation row depends on the model it is scored in.
+    models: dict[str, str] = affects(*EVAL_OUTPUTS)
+    datasets: list[str] = affects(via="the trial grid (a trial names its dataset)")  # keys of registry/concepts.yaml
+    # the first N concepts of each dataset (paper: 10): classification negatives and every metric's label set
+    concepts_per_dataset: int = affects("train.classification", *EVAL_OUTPUTS)
+    anchors_per_concept: int = affects(via="the trial grid")  # the first N anchors of the dataset's list (paper: 10)
+    deltas: list[float] = affects(via="the trial grid")  # relative ε-ball radii (paper: 0.1, 0.2, 0.5, 1.0)
+    unconstrained: bool = affects(via="the trial grid")  # also train the δ = ∞ grid (paper §4)
+    seed: int = affects(*TRAIN_OUTPUTS)  # root seed; a trial's seed derives from it and the trial id
+    device: str = no_result()  # auto | cpu | cuda | cuda:N
+    # "" = huggingface_hub's own cache; else this folder is the hub cache, its lock inside it. Where the weights are
+    # read from, not what they are: the model's pinned identity and its table identity enter the keys.
+    hub_cache: str = no_result()
     # per task, a smaller grid than the one above: {task: {datasets, concepts_per_dataset, anchors_per_concept,
     # deltas, unconstrained}} (any subset of those keys; e.g. fewer SD trials, whose training costs ~100x more)
-    grid_by_task: dict[str, dict[str, Any]]
+    grid_by_task: dict[str, dict[str, Any]] = affects(via="the trial grid")
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     """Datasets -> per-concept manifests and feature caches."""
 
-    data_root: str  # raw datasets folder tracked by data.dvc (coco/, pascal/, dreambooth/ below it)
-    imagenet_root: str  # ILSVRC CLS-LOC root supplied by the user ("" = not available)
-    source: str  # "real" (the four datasets under data_root) or "synthetic" (smoke images built at run time)
-    train_per_concept: int  # paper: 8
-    eval_per_concept: int  # held-out images per concept
-    dreambooth_holdout: int  # DreamBooth subjects have 4-6 photos: hold out this many per subject (D7)
-    split_seed: int
-    synthetic_image_size: int  # size of the smoke images drawn at run time
-    synthetic_root: str  # where the synthetic image set is drawn (never under data/, which data.dvc tracks)
-    voc_image_sets: str  # VOC split lists: ImageSets/<this>/{train,val}.txt (Main | Segmentation)
-    dreambooth_boxes: str  # the hand-checked DreamBooth box file (vw data dreambooth-boxes)
-    precompute_features: bool  # prepare also fills the feature cache for the study's models
-    feature_batch_size: int  # images per forward pass when computing image-side features
-    manifests_dir: str
-    cache_dir: str
+    data_root: str = affects(via=MANIFEST)  # raw datasets folder tracked by data.dvc (coco/, pascal/, dreambooth/)
+    imagenet_root: str = affects(via=MANIFEST)  # ILSVRC CLS-LOC root supplied by the user ("" = not available)
+    source: str = affects(via=MANIFEST)  # "real" (the datasets under data_root) or "synthetic" (smoke images)
+    train_per_concept: int = affects(via=MANIFEST)  # paper: 8
+    eval_per_concept: int = affects(via=MANIFEST)  # held-out images per concept
+    dreambooth_holdout: int = affects(via=MANIFEST)  # DreamBooth subjects have 4-6 photos: hold out this many (D7)
+    split_seed: int = affects(via=MANIFEST)
+    synthetic_image_size: int = affects(via=MANIFEST)  # size of the smoke images drawn at run time
+    synthetic_root: str = affects(via=MANIFEST)  # where the synthetic image set is drawn (never under data/)
+    voc_image_sets: str = affects(via=MANIFEST)  # VOC split lists: ImageSets/<this>/{train,val}.txt (Main | Segmentation)
+    dreambooth_boxes: str = affects(via=MANIFEST)  # the hand-checked DreamBooth box file (vw data dreambooth-boxes)
+    precompute_features: bool = no_result()  # prepare also fills the feature cache for the study's models
+    feature_batch_size: int = no_result()  # images per forward pass when computing image-side features
+    manifests_dir: str = no_result()
+    cache_dir: str = no_result()
 
 
 @dataclass(frozen=True)
 class MapsConfig:
-    """Linear transfer maps between the token tables."""
+    """Linear transfer maps between the token tables (evaluation rows hash the map file they used)."""
 
-    estimator: str  # ols | ridge | procrustes | affine
-    ridge_alpha: float
-    holdout_fraction: float  # share of shared tokens held out for map quality
-    seed: int
-    out_dir: str
+    estimator: str = affects("maps")  # ols | ridge | procrustes | affine
+    ridge_alpha: float = affects("maps")
+    holdout_fraction: float = affects("maps")  # share of shared tokens held out for map quality
+    seed: int = affects("maps")
+    out_dir: str = no_result()
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Textual inversion of new-word embeddings (PAPER.md §7, Table 2)."""
 
-    num_vectors: int  # vectors per token (Table 2: 4; the prose: 1)
-    steps: int
-    batch_size: int
-    lr: float
-    betas: list[float]
-    adam_eps: float
-    weight_decay: float
-    trials_per_batch: int  # trials trained together in one batched forward pass
-    trials_per_batch_by_task: dict[str, int]  # per-task override (generation: an SD step at batch 8 fills a GPU)
-    log_every: int  # steps between logged curve points
-    checkpoint_every: int  # steps between trial-batch checkpoints (0 = never)
-    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
-    flip_augment: bool  # also encode the mirror image for SD latents
-    compile: bool  # torch.compile the SD UNet (minutes to compile; pays off over long runs of one shape)
-    out_dir: str
+    num_vectors: int = affects(*TRAIN_OUTPUTS)  # vectors per token (Table 2: 4; the prose: 1)
+    steps: int = affects(*TRAIN_OUTPUTS)
+    # samples per SD step; detection/classification use all positives and negatives every step (ARTIFACT.md §2)
+    batch_size: int = affects("train.generation")
+    lr: float = affects(*TRAIN_OUTPUTS)
+    betas: list[float] = affects(*TRAIN_OUTPUTS)
+    adam_eps: float = affects(*TRAIN_OUTPUTS)
+    weight_decay: float = affects(*TRAIN_OUTPUTS)
+    trials_per_batch: int = no_result()  # trials trained together in one batched forward pass
+    trials_per_batch_by_task: dict[str, int] = no_result()  # per-task override (generation: an SD step fills a GPU)
+    log_every: int = no_result()  # steps between logged curve points
+    checkpoint_every: int = no_result()  # steps between trial-batch checkpoints (0 = never)
+    precision: str = affects(*TRAIN_OUTPUTS)  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    flip_augment: bool = affects("train.generation")  # also encode the mirror image for SD latents
+    compile: bool = no_result()  # torch.compile the SD UNet (minutes to compile; pays off over long runs of one shape)
+    out_dir: str = no_result()
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """The three task metrics, in-domain and transferred (D6)."""
 
-    images_per_trial: int
-    inference_steps: int
-    guidance_scale: float
-    keep_images_per_trial: int  # generated images kept for qualitative figures
-    detection_score_threshold: float
-    detection_max_dets: int  # best-scoring OWL patches kept per image (COCOeval scores at most 100 per image)
-    trials_per_batch: int  # trials whose text side runs in one forward (detection, classification)
-    generation_batch_size: int  # images per SD pipeline call
-    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 — frozen weights of the task models
-    bootstrap_resamples: int
-    bootstrap_seed: int
-    ci_level: float
-    out_dir: str
+    images_per_trial: int = affects("evaluate.generation")
+    inference_steps: int = affects("evaluate.generation")
+    guidance_scale: float = affects("evaluate.generation")
+    # generated images / detection renderings kept for the qualitative figures (part of what a row run writes)
+    keep_images_per_trial: int = affects("evaluate.generation", "evaluate.detection")
+    detection_score_threshold: float = affects("evaluate.detection")
+    detection_max_dets: int = affects("evaluate.detection")  # best-scoring OWL patches kept per image (COCOeval: 100)
+    # IoU above which a lower-scoring box of the same image is suppressed before scoring; 1.0 = no NMS (the default:
+    # OWLv2's own post-processing for text queries applies none; ARTIFACT.md §2)
+    detection_nms_iou: float = affects("evaluate.detection")
+    trials_per_batch: int = no_result()  # trials whose text side runs in one forward (detection, classification)
+    generation_batch_size: int = no_result()  # images per SD pipeline call (each image has its own generator)
+    precision: str = affects(*EVAL_OUTPUTS)  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 — task models
+    bootstrap_resamples: int = no_result()  # the summary and the report recompute CIs from the rows every run
+    bootstrap_seed: int = no_result()
+    ci_level: float = no_result()
+    out_dir: str = no_result()
 
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
     """ε-ball statistics, t-SNE of pooled activations, truncated-encoder generations (PAPER.md §4, Fig. 7)."""
 
-    block_size: int  # queries per BLAS block
-    nearest_k: int  # nearest vocabulary tokens reported per vector
-    ball_factors: list[float]  # also count the tokens within f·d_nn(anchor) of each vector, for each f
-    transferred: bool  # also analyse each vector's images under the transfer maps (needs `vw maps`)
-    tsne_perplexity: float  # capped below the number of points
-    tsne_seed: int
-    tsne_delta: float  # the δ whose words the t-SNE figures show (the paper shows constrained words)
-    truncation_word: str  # dataset/concept/anchor generated with a truncated text encoder (Fig. 7); "" = auto
-    truncation_depths: int  # how many encoder depths, evenly spaced from 1 to all layers
-    out_dir: str
+    block_size: int = no_result()  # queries per BLAS block
+    nearest_k: int = affects("analyze")  # nearest vocabulary tokens reported per vector
+    ball_factors: list[float] = affects("analyze")  # also count the tokens within f·d_nn(anchor) of each vector
+    transferred: bool = affects("analyze")  # also analyse each vector's images under the transfer maps
+    tsne_perplexity: float = affects("analyze")  # capped below the number of points
+    tsne_seed: int = affects("analyze")
+    tsne_delta: float = affects("analyze")  # the δ whose words the t-SNE figures show
+    truncation_word: str = affects("analyze")  # dataset/concept/anchor generated with a truncated encoder (Fig. 7)
+    truncation_depths: int = affects("analyze")  # how many encoder depths, evenly spaced from 1 to all layers
+    out_dir: str = no_result()
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     """Figures, comparison with the paper, the HTML page."""
 
-    out_dir: str  # the report goes to <out_dir>/<profile>/
-    formats: list[str]  # figure formats, e.g. [png, svg]
-    dpi: int
-    tolerance: float  # |ours − paper| allowed for a paper number that has no CI (ARTIFACT.md claims table)
-    fig4_concepts: list[str]  # dataset/concept columns of Fig. 4 (missing ones are replaced by available ones)
-    fig5_concepts: list[str]  # dataset/concept rows of the Fig. 5-style anchor grids
-    claims: list[str]  # claims checked with stated power (visual_words.claims; e.g. the claims profile), [] = none
+    out_dir: str = no_result()  # the report goes to <out_dir>/<profile>/
+    formats: list[str] = affects("report")  # figure formats, e.g. [png, svg]
+    dpi: int = affects("report")
+    tolerance: float = affects("report")  # |ours − paper| allowed where the paper has no CI (ARTIFACT.md claims)
+    fig4_concepts: list[str] = affects("report")  # dataset/concept columns of Fig. 4
+    fig5_concepts: list[str] = affects("report")  # dataset/concept rows of Fig. 5's generation rows
+    fig5_detection_concepts: list[str] = affects("report")  # dataset/concept rows of Fig. 5's detection rows
+    claims: list[str] = affects("report")  # claims checked with stated power (visual_words.claims), [] = none
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Fan-out of the trial grid and tracking."""
+    """Fan-out of the trial grid and tracking: where and how trials run, never what they compute."""
 
-    engine: str  # ray (local cluster by default; RAY_ADDRESS for a cluster)
-    num_workers: int  # local workers (CPU profile)
-    gpus_per_task: float  # GPU share per task when GPUs are present
-    max_retries: int
-    tracking_uri: str  # "" = sqlite:///mlflow.db in the workspace; MLFLOW_TRACKING_URI wins
-    experiment_prefix: str
-    confirm_above_gpu_hours: float  # `vw plan`'s projection above this asks before the sweep starts (--yes: go)
+    engine: str = no_result()  # ray (local cluster by default; RAY_ADDRESS for a cluster)
+    num_workers: int = no_result()  # local workers (CPU profile)
+    gpus_per_task: float = no_result()  # GPU share per task when GPUs are present
+    max_retries: int = no_result()
+    tracking_uri: str = no_result()  # "" = sqlite:///mlflow.db in the workspace; MLFLOW_TRACKING_URI wins
+    experiment_prefix: str = no_result()
+    confirm_above_gpu_hours: float = no_result()  # `vw plan`'s projection above this asks first (--yes: go)
 
 
 SECTIONS: dict[str, type] = {

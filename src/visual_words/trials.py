@@ -85,28 +85,13 @@ def trial_grid(cfg) -> list[Trial]:
     return out
 
 
-# Train settings that change what a trial learns (not where it is written or how often it logs).
-_TRAIN_KEYS_THAT_MATTER = ("num_vectors", "steps", "batch_size", "lr", "betas", "adam_eps", "weight_decay",
-                           "precision", "flip_augment")
+def trial_key(cfg, trial: Trial, data_digest: str | None = None) -> str:
+    """What determines a trial's result (visual_words.reuse.trial_key: the trial, its model, the settings declared
+    for `train.<task>`, the digest of the records it trains on, the loss's code versions). A finished trial is
+    reused only when its recorded key equals this."""
+    from visual_words.reuse import trial_key as key
 
-
-def trial_key(cfg, trial: Trial) -> str:
-    """A hash of everything that determines a trial's result: the trial, the model checkpoint, the train settings
-    that matter and the data split. A finished trial is reused only when its recorded key equals this (so a params
-    change retrains instead of silently keeping stale results; TOOLCHAIN.md §7.4)."""
-    import hashlib
-    import json
-
-    from visual_words.registry import model
-
-    m = model(trial.model)
-    payload = {
-        "trial": trial.to_dict(),
-        "model": [m.id, m.revision],
-        "train": {k: getattr(cfg.train, k) for k in _TRAIN_KEYS_THAT_MATTER},
-        "split": [cfg.prepare.source, cfg.prepare.train_per_concept, cfg.prepare.split_seed],
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return key(cfg, trial, data_digest)
 
 
 def embedding_path(cfg, trial: Trial):

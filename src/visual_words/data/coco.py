@@ -3,8 +3,9 @@
     <root>/annotations/instances_train2017.json   <root>/train2017/000000000009.jpg …
     <root>/annotations/instances_val2017.json     <root>/val2017/…
 
-Boxes are the instances' `bbox` (absolute xywh pixels). Crowd annotations (`iscrowd: 1`) are left out: they mark
-regions of many objects, and COCO's own evaluation treats them as ignore regions, not as objects.
+Boxes are the instances' `bbox` (absolute xywh pixels). Crowd annotations (`iscrowd: 1`) mark regions of many
+objects: they are kept with `iscrowd` set, so detection scoring can treat them as COCOeval does (a detection on a
+crowd region is ignored, neither a hit nor a false positive); they never label an image and never train.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def annotation_file(root: Path, release_split: str) -> Path:
 
 
 def load_split(root: str | Path, release_split: str) -> list[AnnotatedImage]:
-    """The images of one release split (e.g. `train2017`) with their non-crowd boxes, in image-id order."""
+    """The images of one release split (e.g. `train2017`) with their boxes (crowd regions marked), in id order."""
     from pycocotools.coco import COCO
 
     root = Path(root)
@@ -43,9 +44,10 @@ def load_split(root: str | Path, release_split: str) -> list[AnnotatedImage]:
     out = []
     for image_id in sorted(coco.getImgIds()):
         info = coco.imgs[image_id]
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False))
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
         try:
-            boxes = tuple(RawBox(names[a["category_id"]], tuple(float(v) for v in a["bbox"])) for a in anns)
+            boxes = tuple(RawBox(names[a["category_id"]], tuple(float(v) for v in a["bbox"]), bool(a.get("iscrowd", 0)))
+                          for a in anns)
         except KeyError as e:
             raise ValueError(f"{path}: an annotation of image {image_id} names unknown category id {e}") from None
         out.append(AnnotatedImage(file=f"{release_split}/{info['file_name']}", width=int(info["width"]),

@@ -23,7 +23,8 @@ per-patch class embeddings keep the model's dtype (fp16 on a GPU halves a 3,600 
     <cache_dir>/<kind>/<model key>-<fingerprint[:16]>/<sha256[:2]>/<sha256 of the image file>.safetensors
 
 The fingerprint hashes what the feature depends on: the weights (names, dtypes, shapes, bytes) of the modules the
-feature runs through, the preprocessing settings and the feature's code version. A changed model, preprocessing or
+feature runs through, the preprocessing settings and the feature's code version (`features.<kind>` in
+code_versions.yaml, visual_words.reuse). A changed model, preprocessing or
 image file therefore misses the cache and is recomputed; nothing is ever overwritten in place (atomic writes).
 """
 
@@ -43,16 +44,15 @@ from tqdm import tqdm
 from visual_words.io import atomic_path, write_json
 from visual_words.models.loading import LoadedModel
 from visual_words.preprocess import load_rgb
+from visual_words.reuse import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
 
-# Bump a kind's version when its computation changes: old cache entries then stop matching.
-VERSIONS = {"clip_image_embeds": 1, "owl_image_embeds": 1, "sd_latents": 1, "sd_latents_flip": 1}
 OWL_KEYS = ("class_embeds", "logit_shift", "logit_scale", "boxes", "image_size")
 
 
 # ---- the features ------------------------------------------------------------------------------------------------
 # Each family computes its own (models/families/): CLIP image features, OWL's per-patch outputs, SD's VAE latents.
 
-KINDS = tuple(VERSIONS)
+KINDS = ("clip_image_embeds", "owl_image_embeds", "sd_latents", "sd_latents_flip")
 
 
 def image_features(kind: str, loaded: LoadedModel, images: Sequence[Image.Image]) -> Any:
@@ -125,7 +125,7 @@ def fingerprint(kind: str, loaded: LoadedModel) -> str:
     state = _state_key(modules)
     if memo.get("state") != state:
         memo["state"], memo["digest"] = state, weights_digest(modules)
-    spec = {"kind": kind, "version": VERSIONS[kind], "weights": memo["digest"],
+    spec = {"kind": kind, "version": feature_version(kind), "weights": memo["digest"],
             "preprocess": _preprocess_settings(kind, loaded)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -238,6 +238,6 @@ class FeatureCache:
         """A small JSON beside the entries saying which model and settings they belong to (for people)."""
         info = folder / "model.json"
         if not info.exists():
-            write_json(info, {"kind": kind, "version": VERSIONS[kind], "model_key": loaded.entry.key,
+            write_json(info, {"kind": kind, "version": feature_version(kind), "model_key": loaded.entry.key,
                               "model_id": loaded.entry.id, "revision": loaded.entry.revision,
                               "dtype": str(loaded.dtype), "fingerprint": fingerprint(kind, loaded)})

@@ -20,6 +20,7 @@ from pathlib import Path
 class RawBox:
     cls: str  # the dataset's own class: COCO category name, VOC XML name, ImageNet wnid, DreamBooth subject
     bbox: tuple[float, float, float, float]  # x, y, w, h in pixels of the stored image (COCO convention)
+    iscrowd: bool = False  # a COCO crowd region: kept so detection scoring ignores it, never an image's label
 
     @property
     def area(self) -> float:
@@ -35,8 +36,9 @@ class AnnotatedImage:
 
     @property
     def label(self) -> str | None:
-        """The class of the largest box (None for an image without boxes)."""
-        return largest_box(self.boxes).cls if self.boxes else None
+        """The class of the largest box, crowd regions aside (None for an image without such boxes)."""
+        objects = [b for b in self.boxes if not b.iscrowd]
+        return largest_box(objects).cls if objects else None
 
 
 def largest_box(boxes) -> RawBox:

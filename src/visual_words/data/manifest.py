@@ -7,10 +7,12 @@ A manifest is one human-readable JSON file per dataset (``<prepare.manifests_dir
      "counts": {"cup": {"train": 8, "eval": 10}, …},
      "meta": {…}}                       # optional: how it was built (splits, per-concept counts asked, notes)
     IMAGE = {"file": "train2017/000000000009.jpg", "width": 640, "height": 480, "label": "cup",
-             "boxes": [{"concept": "cup", "bbox": [x, y, w, h]}, …]}
+             "boxes": [{"concept": "cup", "bbox": [x, y, w, h]}, …]}   # + "iscrowd": true on COCO crowd regions
 
 ``label`` is the concept of the image's largest box; ``boxes`` holds every box of the dataset's selected concepts in
-the image (COCO-style absolute xywh pixels), so detection can be scored on all 10 classes.
+the image (COCO-style absolute xywh pixels), so detection can be scored on all 10 classes. COCO crowd regions are
+kept, marked `iscrowd`: detection scoring ignores detections on them as COCOeval does; training and labels use only
+the other boxes.
 
 A relative ``image_root`` is relative to the manifest file's folder (so a moved checkout keeps working);
 ``read_manifest`` resolves it, so ``Manifest.path_of`` gives a path that works from any working directory.
@@ -31,6 +33,7 @@ from visual_words.io import write_text
 class Box:
     concept: str
     bbox: tuple[float, float, float, float]  # x, y, w, h in pixels
+    iscrowd: bool = False  # a COCO crowd region (an ignore region for detection scoring)
 
     @property
     def area(self) -> float:
@@ -46,7 +49,12 @@ class ImageRecord:
     boxes: tuple[Box, ...] = field(default_factory=tuple)
 
     def boxes_of(self, concept: str) -> list[Box]:
-        return [b for b in self.boxes if b.concept == concept]
+        """The concept's object boxes (crowd regions left out: they are not one object)."""
+        return [b for b in self.boxes if b.concept == concept and not b.iscrowd]
+
+    def crowd_boxes_of(self, concept: str) -> list[Box]:
+        """The concept's crowd regions (COCO `iscrowd`), which detection scoring ignores."""
+        return [b for b in self.boxes if b.concept == concept and b.iscrowd]
 
 
 @dataclass
@@ -79,13 +87,15 @@ class Manifest:
 
 def _rec_dict(r: ImageRecord) -> dict:
     d = asdict(r)
-    d["boxes"] = [{"concept": b.concept, "bbox": list(b.bbox)} for b in r.boxes]
+    d["boxes"] = [{"concept": b.concept, "bbox": list(b.bbox)} | ({"iscrowd": True} if b.iscrowd else {})
+                  for b in r.boxes]
     return d
 
 
 def _rec(d: dict) -> ImageRecord:
     return ImageRecord(file=d["file"], width=int(d["width"]), height=int(d["height"]), label=d["label"],
-                       boxes=tuple(Box(b["concept"], tuple(float(x) for x in b["bbox"])) for b in d.get("boxes", [])))
+                       boxes=tuple(Box(b["concept"], tuple(float(x) for x in b["bbox"]), bool(b.get("iscrowd", False)))
+                                   for b in d.get("boxes", [])))
 
 
 def write_manifest(path: str | Path, m: Manifest) -> Path:

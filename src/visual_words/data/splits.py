@@ -58,7 +58,7 @@ def class_map(concepts: Sequence[Concept]) -> dict[str, str]:
 def to_record(im: AnnotatedImage, classes: dict[str, str]) -> ImageRecord:
     """An image as a manifest record: label = concept of its largest box; boxes = those of the selected concepts."""
     return ImageRecord(file=im.file, width=im.width, height=im.height, label=classes[im.label],
-                       boxes=tuple(Box(classes[b.cls], b.bbox) for b in im.boxes if b.cls in classes))
+                       boxes=tuple(Box(classes[b.cls], b.bbox, b.iscrowd) for b in im.boxes if b.cls in classes))
 
 
 def _too_few(dataset: str, c: Concept, split: str, have: int, want: int, key: str, root: Path) -> ValueError:

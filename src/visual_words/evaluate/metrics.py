@@ -65,12 +65,14 @@ def generation_accuracy(image_feats: torch.Tensor, label_feats: torch.Tensor, ta
 
 @dataclass(frozen=True)
 class GroundTruthImage:
-    """One held-out image for detection scoring: its pixel size and the boxes of the target concept (xywh px)."""
+    """One held-out image for detection scoring: its pixel size, the target concept's boxes (xywh px) and its crowd
+    regions (COCO `iscrowd`: detections on them are ignored, as COCOeval does)."""
 
     image_id: int
     width: int
     height: int
     boxes: tuple[tuple[float, float, float, float], ...]
+    crowd: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def owl_scores(class_embeds: torch.Tensor, logit_shift: torch.Tensor, logit_scale: torch.Tensor,
@@ -102,15 +104,24 @@ def cxcywh_to_pixel_xywh(boxes: torch.Tensor, width: int, height: int, padded_sq
 
 
 def detections_for_query(scores: torch.Tensor, boxes_px: Sequence[torch.Tensor], image_ids: Sequence[int],
-                         max_dets: int = 100, score_threshold: float = 0.0, category_id: int = 1) -> list[dict]:
+                         max_dets: int = 100, score_threshold: float = 0.0, category_id: int = 1,
+                         nms_iou: float = 1.0) -> list[dict]:
     """COCO result dicts from one query's per-patch ``scores [N, P]`` and pixel boxes (a ``[P, 4]`` per image):
-    each image's ``max_dets`` best patches above ``score_threshold`` (COCOeval keeps at most 100 per image anyway)."""
+    each image's ``max_dets`` best patches above ``score_threshold`` (COCOeval keeps at most 100 per image anyway).
+    With ``nms_iou`` < 1, a box overlapping a better-scoring one of the same image by IoU > ``nms_iou`` is dropped
+    first (greedy NMS, torchvision); 1.0 keeps every patch, as OWLv2's text-query post-processing does."""
+    from torchvision.ops import box_convert, nms
+
     out = []
     for n, img_id in enumerate(image_ids):
         s = scores[n]
-        k = min(max_dets, s.numel())
-        top = torch.topk(s, k)
-        for score, p in zip(top.values.tolist(), top.indices.tolist()):
+        if nms_iou < 1.0:
+            keep = nms(box_convert(boxes_px[n].to(torch.float32), "xywh", "xyxy"), s.to(torch.float32), nms_iou)
+        else:
+            keep = torch.arange(s.numel())
+        k = min(max_dets, keep.numel())
+        top = torch.topk(s[keep], k)
+        for score, p in zip(top.values.tolist(), keep[top.indices].tolist()):
             if score < score_threshold:
                 break
             out.append({"image_id": int(img_id), "category_id": category_id,
@@ -120,12 +131,14 @@ def detections_for_query(scores: torch.Tensor, boxes_px: Sequence[torch.Tensor],
 
 def ground_truth_for(images: Sequence[GroundTruthImage], category_id: int = 1, name: str = "target") -> dict:
     """A COCO ground-truth dict with one category (the target) and its boxes on every image (images without it
-    are negatives: their detections are false positives)."""
+    are negatives: their detections are false positives); crowd regions go in with ``iscrowd: 1``, which COCOeval
+    matches last and ignores (a detection inside one is neither a hit nor a false positive)."""
     anns = []
     for img in images:
-        for b in img.boxes:
-            anns.append({"id": len(anns) + 1, "image_id": img.image_id, "category_id": category_id,
-                         "bbox": [float(v) for v in b], "area": float(b[2] * b[3]), "iscrowd": 0})
+        for boxes, crowd in ((img.boxes, 0), (img.crowd, 1)):
+            for b in boxes:
+                anns.append({"id": len(anns) + 1, "image_id": img.image_id, "category_id": category_id,
+                             "bbox": [float(v) for v in b], "area": float(b[2] * b[3]), "iscrowd": crowd})
     return {"images": [{"id": i.image_id, "width": i.width, "height": i.height} for i in images],
             "annotations": anns, "categories": [{"id": category_id, "name": name}]}
 

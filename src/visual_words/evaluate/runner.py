@@ -12,9 +12,9 @@ Outputs under ``evaluate.out_dir``:
 - ``summary.csv``: per (dataset, trained task, evaluated task, δ) cell, n, mean and percentile-bootstrap CI;
 - ``images/<trial slug>__<i>.png``: the first ``keep_images_per_trial`` generated images of each trial;
 - ``images/<trial slug>__det.png``: each trial's best detections drawn on its concept's first held-out image;
-- ``rows/<eval task>/<trained task>/<trial slug>.json``: each finished evaluation with the key of everything it
-  depends on (embedding file, map file, models, manifest, settings), so a rerun (or a resumed, killed run) redoes
-  only what changed;
+- ``rows/<eval task>/<trained task>/<trial slug>.json``: each finished evaluation with its reuse key
+  (``reuse.evaluation_key``: embedding file, map file, models, the held-out data the metric reads, the declared
+  settings and the metric's code version), so a rerun (or a resumed, killed run) redoes only what changed;
 - ``provenance.json``.
 """
 
@@ -118,7 +118,6 @@ class Evaluator:
         self.progress = progress
         self.features = FeatureCache(cfg, progress=progress)
         self._manifests: dict[str, Manifest] = {}
-        self._manifest_digest: dict[str, str] = {}
         self._maps: dict[tuple[str, str], tuple[LinearMap, str]] = {}
         self._loaded: dict[str, Any] = {}
 
@@ -128,7 +127,6 @@ class Evaluator:
         if dataset not in self._manifests:
             path = manifest_path(self.cfg, dataset)
             self._manifests[dataset] = read_manifest(path)
-            self._manifest_digest[dataset] = _sha256(path)
         return self._manifests[dataset]
 
     def load(self, key: str):
@@ -191,23 +189,10 @@ class Evaluator:
         return lmap.apply(item.vectors), True, digest
 
     def key(self, item: Item, eval_task: str, dst_key: str, map_digest: str | None) -> str:
-        """What an evaluation depends on; a stored row with another key is recomputed."""
-        from visual_words import registry
+        """What an evaluation depends on (reuse.evaluation_key); a stored row with another key is recomputed."""
+        from visual_words.reuse import evaluation_key
 
-        e = registry.model(dst_key)
-        ec = self.cfg.evaluate
-        settings = {k: v for k, v in vars(ec).items() if k not in ("out_dir", "bootstrap_resamples", "bootstrap_seed",
-                                                                   "ci_level")}
-        if eval_task != "generation":  # generation-only settings do not change the other metrics
-            for k in ("images_per_trial", "inference_steps", "guidance_scale", "keep_images_per_trial",
-                      "generation_batch_size"):
-                settings.pop(k, None)
-        spec = {"embedding": item.file_digest, "eval_task": eval_task, "model": [e.key, e.id, e.revision],
-                "map": map_digest, "settings": settings, "concepts": self.cfg.study.concepts_per_dataset,
-                "manifest": self._manifest_digest.get(item.trial.dataset) if eval_task != "generation" else None,
-                "evaluator": registry.model(self.cfg.study.models["evaluator"]).id if eval_task == "generation" else None,
-                "version": 1}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+        return evaluation_key(self.cfg, item.trial, eval_task, dst_key, item.file_digest, map_digest)
 
     # -- one group of trials ------------------------------------------------------------------------------------
 

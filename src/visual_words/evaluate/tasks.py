@@ -5,8 +5,10 @@ the DATA engineer's cached features of the held-out images. The numbers come fro
 
 - classification (D6): 10-way zero-shot among the dataset's concepts on the target concept's held-out images;
   class prompts "a photo of a {prompt_name}", the target's "a photo of a {}" carrying the token.
-- detection (D6): OWL with the bare token as the query, on the held-out images of all the dataset's concepts;
-  per-patch scores as OWL's class head computes them, boxes back to image pixels, the target class's AP by COCOeval.
+- detection (D6, ARTIFACT.md §2): OWL with the bare token as the query, on the pooled held-out images of all the
+  dataset's label concepts (images without the target are where false positives come from); per-patch scores as
+  OWL's class head computes them, boxes back to image pixels, optional NMS (`evaluate.detection_nms_iou`, default
+  none), the target's crowd regions as COCOeval ignore regions; the target class's AP@[.50:.95] and AP50.
 - generation (D6): the SD pipeline conditioned on "a photo of a {}" with the token (negative: the empty prompt),
   `images_per_trial` images per trial, seeds from the trial; the evaluator CLIP classifies each image among
   "a photo of {prompt_name}" of the dataset's concepts.
@@ -93,7 +95,8 @@ def detection(cfg, adapter: Adapter, features, manifest: Manifest, concept: str,
     feats = features.get("owl_image_embeds", adapter.loaded, manifest, records)
     padded = hasattr(adapter.loaded.model, "owlv2")  # OWLv2 pads to a square; OWL-ViT v1 stretches
     boxes_px = [cxcywh_to_pixel_xywh(feats["boxes"][i], r.width, r.height, padded) for i, r in enumerate(records)]
-    gt = ground_truth_for([GroundTruthImage(i + 1, r.width, r.height, tuple(b.bbox for b in r.boxes_of(concept)))
+    gt = ground_truth_for([GroundTruthImage(i + 1, r.width, r.height, tuple(b.bbox for b in r.boxes_of(concept)),
+                                            tuple(b.bbox for b in r.crowd_boxes_of(concept)))
                            for i, r in enumerate(records)], name=concept)
     ids = list(range(1, len(records) + 1))
     queries = adapter.text_outputs([DETECTION_PROMPT], vectors)[:, 0].float().cpu()  # [K, D]
@@ -101,7 +104,8 @@ def detection(cfg, adapter: Adapter, features, manifest: Manifest, concept: str,
     scores = owl_scores(feats["class_embeds"], feats["logit_shift"], feats["logit_scale"], queries)
     out = []
     for k in range(len(queries)):
-        dets = detections_for_query(scores[k], boxes_px, ids, ec.detection_max_dets, ec.detection_score_threshold)
+        dets = detections_for_query(scores[k], boxes_px, ids, ec.detection_max_dets, ec.detection_score_threshold,
+                                    nms_iou=ec.detection_nms_iou)
         ap = detection_ap(gt, dets)
         out.append({"value": ap["map"], "ap50": ap["ap50"]})
     shown = next((i for i, r in enumerate(records) if r.label == concept), 0)

@@ -1,16 +1,14 @@
 """Trial-batch checkpoints: everything a batch needs to continue exactly where it stopped.
 
 A checkpoint holds the learned vectors, the Adam state, every trial's random-generator state, the step and the
-curves so far, so a resumed run equals an uninterrupted one. Its file name is a hash of what defines the batch
-(trial ids, model, token table, train settings, the trials' data): a change starts afresh instead of resuming
-stale state.
+curves so far, so a resumed run equals an uninterrupted one. Its file name is `reuse.checkpoint_key`: the batch's
+trial keys (settings, data, code versions), the token table and the tensors its losses read; a change starts
+afresh instead of resuming stale state.
 Written atomically; read with `torch.load(weights_only=True)` (tensors and plain data only).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,16 +18,6 @@ import torch
 from visual_words.io import atomic_path
 
 CHECKPOINT_DIR = ".checkpoints"
-# Settings that do not change the numbers a batch produces, so changing them keeps its checkpoint valid.
-_NEUTRAL = {"log_every", "checkpoint_every", "out_dir", "trials_per_batch", "trials_per_batch_by_task", "compile"}
-
-
-def batch_key(trial_ids: list[str], model_key: str, table_hash: str, train_settings: dict[str, Any],
-              data_digests: list[str]) -> str:
-    settings = {k: v for k, v in train_settings.items() if k not in _NEUTRAL}
-    blob = json.dumps({"trials": trial_ids, "model": model_key, "table": table_hash, "train": settings,
-                       "data": data_digests}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def checkpoint_path(task_dir: Path, key: str) -> Path:

@@ -11,7 +11,6 @@ same trajectory as alone (up to the floating-point effect of batch shape on kern
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -26,7 +25,8 @@ from visual_words.data.manifest import manifest_path, read_manifest
 from visual_words.embeddings import read_embedding, sidecar_path, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
-from visual_words.train.checkpoint import batch_key, checkpoint_path, load_checkpoint, save_checkpoint
+from visual_words.reuse import checkpoint_key
+from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import nearest_other_distance, nearest_tokens, project_, radii, relative_distance
 from visual_words.train.targets import TrialData, build_trial_data, draw_batch, loss_kind
 from visual_words.trials import Trial, embedding_path, trial_key
@@ -53,17 +53,21 @@ def output_path(cfg, trial: Trial) -> Path:
     return embedding_path(cfg, trial)
 
 
-def is_done(cfg, trial: Trial) -> bool:
+def is_done(cfg, trial: Trial, table: str | None = None) -> bool:
     """Done = the file and its sidecar exist (the sidecar is written last) and the sidecar's `trial_key` is the
-    current one: a change of anything that determines the result (trials.trial_key) trains the trial again."""
+    current one: a change of anything that determines the result (reuse.trial_key) trains the trial again. With
+    `table` (the loaded model's token-table identity), the sidecar's `token_table_hash` must equal it too."""
     path = output_path(cfg, trial)
     side = sidecar_path(path)
     if not (path.is_file() and side.is_file()):
         return False
     try:
-        return json.loads(side.read_text()).get("trial_key") == trial_key(cfg, trial)
-    except (json.JSONDecodeError, AttributeError):
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError:
         return False
+    if not isinstance(meta, dict) or (table is not None and meta.get("token_table_hash") != table):
+        return False
+    return meta.get("trial_key") == trial_key(cfg, trial)
 
 
 def trials_per_batch(cfg, task: str) -> int:
@@ -150,9 +154,11 @@ class TrialBatch:
         self.step_count = int(state["step"])
         self.curves = state["curves"]
 
+    def trial_keys(self) -> list[str]:
+        return [trial_key(self.cfg, t, d.source_digest()) for t, d in zip(self.trials, self.data)]
+
     def key(self) -> str:
-        return batch_key([t.id for t in self.trials], self.adapter.entry.key, self.table_hash,
-                         dataclasses.asdict(self.cfg.train), [d.digest() for d in self.data])
+        return checkpoint_key(self.trial_keys(), self.table_hash, [d.digest() for d in self.data])
 
     # -- results --------------------------------------------------------------------------------------------
 
@@ -160,7 +166,7 @@ class TrialBatch:
         t, tc, e = self.trials[k], self.cfg.train, self.adapter.entry
         curve = self.curves[k]
         return {
-            "trial": t.to_dict(), "trial_key": trial_key(self.cfg, t), "model_key": e.key, "model_id": e.id, "model_revision": e.revision,
+            "trial": t.to_dict(), "trial_key": trial_key(self.cfg, t, self.data[k].source_digest()), "model_key": e.key, "model_id": e.id, "model_revision": e.revision,
             "family": e.family, "loss_kind": loss_kind(e), "token_table_hash": self.table_hash,
             "anchor": t.anchor, "anchor_id": self.anchor_ids[k], "delta": t.to_dict()["delta"],
             "d_nn": float(self.d_nn[k]), "radius": float(self.radius[k]) if t.constrained else "inf",
@@ -236,8 +242,9 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
     """Train the given trials and write one embedding file + sidecar each (contract item 5); return their results
     in the given order.
 
-    Done trials (file + sidecar with the current `trial_key`) are skipped: their result is read back
-    (`skipped=True`). The rest are grouped by (model, dataset) and trained `train.trials_per_batch` (per task:
+    Done trials (file + sidecar with the current `trial_key`; docs/reuse.md) are skipped: their result is read back
+    (`skipped=True`); when their model is loaded for other trials anyway, their sidecar's `token_table_hash` must
+    also be the model's (else they are trained again). The rest are grouped by (model, dataset) and trained `train.trials_per_batch` (per task:
     `train.trials_per_batch_by_task`) at a time.
     `loaded` is used for the trials of its model (a Ray worker keeps one model loaded); other models are loaded
     here. An interrupted batch resumes from its last checkpoint (`train.checkpoint_every`)."""
@@ -248,30 +255,37 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
     start = time.perf_counter()
     unique = list({t.id: t for t in trials}.values())
     results: dict[str, TrialResult] = {}
-    groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
+    pending: dict[str, dict[str, list[Trial]]] = defaultdict(lambda: defaultdict(list))  # model -> dataset -> trials
+    done: dict[str, list[Trial]] = defaultdict(list)
     for t in unique:
         if is_done(cfg, t):
             results[t.id] = read_result(cfg, t)
+            done[t.model].append(t)
         else:
-            groups[(t.model, t.dataset)].append(t)
-    adapter = None
-    for (model_key, dataset), group in sorted(groups.items(), key=lambda kv: kv[0][0]):  # each model loads once
-        if adapter is None or adapter.entry.key != model_key:
-            current = loaded if loaded is not None and loaded.entry.key == model_key \
-                else load_for_training(cfg, model_key)
-            adapter = adapter_for(current)
-        manifest = read_manifest(manifest_path(cfg, dataset))
-        by_task: dict[str, list[Trial]] = defaultdict(list)
-        for t in group:
-            by_task[t.task].append(t)
-        for task, task_trials in by_task.items():
-            size = max(1, trials_per_batch(cfg, task))
-            for i in range(0, len(task_trials), size):
-                chunk = task_trials[i : i + size]
-                data = build_trial_data(cfg, adapter, chunk, manifest)
-                for r in train_batch(cfg, adapter, chunk, data, progress, on_step):
-                    results[r.trial.id] = r
-            write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - start)
+            pending[t.model][t.dataset].append(t)
+    for model_key in sorted(pending):  # each model loads once, and only when it has work
+        current = loaded if loaded is not None and loaded.entry.key == model_key \
+            else load_for_training(cfg, model_key)
+        adapter = adapter_for(current)
+        # A done trial of a model whose token table changed under the same id and revision is stale too.
+        table = adapter.table_identity
+        for t in done[model_key]:
+            if results[t.id].meta.get("token_table_hash") != table:
+                del results[t.id]
+                pending[model_key][t.dataset].append(t)
+        for dataset, group in pending[model_key].items():
+            manifest = read_manifest(manifest_path(cfg, dataset))
+            by_task: dict[str, list[Trial]] = defaultdict(list)
+            for t in group:
+                by_task[t.task].append(t)
+            for task, task_trials in by_task.items():
+                size = max(1, trials_per_batch(cfg, task))
+                for i in range(0, len(task_trials), size):
+                    chunk = task_trials[i : i + size]
+                    data = build_trial_data(cfg, adapter, chunk, manifest)
+                    for r in train_batch(cfg, adapter, chunk, data, progress, on_step):
+                        results[r.trial.id] = r
+                write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - start)
     return [results[t.id] for t in trials]
 
 

@@ -24,6 +24,7 @@ import torch
 
 from visual_words.data.manifest import ImageRecord, Manifest
 from visual_words.models.adapters import Adapter
+from visual_words.reuse import train_reads
 from visual_words.train.prompts import GENERATION_TEMPLATES
 from visual_words.trials import Trial
 
@@ -46,6 +47,12 @@ class TrialData:
     flipped: torch.Tensor | None = None  # [N, C, h, w] latents of the mirror images
     direction: torch.Tensor | None = None  # [D]
     stats: dict[str, Any] = field(default_factory=dict)  # counts for the sidecar (positives, negatives, images)
+    reads: str = ""  # digest of the manifest records it was built from (reuse.train_reads); "" = built elsewhere
+
+    def source_digest(self) -> str:
+        """What the trial key hashes as the trial's data: the records' digest, else the tensors' (data built
+        without a manifest, e.g. in tests, still gets a key that changes with its content)."""
+        return self.reads or f"tensors:{self.digest()}"
 
     def digest(self) -> str:
         """A content hash of the tensors (a checkpoint is resumed only on the data it was made with)."""
@@ -103,7 +110,9 @@ def build_trial_data(cfg, adapter: Adapter, trials: Sequence[Trial], manifest: M
             raise ValueError(f"trial {t.id}: concept `{t.concept}` is not in the {manifest.dataset} manifest "
                              f"(it has: {', '.join(manifest.concepts)})")
         if t.concept not in per_concept:
-            per_concept[t.concept] = _concept_data(cfg, adapter, kind, manifest, t.concept)
+            data = _concept_data(cfg, adapter, kind, manifest, t.concept)
+            data.reads = train_reads(manifest, kind, t.concept)
+            per_concept[t.concept] = data
     return [per_concept[t.concept] for t in trials]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from visual_words.io import atomic_path
 from visual_words.provenance import write_provenance
+from visual_words.reuse import map_key
 from visual_words.transfer.estimators import LinearMap
 from visual_words.transfer.files import check_tables, load_map, map_path, save_map
 from visual_words.transfer.fitting import fit_pairs, table_of
@@ -48,6 +49,8 @@ def build_maps(cfg, model_keys: list[str] | None = None, progress: bool = True) 
     m = cfg.maps
     maps = fit_pairs(tables, estimator=m.estimator, ridge_alpha=m.ridge_alpha, holdout_fraction=m.holdout_fraction,
                      seed=m.seed, progress=progress)
+    for lmap in maps.values():
+        lmap.meta["reuse_key"] = map_key(cfg, lmap.meta["src_table_hash"], lmap.meta["dst_table_hash"])
     out_dir = cfg.path(m.out_dir)
     paths = {pair: save_map(map_path(cfg, *pair), lmap) for pair, lmap in maps.items()}
     _write_quality(out_dir / QUALITY_FILE, maps)
@@ -71,23 +74,28 @@ def _write_quality(path: Path, maps: dict[tuple[str, str], LinearMap]) -> None:
 
 def map_between(cfg, src: Any, dst: Any, fit_missing: bool = True) -> LinearMap:
     """The map from loaded model ``src`` to loaded model ``dst``: read from ``map_path`` when the file exists and
-    was fitted on these very tables; otherwise (a checkpoint outside the study, say) fitted now with ``cfg.maps``
+    its reuse key (``reuse.map_key``: these very tables, the `maps` settings, the estimators' code version) is the
+    current one; otherwise (a checkpoint outside the study, say) fitted now with ``cfg.maps``
     settings and saved there for next time. ``fit_missing=False`` makes a missing or stale file an error."""
     path = map_path(cfg, src.entry.key, dst.entry.key)
     ta, tb = table_of(src), table_of(dst)
     src_hash, dst_hash = ta.meta["table_hash"], tb.meta["table_hash"]
     if path.is_file():
         lmap = load_map(path)
-        if lmap.meta.get("src_table_hash") == src_hash and lmap.meta.get("dst_table_hash") == dst_hash:
+        same_tables = lmap.meta.get("src_table_hash") == src_hash and lmap.meta.get("dst_table_hash") == dst_hash
+        if same_tables and lmap.meta.get("reuse_key") == map_key(cfg, src_hash, dst_hash):
             return lmap
         if not fit_missing:
             check_tables(lmap, src_hash, dst_hash, str(path))
+            raise ValueError(f"{path}: fitted with other `maps` settings or estimator code than now (its reuse key "
+                             "differs); run `vw maps` to refit it")
     elif not fit_missing:
         load_map(path)  # raises FileNotFoundError naming the file and `vw maps`
     m = cfg.maps
     pair = (src.entry.key, dst.entry.key)
     lmap = fit_pairs([ta, tb], [pair], estimator=m.estimator, ridge_alpha=m.ridge_alpha,
                      holdout_fraction=m.holdout_fraction, seed=m.seed)[pair]
+    lmap.meta["reuse_key"] = map_key(cfg, src_hash, dst_hash)
     save_map(path, lmap)
     return lmap
 
