@@ -16,11 +16,11 @@ import math
 
 import numpy as np
 
+from visual_words.tasks import PROMPTS  # D2: the prompt a word is read in, per task model
+
 log = logging.getLogger(__name__)
 
 TSNE_FILE = "tsne.csv"
-# D2: the prompt a word is read in, per task model (generation's evaluation prompt; OWL's bare query; CLIP's prompt)
-PROMPTS = {"generation": "a photo of a {}", "detection": "{}", "classification": "a photo of a {}"}
 MIN_POINTS = 4  # t-SNE of fewer points says nothing
 
 

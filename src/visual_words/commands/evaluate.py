@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from visual_words.commands import add_config_args, config_from_args
+from visual_words.tasks import TASKS
 
 
 def cmd_coco_ap(args) -> int:
@@ -58,7 +59,7 @@ def register(sub) -> None:
         "evaluated task), summary.csv (per-cell mean and bootstrap CI), kept images under images/, and "
         "provenance.json. Finished trials are reused on a rerun (keyed by the embedding and map contents).")
     add_config_args(r)
-    r.add_argument("--tasks", nargs="+", choices=["generation", "detection", "classification"],
+    r.add_argument("--tasks", nargs="+", choices=TASKS,
                    help="only these evaluated tasks (default: all three)")
     r.add_argument("--limit", type=int, help="evaluate at most this many embedding files (a quick look)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")

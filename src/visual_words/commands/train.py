@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from visual_words.commands import add_config_args, config_from_args
+from visual_words.tasks import TASKS
 
 
 def select_trials(cfg, task=None, dataset=None, concept=None, anchor=None, delta=None, limit=None):
@@ -64,7 +65,7 @@ def register(sub) -> None:
 
 def add_trial_filters(p) -> None:
     """The trial-selection options `vw train` and `vw sweep` share (see select_trials_from_args)."""
-    p.add_argument("--task", choices=["generation", "detection", "classification"], help="only this task")
+    p.add_argument("--task", choices=TASKS, help="only this task")
     p.add_argument("--dataset", help="only this dataset")
     p.add_argument("--concept", help="only this concept")
     p.add_argument("--anchor", help="only this anchor word")

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import torch
 
+from visual_words.tasks import task
 from visual_words.data.manifest import Manifest, manifest_path, read_manifest
 from visual_words.embeddings import EmbeddingFileError, read_embedding
 from visual_words.evaluate import tasks as T
@@ -40,7 +41,6 @@ from visual_words.io import atomic_path, write_json
 from visual_words.transfer.estimators import LinearMap
 from visual_words.trials import TASKS, Trial
 
-METRIC = {"generation": "gen_acc", "detection": "map", "classification": "cls_acc"}
 COLUMNS = ["trial_id", "dataset", "concept", "anchor", "delta", "trained_task", "eval_task", "transferred", "metric",
            "value", "ap50", "source_model", "eval_model"]
 EVAL_ORDER = ("classification", "detection", "generation")  # cheapest first: a quick look comes back soonest
@@ -224,7 +224,7 @@ def _row(item: Item, eval_task: str, transferred: bool, result: dict, eval_model
     t = item.trial
     ap50 = result.get("ap50")
     return {"trial_id": t.id, "dataset": t.dataset, "concept": t.concept, "anchor": t.anchor, "delta": t.delta,
-            "trained_task": t.task, "eval_task": eval_task, "transferred": transferred, "metric": METRIC[eval_task],
+            "trained_task": t.task, "eval_task": eval_task, "transferred": transferred, "metric": task(eval_task).metric,
             "value": result["value"], "ap50": "" if ap50 is None else ap50, "source_model": item.source_model,
             "eval_model": eval_model}
 

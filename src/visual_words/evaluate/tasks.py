@@ -28,8 +28,9 @@ from visual_words.evaluate.metrics import (GroundTruthImage, classification_accu
                                            detection_ap, detections_for_query, generation_accuracy,
                                            ground_truth_for, owl_scores)
 from visual_words.models.adapters import CLASSIFICATION_PROMPT, DETECTION_PROMPT, Adapter
+from visual_words.tasks import PROMPTS
 
-GENERATION_PROMPT = "a photo of a {}"  # D2: the evaluation prompt of generation
+GENERATION_PROMPT = PROMPTS["generation"]  # D2: the evaluation prompt of generation (registry/tasks.yaml)
 EVALUATOR_PROMPT = "a photo of {}"  # PAPER.md §6: the evaluator's label prompts ("a photo of {concept name}")
 NEGATIVE_PROMPT = ""  # classifier-free guidance against the empty prompt, as diffusers does without a negative prompt
 

@@ -28,12 +28,13 @@ import torch.nn.functional as F
 
 from visual_words.models.loading import LoadedModel
 from visual_words.models.splice import Tokenized, spliced, tokenize_with_slots
+from visual_words.tasks import PROMPTS
 
 Prompts = Sequence[str] | Sequence[Sequence[str]]  # shared by all K trials, or one list per trial
 
-# D2: the prompts each task trains and evaluates with.
-CLASSIFICATION_PROMPT = "a photo of a {}"
-DETECTION_PROMPT = "{}"  # OWL queries are the bare token (its context is 16 tokens)
+# D2: the prompts each task trains and evaluates with (registry/tasks.yaml).
+CLASSIFICATION_PROMPT = PROMPTS["classification"]
+DETECTION_PROMPT = PROMPTS["detection"]  # OWL queries are the bare token (its context is 16 tokens)
 
 
 class Adapter:

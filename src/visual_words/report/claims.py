@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from visual_words.tasks import short
+
 TASKS = ("generation", "detection", "classification")
-SHORT = {"generation": "gen", "detection": "det", "classification": "cls"}
 STATUSES = ("pass", "fail", "not run", "not judged")
 
 
@@ -91,7 +92,7 @@ def _share(defn, cells, eps, tolerance, ctx) -> ClaimResult:
     value, expected, failed, checks = {}, [], [], 0
     for tr, ev in defn["pairs"]:
         p = paper[(tr, ev)]
-        key = f"{SHORT[tr]}_to_{SHORT[ev]}"
+        key = f"{short(tr)}_to_{short(ev)}"
         expected.append(f"{key} {p['value']:.2f} ({p['dataset']})")
         sel = shares[(shares["trained_task"] == tr) & (shares["eval_task"] == ev)].dropna()
         if not len(sel):
@@ -121,7 +122,7 @@ def _ordering(defn, cells, eps, tolerance, ctx) -> ClaimResult:
         value[ds] = {t: round(float(per_task[t]), 4) for t in ranked}
         if ranked == order:
             holds.append(ds)
-    expected = f"{' > '.join(SHORT[t] for t in order)} (mean transfer share) in ≥ {need} datasets"
+    expected = f"{' > '.join(short(t) for t in order)} (mean transfer share) in ≥ {need} datasets"
     if len(value) < need:
         return _result(defn, "not run", f"≥ {need} datasets", expected, value=value, checks=len(value),
                        detail=f"{len(value)} dataset(s) with every trained task's transfers (need {need})")
@@ -147,7 +148,7 @@ def _select(comp: pd.DataFrame, sel: dict) -> pd.DataFrame:
 
 
 def _cell_name(r) -> str:
-    return f"{r['figure']} {r['dataset']} {SHORT[r['trained_task']]}→{SHORT[r['eval_task']]} δ={_delta_label(r['delta'])}"
+    return f"{r['figure']} {r['dataset']} {short(r['trained_task'])}→{short(r['eval_task'])} δ={_delta_label(r['delta'])}"
 
 
 def _cells(defn, cells, eps, tolerance, ctx) -> ClaimResult:
@@ -193,9 +194,9 @@ def _spread(defn, cells, eps, tolerance, ctx) -> ClaimResult:
         if len(means) < len(deltas):
             continue
         spread = max(means.values()) - min(means.values())
-        value[f"{ds}/{SHORT[task]}"] = means | {"spread": round(spread, 4)}
+        value[f"{ds}/{short(task)}"] = means | {"spread": round(spread, 4)}
         if spread > tol + 1e-9:
-            failed.append(f"{ds} {SHORT[task]}: spread {spread:.3f}")
+            failed.append(f"{ds} {short(task)}: spread {spread:.3f}")
     expected = f"in-domain means at δ = {', '.join(_delta_label(d) for d in deltas)} agree"
     if not value:
         return _result(defn, "not run", f"max − min ≤ {tol:g}", expected,

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from visual_words.tasks import TASKS, task
+
 KEY = ["dataset", "trained_task", "eval_task", "delta"]
 COLUMNS = ["figure", "metric", *KEY, "transferred", "n", "ours", "ours_ci_low", "ours_ci_high", "paper",
            "paper_ci_low", "paper_ci_high", "diff", "basis", "agrees", "status"]
@@ -47,10 +49,9 @@ def compare(cells: pd.DataFrame, paper: pd.DataFrame, tolerance: float) -> pd.Da
         [~ran, m["paper"].isna(), m["agrees"].fillna(False).astype(bool), has_ci],
         ["not run", "not in paper", "agrees", "outside paper CI"], default="outside tolerance")
     m["figure"] = m["figure"].fillna("")
-    m["metric"] = m["metric"].fillna(m["eval_task"].map({"generation": "gen_acc", "detection": "map",
-                                                          "classification": "cls_acc"}))
+    m["metric"] = m["metric"].fillna(m["eval_task"].map({t: task(t).metric for t in TASKS}))
     m["n"] = m["n"].fillna(0).astype(int) if "n" in m else 0
-    order = {"generation": 0, "detection": 1, "classification": 2}
+    order = {t: i for i, t in enumerate(TASKS)}
     m = m.assign(_e=m["eval_task"].map(order), _t=m["trained_task"].map(order))
     m = m.sort_values(["figure", "_e", "dataset", "_t", "_d"]).reset_index(drop=True)
     return m[COLUMNS]

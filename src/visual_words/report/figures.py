@@ -24,10 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-TASKS = ("generation", "detection", "classification")
-TASK_LABEL = {"generation": "Generation", "detection": "Detection", "classification": "Classification"}
-TASK_COLOR = {"generation": "tab:blue", "detection": "tab:orange", "classification": "tab:green"}
-METRIC_LABEL = {"generation": "Generation Accuracy", "detection": "mAP", "classification": "Classifier Accuracy"}
+from visual_words.tasks import TASKS, task  # noqa: E402
+
 DATASET_LABEL = {"imagenet": "ImageNet", "dreambooth": "DreamBooth", "coco": "COCO", "pascal": "PASCAL"}
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 
@@ -70,8 +68,8 @@ def fig3(cells: pd.DataFrame, paper: pd.DataFrame | None = None, datasets: Seque
                 if len(row):
                     m, lo, hi = (float(row.iloc[0][k]) for k in ("mean", "ci_low", "ci_high"))
                     err = None if math.isnan(lo) else [[max(0.0, m - lo)], [max(0.0, hi - m)]]
-                    ax.barh(y, m, color=TASK_COLOR[tr], xerr=err, capsize=3, height=0.7,
-                            label=TASK_LABEL[tr] if (r, c) == (0, 0) else None)
+                    ax.barh(y, m, color=task(tr).colour, xerr=err, capsize=3, height=0.7,
+                            label=task(tr).label if (r, c) == (0, 0) else None)
                 if pap is not None:
                     p = pap[(pap["eval_task"] == ev) & (pap["trained_task"] == tr) & (pap["dataset"] == ds)]
                     if len(p):
@@ -85,7 +83,7 @@ def fig3(cells: pd.DataFrame, paper: pd.DataFrame | None = None, datasets: Seque
             if r == 0:
                 ax.set_title(DATASET_LABEL.get(ds, ds))
             if c == 0:
-                ax.set_ylabel(METRIC_LABEL[ev])
+                ax.set_ylabel(task(ev).metric_label)
     axes[0, 0].legend(fontsize=7, loc="lower right", title="trained for", title_fontsize=7)
     top = _title(fig, banner, "Fig. 3 - unconstrained words, in-domain and transferred (95 % CI)")
     fig.tight_layout(rect=(0, 0, 1, top))
@@ -111,22 +109,22 @@ def fig6(cells: pd.DataFrame, paper: pd.DataFrame | None = None, datasets: Seque
                     m = sel["mean"].astype(float).to_numpy()
                     err = np.nan_to_num(np.array([m - sel["ci_low"].astype(float), sel["ci_high"].astype(float) - m])
                                         ).clip(min=0)
-                    ax.errorbar(x, m, yerr=err, fmt="-o", color=TASK_COLOR[tr], ms=3, capsize=2, elinewidth=0.8,
-                                label=TASK_LABEL[tr] if (r, c) == (0, 0) else None)
+                    ax.errorbar(x, m, yerr=err, fmt="-o", color=task(tr).colour, ms=3, capsize=2, elinewidth=0.8,
+                                label=task(tr).label if (r, c) == (0, 0) else None)
                     ax.fill_between(x, sel["ci_low"].astype(float), sel["ci_high"].astype(float),
-                                    color=TASK_COLOR[tr], alpha=0.2, lw=0)
+                                    color=task(tr).colour, alpha=0.2, lw=0)
                 if pap is not None:
                     p = pap[(pap["eval_task"] == ev) & (pap["trained_task"] == tr) & (pap["dataset"] == ds)]
                     if len(p):
                         p = p.sort_values("delta")
-                        ax.plot(p["delta"].astype(float), p["paper"], "--", color=TASK_COLOR[tr], lw=1, alpha=0.8,
+                        ax.plot(p["delta"].astype(float), p["paper"], "--", color=task(tr).colour, lw=1, alpha=0.8,
                                 label="paper" if (r, c) == (0, 0) and tr == "generation" else None)
             ax.set_ylim(-0.02, 1.05)
             ax.set_xticks([0.1, 0.2, 0.5, 1.0])
             if r == 0:
                 ax.set_title(DATASET_LABEL.get(ds, ds))
             if c == 0:
-                ax.set_ylabel(METRIC_LABEL[ev])
+                ax.set_ylabel(task(ev).metric_label)
             if r == 2:
                 ax.set_xlabel("Distance From Initialization (δ)")
     axes[0, 0].legend(fontsize=7, loc="upper left", title="trained for", title_fontsize=7)
@@ -147,7 +145,7 @@ def comparison_scatter(comp: pd.DataFrame, banner: str = "") -> plt.Figure:
         yerr = np.array([(sel["ours"] - sel["ours_ci_low"]).clip(lower=0), (sel["ours_ci_high"] - sel["ours"]).clip(lower=0)])
         xerr = np.array([(sel["paper"] - sel["paper_ci_low"]).clip(lower=0), (sel["paper_ci_high"] - sel["paper"]).clip(lower=0)])
         ax.errorbar(sel["paper"], sel["ours"], yerr=np.nan_to_num(yerr), xerr=np.nan_to_num(xerr), fmt="o", ms=4,
-                    color=TASK_COLOR[ev], alpha=0.8, elinewidth=0.7, label=f"evaluated: {METRIC_LABEL[ev]}")
+                    color=task(ev).colour, alpha=0.8, elinewidth=0.7, label=f"evaluated: {task(ev).metric_label}")
     flagged = rows[rows["status"].isin(["outside paper CI", "outside tolerance"])]
     if len(flagged):
         ax.scatter(flagged["paper"], flagged["ours"], s=90, facecolors="none", edgecolors="red", lw=1.2,
@@ -195,9 +193,9 @@ def eps_figure(eps: pd.DataFrame, banner: str = "") -> plt.Figure:
         if ok:
             b = ax.boxplot([data[k] for k in ok], positions=pos[ok], widths=0.2, patch_artist=True, showfliers=False)
             for patch in b["boxes"]:
-                patch.set_facecolor(TASK_COLOR[tr])
+                patch.set_facecolor(task(tr).colour)
                 patch.set_alpha(0.6)
-        ax.plot([], [], "s", color=TASK_COLOR[tr], label=TASK_LABEL[tr])
+        ax.plot([], [], "s", color=task(tr).colour, label=task(tr).label)
     ax.axhline(0.5, color="gray", ls=":", lw=1)
     ax.set_xticks(range(len(deltas)), labels)
     ax.set_xlabel("δ")

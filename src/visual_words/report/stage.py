@@ -32,11 +32,10 @@ from visual_words.report import figures as F
 from visual_words.report.banner import banner_for
 from visual_words.report.claims import nearest_is_anchor_by_delta, transfer_shares
 from visual_words.report.paper import paper_table
+from visual_words.tasks import TASKS, short, task
 
 log = logging.getLogger(__name__)
 
-TASKS = F.TASKS
-SHORT = {"generation": "gen", "detection": "det", "classification": "cls"}
 
 
 @dataclass
@@ -160,7 +159,7 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
         if len(sel):
             v = float(sel["mean"].mean())
             rb.metrics.setdefault("in_domain", {})[ev] = round(v, 4)
-            rb.headline.append({"value": f"{v:.3f}", "label": f"in-domain {F.METRIC_LABEL[ev]} (δ = ∞)"})
+            rb.headline.append({"value": f"{v:.3f}", "label": f"in-domain {task(ev).metric_label} (δ = ∞)"})
     return comp
 
 
@@ -226,7 +225,7 @@ def transfer_table(rb: ReportBuilder, results) -> None:
     rb.metrics["transfer_share"] = values
     table = []
     for c in claims():
-        v = values.get(f"{SHORT[c['trained']]}_to_{SHORT[c['eval']]}")
+        v = values.get(f"{short(c['trained'])}_to_{short(c['eval'])}")
         paper = f"{c['value']:.2f} ({c['dataset']})"
         table.append((c["claim"], paper, "not run", "", "not run") if v is None else
                      (c["claim"], paper, f"{v['max_share']:.2f} ({v['dataset']})", f"{v['max_share'] - c['value']:+.2f}",
@@ -244,7 +243,7 @@ def transfer_table(rb: ReportBuilder, results) -> None:
 
 def _cell_key(r) -> str:
     d = "inf" if math.isinf(float(r["delta"])) else f"{float(r['delta']):g}"
-    return f"{r['eval_task']}/{r['dataset']}/{SHORT.get(r['trained_task'], r['trained_task'])}/delta={d}"
+    return f"{r['eval_task']}/{r['dataset']}/{short(r['trained_task'])}/delta={d}"
 
 
 def eps_part(rb: ReportBuilder, eps: pd.DataFrame) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 
+from visual_words.tasks import task
+
 # Widths of the text encoders community textual-inversion files are trained for (beyond our registry).
 COMMUNITY_WIDTHS: dict[int, tuple[str, ...]] = {
     768: ("Stable Diffusion 1.x (CLIP ViT-L/14 text encoder)", "SDXL text encoder 1 (clip_l)"),
@@ -12,8 +14,6 @@ COMMUNITY_WIDTHS: dict[int, tuple[str, ...]] = {
     1280: ("SDXL text encoder 2 (clip_g, OpenCLIP ViT-bigG/14)",),
 }
 
-METRIC_OF_TASK = {"generation": "generation accuracy", "detection": "detection mAP",
-                  "classification": "classification accuracy"}
 
 
 def fig3(evaluated: str, trained: str) -> tuple[float, ...]:
@@ -59,7 +59,7 @@ def paper_finding(src_family: str, dst_family: str) -> str:
     if trained and evaluated and trained != evaluated:
         lo, hi = kept_share(evaluated, trained)
         body = (f" For tokens trained for {trained} and evaluated on {evaluated} (Fig. 3, 4 datasets, 100 trials "
-                f"each), {METRIC_OF_TASK[evaluated]} was {_span(fig3(evaluated, trained))} transferred against "
+                f"each), {task(evaluated).metric_words} was {_span(fig3(evaluated, trained))} transferred against "
                 f"{_span(fig3(evaluated, evaluated))} in-domain: {lo:.0%}–{hi:.0%} of the in-domain score.")
     else:
         shares = [kept_share(e, t) for e in TASKS for t in TASKS if e != t]

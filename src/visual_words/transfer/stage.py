@@ -9,6 +9,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from visual_words.tasks import TASKS
 from visual_words.io import atomic_path
 from visual_words.provenance import write_provenance
 from visual_words.reuse import map_key
@@ -16,13 +17,12 @@ from visual_words.transfer.estimators import LinearMap
 from visual_words.transfer.files import check_tables, load_map, map_path, save_map
 from visual_words.transfer.fitting import fit_pairs, table_of
 
-TASK_ROLES = ("generation", "detection", "classification")  # the models the study's tokens are trained in
 QUALITY_FILE = "quality.csv"
 
 
 def study_model_keys(cfg) -> list[str]:
     """The registry keys of the three task models (their order: generation, detection, classification)."""
-    return [cfg.study.models[r] for r in TASK_ROLES]
+    return [cfg.study.models[r] for r in TASKS]  # the models the study's tokens are trained in
 
 
 def _load(key: str, cfg):
