@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from visual_words.analysis import spaces as tables
 from visual_words.analysis import stage
 from visual_words.analysis.tsne import layer_indices
 from visual_words.config import load_config
@@ -48,15 +49,15 @@ def _write_words(cfg, spaces, skip=()):
 
 @pytest.fixture(scope="module")
 def setup(repo_root, tmp_path_factory):
-    from visual_words.transfer import build_maps
+    from visual_words.transfer.stage import run as build_maps
 
     tmp = tmp_path_factory.mktemp("analysis")
     cfg = _cfg(repo_root, tmp)
     build_maps(cfg, progress=False)
-    spaces = stage.load_spaces(cfg)
+    spaces = tables.load_spaces(cfg)
     skipped = next(t.id for t in trial_grid(cfg) if math.isinf(t.delta))  # a missing file (t-SNE uses δ = 0.5)
     _write_words(cfg, spaces, skip={skipped})
-    written = stage.run_analyze(cfg, parts=["eps", "tsne"], progress=False)
+    written = stage.run(cfg, parts=["eps", "tsne"], progress=False)
     return cfg, spaces, written, skipped
 
 
@@ -80,7 +81,7 @@ def test_eps_table_matches_direct_arithmetic(setup):
     assert own["n_in_ball"][np.isinf(own["delta"])].isna().all()
     assert (own["n_within_1dnn"] >= 1).all() or True  # defined for every row
     # transferred rows: recompute ‖T v − w_a‖ and the rank directly in fp64
-    from visual_words.analysis.stage import load_maps
+    from visual_words.analysis.spaces import load_maps
     from visual_words.embeddings import read_embedding
     from visual_words.trials import Trial
 
@@ -127,12 +128,12 @@ def test_changed_table_hash_and_no_files_are_clear_errors(repo_root, tmp_path, s
     _, spaces, _, _ = setup
     cfg = _cfg(repo_root, tmp_path, **{"maps.out_dir": str(setup[0].path(setup[0].maps.out_dir))})
     with pytest.raises(FileNotFoundError, match="no trained embeddings"):
-        stage.run_analyze(cfg, parts=["eps"], progress=False)
+        stage.run(cfg, parts=["eps"], progress=False)
     trial = trial_grid(cfg)[0]
     write_embedding(embedding_path(cfg, trial), trial.token, torch.zeros(2, 32),
                     {"trial": trial.to_dict(), "token_table_hash": "0000000000000000", "anchor_id": 1})
     with pytest.raises(EmbeddingFileError, match="hash 0000000000000000"):
-        stage.run_analyze(cfg, parts=["eps"], progress=False)
+        stage.run(cfg, parts=["eps"], progress=False)
     from visual_words.cli import main
 
     rc = main(["analyze", "--params", str(repo_root / "params.yaml"), "--profile", "smoke", "--quiet", "--only",

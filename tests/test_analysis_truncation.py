@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from visual_words.analysis.stage import Trained
+from visual_words.analysis.spaces import Trained
 from visual_words.analysis.truncation import depths, encoder_layers, pick_word, run_truncation, truncated
 from visual_words.config import load_config
 from visual_words.trials import Trial

@@ -125,7 +125,7 @@ def test_the_report_computes_and_flags_every_claim(repo_root, tmp_path):
     claim with its status and tolerance; AP50 rows are compared too."""
     from visual_words.config import load_config
     from visual_words.evaluate.runner import write_table
-    from visual_words.report.stage import run_report
+    from visual_words.report.stage import run as run_report
 
     cfg = load_config("smoke", repo_root / "params.yaml", {
         "evaluate.out_dir": str(tmp_path / "evaluation"), "analyze.out_dir": str(tmp_path / "analysis"),

@@ -196,7 +196,7 @@ def test_report_of_the_claims_profile_shows_each_claim(claims_cfg, tmp_path):
 
     from visual_words.evaluate.runner import write_table
     from visual_words.report.banner import banner_for
-    from visual_words.report.stage import run_report
+    from visual_words.report.stage import run as run_report
 
     cfg = load_config("claims", PARAMS, {"evaluate.out_dir": str(tmp_path / "ev"), "analyze.out_dir": str(tmp_path / "an"),
                                          "report.out_dir": str(tmp_path / "rep"), "train.out_dir": str(tmp_path / "emb"),

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from visual_words.cli import main
+from visual_words.io import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_box_tool_writes_unchecked_boxes_keeps_hand_work_and_accepts(small_dream
     assert e["query"] == "toy" and e["checked"] is False and (e["width"], e["height"]) == (256, 256)
     x, y, w, h = e["boxes"][0]["bbox"]
     assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= 257 and y + h <= 257
-    assert e["sha256"] == db.file_sha256(small_dreambooth / "duck_toy" / "00.jpg")
+    assert e["sha256"] == sha256_file(small_dreambooth / "duck_toy" / "00.jpg")
     assert sorted(p.name for p in (review / "cat2").iterdir()) == [f"0{i}.png" for i in range(5)]
     # a reviewer fixes a box by hand and accepts cat2; a re-run keeps that work
     data["images"]["cat2/00.jpg"]["boxes"] = [{"bbox": [100, 200, 300, 400], "score": 1.0}]

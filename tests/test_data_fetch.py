@@ -47,9 +47,7 @@ def coco_archives(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_registry_lists_the_public_sources_with_checksums():
-    from visual_words.data.fetch import archive_name, sources
-
-    from visual_words.data.fetch import archive_file, archive_sources
+    from visual_words.data.fetch import archive_file, archive_name, archive_sources, sources
 
     s = sources()
     coco = s["coco"]["archives"][0]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from visual_words import registry
+from visual_words.io import sha256_file
 
 # ---- COCO ----------------------------------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ def _box_file(root: Path, out: Path, subjects: list[str], checked: bool = True) 
     for s in subjects:
         for p in db.subject_images(root, s):
             w, h = Image.open(p).size
-            data["images"][f"{s}/{p.name}"] = {"subject": s, "query": s, "sha256": db.file_sha256(p), "width": w,
+            data["images"][f"{s}/{p.name}"] = {"subject": s, "query": s, "sha256": sha256_file(p), "width": w,
                                                "height": h, "boxes": [{"bbox": [w / 4, h / 4, w / 2, h / 2],
                                                                        "score": 0.9}],
                                                "checked": checked, "note": ""}

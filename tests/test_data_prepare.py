@@ -176,8 +176,8 @@ def test_prepare_fills_the_feature_cache_for_the_study_models(tmp_path):
     counts = {kind: len(list((tmp_path / "cache" / kind).rglob("*.safetensors")))
               for kind in ("sd_latents", "owl_image_embeds", "clip_image_embeds")}
     assert counts == {"sd_latents": 12, "owl_image_embeds": 18, "clip_image_embeds": 18}
-    from visual_words.data.prepare import precompute_features
     from visual_words.data.manifest import manifest_path, read_manifest
+    from visual_words.data.prepare import precompute_features
 
     again = precompute_features(cfg, {"pascal": read_manifest(manifest_path(cfg, "pascal"))}, progress=False)
     assert again == {"tiny-sd": 0, "tiny-owlv2": 0, "tiny-clip": 0}  # everything already cached

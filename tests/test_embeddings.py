@@ -7,8 +7,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from visual_words.embeddings import (EmbeddingFileError, check_width, read_embedding, sidecar_path, table_hash,
-                                     write_embedding)
+from visual_words.embeddings import (
+    EmbeddingFileError,
+    check_width,
+    read_embedding,
+    sidecar_path,
+    table_hash,
+    write_embedding,
+)
 
 
 def test_round_trip_with_sidecar(tmp_path):

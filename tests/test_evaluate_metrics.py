@@ -10,9 +10,17 @@ import pytest
 import scipy.stats
 import torch
 
-from visual_words.evaluate.metrics import (GroundTruthImage, classification_accuracy, cxcywh_to_pixel_xywh,
-                                           detection_ap, detections_for_query, generation_accuracy,
-                                           ground_truth_for, owl_scores, zero_shot_predictions)
+from visual_words.evaluate.metrics import (
+    GroundTruthImage,
+    classification_accuracy,
+    cxcywh_to_pixel_xywh,
+    detection_ap,
+    detections_for_query,
+    generation_accuracy,
+    ground_truth_for,
+    owl_scores,
+    zero_shot_predictions,
+)
 from visual_words.evaluate.stats import bootstrap_ci, summarize
 
 E = torch.eye(4)

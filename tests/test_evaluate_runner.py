@@ -18,10 +18,18 @@ from visual_words.data.features import FeatureCache
 from visual_words.data.manifest import Box, ConceptSplit, ImageRecord, Manifest, manifest_path, write_manifest
 from visual_words.embeddings import table_hash, write_embedding
 from visual_words.evaluate import tasks as T
-from visual_words.evaluate.metrics import (classification_accuracy, cxcywh_to_pixel_xywh, detection_ap,
-                                           detections_for_query, ground_truth_for, GroundTruthImage, owl_scores)
+from visual_words.evaluate.metrics import (
+    GroundTruthImage,
+    classification_accuracy,
+    cxcywh_to_pixel_xywh,
+    detection_ap,
+    detections_for_query,
+    ground_truth_for,
+    owl_scores,
+)
 from visual_words.evaluate.runner import COLUMNS, read_table, run_evaluation
 from visual_words.models.adapters import adapter_for
+from visual_words.registry import study_concepts
 from visual_words.trials import Trial
 
 DATASET = "coco"
@@ -57,7 +65,7 @@ def study(tmp_path_factory, repo_root):
         "train.out_dir": str(tmp / "embeddings"), "maps.out_dir": str(tmp / "maps"),
         "evaluate.out_dir": str(tmp / "evaluation"), "maps.holdout_fraction": 0.0,
         "evaluate.inference_steps": 2, "study.datasets": [DATASET]})
-    concepts = [c.name for c in T.label_concepts(cfg, DATASET)]
+    concepts = [c.name for c in study_concepts(cfg, DATASET)]
     manifest = _draw_manifest(tmp / "images", concepts)
     write_manifest(manifest_path(cfg, DATASET), manifest)
     return cfg, manifest
@@ -75,7 +83,7 @@ def _anchor_vectors(adapter, anchors, n=1):
 def test_classification_token_at_its_anchor_scores_like_the_anchor_word(study, tiny_clip):
     cfg, manifest = study
     adapter = adapter_for(tiny_clip)
-    concepts = T.label_concepts(cfg, DATASET)
+    concepts = study_concepts(cfg, DATASET)
     anchors = [c.anchor for c in concepts]  # the 10×10 design: every concept's anchor list is the dataset's names
     features = FeatureCache(cfg)
     for ti, target in enumerate(concepts):
@@ -94,7 +102,7 @@ def test_classification_token_at_its_anchor_scores_like_the_anchor_word(study, t
 def test_detection_token_at_its_anchor_scores_like_the_anchor_word(study, tiny_owl):
     cfg, manifest = study
     adapter = adapter_for(tiny_owl)
-    concepts = T.label_concepts(cfg, DATASET)
+    concepts = study_concepts(cfg, DATASET)
     anchors = [c.anchor for c in concepts]
     features = FeatureCache(cfg)
     target = concepts[0].name
@@ -118,7 +126,7 @@ def test_generation_token_at_its_anchor_generates_what_the_anchor_word_generates
                                                                                  tmp_path):
     cfg, _ = study
     sd = adapter_for(tiny_sd)
-    anchors = [c.anchor for c in T.label_concepts(cfg, DATASET)][:2]
+    anchors = [c.anchor for c in study_concepts(cfg, DATASET)][:2]
     seeds = [11, 12]
     vectors = _anchor_vectors(sd, anchors)
     # The conditioning is diffusers' own encoding of the anchor word (and of the empty negative prompt); a random
@@ -141,7 +149,7 @@ def test_generation_token_at_its_anchor_generates_what_the_anchor_word_generates
         assert diff <= 1, (anchor, diff)
     # The whole metric: kept PNGs, one accuracy per trial in {0, 1} (one image each).
     keep = [tmp_path / "a", None]
-    res = T.generation(cfg, sd, adapter_for(tiny_clip_eval), DATASET, T.label_concepts(cfg, DATASET)[0].name,
+    res = T.generation(cfg, sd, adapter_for(tiny_clip_eval), DATASET, study_concepts(cfg, DATASET)[0].name,
                        _anchor_vectors(sd, anchors), seeds, keep)
     assert [r["value"] in (0.0, 1.0) for r in res] == [True, True]
     assert (tmp_path / "a__0.png").is_file() and not list(tmp_path.glob("None*"))
@@ -153,7 +161,7 @@ def test_generation_token_at_its_anchor_generates_what_the_anchor_word_generates
 
 def _write_trials(cfg, loaded_by_task):
     """Embedding files of trained tokens (vectors = the anchor row, n = 2) for 2 trials per trained task."""
-    concepts = T.label_concepts(cfg, DATASET)
+    concepts = study_concepts(cfg, DATASET)
     out = []
     for task, loaded in loaded_by_task.items():
         adapter = adapter_for(loaded)
@@ -170,7 +178,7 @@ def _write_trials(cfg, loaded_by_task):
 @pytest.mark.slow
 def test_evaluate_stage_writes_the_table_and_reuses_finished_work(study, tiny_sd, tiny_owl, tiny_clip, capsys):
     from visual_words.cli import main
-    from visual_words.transfer.stage import build_maps
+    from visual_words.transfer.stage import run as build_maps
 
     cfg, _ = study
     trials = _write_trials(cfg, {"generation": tiny_sd, "detection": tiny_owl, "classification": tiny_clip})

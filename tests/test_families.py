@@ -36,7 +36,7 @@ def toy_entry(repo_root, tiny_clip_eval):
 def test_a_family_registered_in_a_test_runs_everywhere_a_family_is_needed(toy_entry, tiny_clip_eval):
     from PIL import Image
 
-    from visual_words.data.features import _preprocess_settings, clip_image_embeds, weights_digest, _modules
+    from visual_words.data.features import _modules, _preprocess_settings, clip_image_embeds, weights_digest
     from visual_words.models.adapters import adapter_for
     from visual_words.models.loading import load_model
     from visual_words.models.lock import select_files

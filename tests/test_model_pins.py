@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_model_lock import FAKE_HUB, blob_of, commit_of, hub_entry, put_snapshot, tiny_dirs  # noqa: F401
 
+from test_model_lock import FAKE_HUB, blob_of, commit_of, hub_entry, put_snapshot, tiny_dirs  # noqa: F401
 from visual_words import registry
 from visual_words.cli import main
 from visual_words.models import lock as ml

@@ -9,8 +9,16 @@ import yaml
 
 from visual_words.cli import main
 from visual_words.config import load_config
-from visual_words.plan import (PlanError, PlanRefused, confirm, format_plan, load_rates_file, plan_for, rates_for,
-                               write_rates)
+from visual_words.plan import (
+    PlanError,
+    PlanRefused,
+    confirm,
+    format_plan,
+    load_rates_file,
+    plan_for,
+    rates_for,
+    write_rates,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -237,7 +237,7 @@ def test_report_stage_writes_page_metrics_and_banner_lines(repo_root, tmp_path, 
 
 
 def test_report_without_inputs_skips_with_reasons(repo_root, tmp_path):
-    from visual_words.report.stage import run_report
+    from visual_words.report.stage import run as run_report
 
     cfg = _cfg(repo_root, tmp_path)
     page = run_report(cfg).read_text()

@@ -23,7 +23,7 @@ def _configs_only(src, dst):
 
 @pytest.mark.parametrize("key", ["tiny-sd", "tiny-owlv2", "tiny-clip", "tiny-clip-eval", "tiny-clip-w48"])
 def test_folder_entries_match_the_registry_facts(key, repo_root, tmp_path):
-    from visual_words.models.loading import local_path
+    from visual_words.models.location import local_path
 
     reg = model(key)
     folder = _configs_only(local_path(reg, repo_root), tmp_path / key)

@@ -10,9 +10,22 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from visual_words.transfer import (LinearMap, MapFileError, Table, check_tables, fit_map, fit_pairs, holdout_split,
-                                   load_map, map_quality, r2, retrieval_at_1, save_map, shared_rows)
-from visual_words.transfer.estimators import moments, fit_from_moments
+from visual_words.transfer import (
+    LinearMap,
+    MapFileError,
+    Table,
+    check_tables,
+    fit_map,
+    fit_pairs,
+    holdout_split,
+    load_map,
+    map_quality,
+    r2,
+    retrieval_at_1,
+    save_map,
+    shared_rows,
+)
+from visual_words.transfer.estimators import fit_from_moments, moments
 
 
 def _rng(seed=0):

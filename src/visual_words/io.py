@@ -1,8 +1,11 @@
-"""Atomic file writes: write to a temp file beside the target, then rename (a killed writer leaves no half file)."""
+"""File helpers in one place: atomic writes (write to a temp file beside the target, then rename: a killed writer
+leaves no half file) and content digests (`sha256_file`, and `content_hash` which remembers a file's digest per path,
+size and modification time)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -38,3 +41,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, progress=None) -> str:
+    """sha256 of a file's bytes, read in 4 MiB chunks (`progress`: a tqdm bar advanced by the bytes read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
+    return h.hexdigest()
+
+
+_CONTENT_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """`sha256_file`, remembered per path, size and modification time (images are hashed once per process)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _CONTENT_HASHES:
+        _CONTENT_HASHES[key] = sha256_file(path)
+    return _CONTENT_HASHES[key]

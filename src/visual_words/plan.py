@@ -223,7 +223,7 @@ def write_rates(card: str, rates: Mapping[str, float], *, basis: str, path: str 
         clean[k] = float(v)
     if not basis:
         raise PlanError("write_rates: say what was measured and how (basis)")
-    from visual_words.models.loading import repo_root
+    from visual_words.models.location import repo_root
 
     raw.setdefault("measured", {})[card] = {
         "date": date or dt.date.today().isoformat(),

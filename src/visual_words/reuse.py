@@ -191,7 +191,7 @@ def manifest(cfg, dataset: str):
 
 # A sweep asks for the key of every trial (6,000 in the paper grid), an evaluation for every row: the digest of one
 # (manifest version, task, concept) is computed once per process. (Image bytes are hashed once per file version by
-# data.features.content_hash.)
+# io.content_hash.)
 @functools.lru_cache(maxsize=4096)
 def _train_reads_cached(version: tuple, task: str, concept: str) -> str:
     return train_reads(_manifest_cached(version), task, concept)
@@ -216,7 +216,7 @@ def _eval_reads_cached(version: tuple | None, task: str, dataset: str, concept: 
 
 
 def _image(m, rec) -> dict[str, Any]:
-    from visual_words.data.features import content_hash
+    from visual_words.io import content_hash
 
     return {"file": rec.file, "sha256": content_hash(m.path_of(rec)), "size": [rec.width, rec.height]}
 
@@ -249,9 +249,9 @@ def eval_reads(cfg, task: str, dataset: str, concept: str) -> str:
     """Digest of what an evaluation on `task` reads besides the token (evaluate.tasks): every metric chooses among
     the dataset's label concepts; classification scores the target's held-out images, detection the held-out images
     of all label concepts with the target's boxes (crowd regions included); generation reads no image."""
-    from visual_words.evaluate.tasks import label_concepts
+    from visual_words.registry import study_concepts
 
-    labels = tuple((c.name, c.prompt_name) for c in label_concepts(cfg, dataset))
+    labels = tuple((c.name, c.prompt_name) for c in study_concepts(cfg, dataset))
     version = None if task == "generation" else _manifest_version(cfg, dataset)
     return _eval_reads_cached(version, task, dataset, concept, labels)
 

@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass
 
 from visual_words import registry
-
 from visual_words.tasks import TASKS  # noqa: F401  (the three trained-for roles, in the paper's order)
 
 

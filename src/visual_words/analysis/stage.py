@@ -1,208 +1,26 @@
-"""The `analyze` stage, part 1: ε-ball statistics of every trained vector, in-domain and transferred.
+"""The `analyze` stage: ε-ball statistics, t-SNE of pooled activations and truncated-encoder generations.
 
-For each trained embedding file (contract item 5) and each of its n vectors, one row per *space* (token table) the
-vector is looked at in: its own model's table (in-domain) and, with `analyze.transferred`, the other two task
-models' tables after the linear transfer map (`vw maps`). All queries that land in one table are computed in one
-`eps_ball_stats` call. Output: `<analyze.out_dir>/eps_stats.csv` (tidy: one row per vector × space) and
-`provenance.json`.
+`run(cfg)` reads every finished trial of the grid and writes `eps_stats.csv` (analysis/spaces.py), `tsne.csv`
+(tsne.py) and the truncated-encoder generations (`truncation.csv` + PNGs, truncation.py) under `analyze.out_dir`,
+with `provenance.json`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
-from visual_words.embeddings import EmbeddingFileError, read_embedding
-from visual_words.trials import TASKS, Trial, embedding_path, trial_grid
+from visual_words.analysis.spaces import EPS_FILE, eps_table, find_trained, load_maps, load_spaces, write_table
 
 log = logging.getLogger(__name__)
-
-EPS_FILE = "eps_stats.csv"
-COLUMNS = [
-    "trial_id", "dataset", "concept", "anchor", "delta", "trained_task", "trained_model", "vector", "table_task",
-    "table_model", "transferred", "anchor_id", "d_nn", "dist_anchor", "rel_dist", "cos_anchor", "anchor_rank",
-    "nearest_is_anchor", "nearest_id", "nearest_token", "nearest_dist", "nearest_rel", "n_in_ball",
-]  # + n_within_<f>dnn per analyze.ball_factors, + nearest_tokens / nearest_dists (k nearest, "|"-joined)
-
-
-@dataclass
-class Space:
-    """One model's token table, prepared for queries, with what is needed to name and check things in it."""
-
-    task: str
-    key: str
-    table: Any  # PreparedTable
-    table_hash: str
-    vocab: dict[str, int]  # token -> id
-    names: dict[int, str]  # id -> readable token
-
-    def name(self, token_id: int) -> str:
-        return self.names.get(int(token_id), f"#{int(token_id)}")
-
-
-def load_spaces(cfg, tasks=TASKS) -> dict[str, Space]:
-    """The token tables of the study's task models (the model objects are dropped at once: SD-2.1 is GBs)."""
-    from visual_words.models.loading import load_model
-    from visual_words.transfer import table_of
-
-    spaces = {}
-    for task in tasks:
-        key = cfg.study.models[task]
-        loaded = load_model(key, device="cpu", precision="fp32", root=cfg.root)
-        t = table_of(loaded)
-        del loaded
-        names = {i: tok.replace("</w>", "") for tok, i in t.vocab.items()}
-        spaces[task] = Space(task, key, prepare_table(t.weight), t.meta["table_hash"], t.vocab, names)
-    return spaces
-
-
-@dataclass
-class Trained:
-    trial: Trial
-    path: Path
-    vectors: np.ndarray  # [n, d] float32
-    anchor_id: int
-
-
-def find_trained(cfg, spaces: dict[str, Space]) -> tuple[list[Trained], int]:
-    """The trial grid's finished embedding files, checked against their model's table; (found, missing count)."""
-    found, missing = [], 0
-    for trial in trial_grid(cfg):
-        path = embedding_path(cfg, trial)
-        if not path.is_file():
-            missing += 1
-            continue
-        emb = read_embedding(path)
-        _, vectors = emb.single()
-        space = spaces[trial.task]
-        have = emb.meta.get("token_table_hash")
-        if have is not None and have != space.table_hash:
-            raise EmbeddingFileError(f"{path}: trained on a token table with hash {have}, but model `{space.key}` now "
-                                     f"has {space.table_hash} (the checkpoint changed); retrain or restore it")
-        if vectors.shape[1] != space.table.shape[1]:
-            raise EmbeddingFileError(f"{path}: vectors of width {vectors.shape[1]}, model `{space.key}` has width "
-                                     f"{space.table.shape[1]}")
-        anchor_id = emb.meta.get("anchor_id")
-        if anchor_id is None:
-            anchor_id = _anchor_id(space, trial.anchor, path)
-        found.append(Trained(trial, path, vectors.numpy().astype(np.float32), int(anchor_id)))
-    return found, missing
-
-
-def _anchor_id(space: Space, word: str, where: Any) -> int:
-    for tok in (word + "</w>", word):
-        if tok in space.vocab:
-            return int(space.vocab[tok])
-    raise ValueError(f"{where}: anchor `{word}` is not a single token of model `{space.key}`")
-
-
-def load_maps(cfg, spaces: dict[str, Space]) -> dict[tuple[str, str], Any]:
-    """The transfer map between every ordered pair of task models, checked against the tables at hand."""
-    from visual_words.transfer import check_tables, load_map, map_path
-
-    maps = {}
-    for src in spaces.values():
-        for dst in spaces.values():
-            if src.task == dst.task:
-                continue
-            path = map_path(cfg, src.key, dst.key)
-            lmap = load_map(path)  # FileNotFoundError names the file and `vw maps`
-            check_tables(lmap, src.table_hash, dst.table_hash, str(path))
-            maps[(src.task, dst.task)] = lmap
-    return maps
-
-
-def eps_table(cfg, spaces: dict[str, Space], trained: list[Trained], maps: dict | None, progress: bool = False):
-    """The tidy ε-ball table (a pandas DataFrame, COLUMNS + counts + nearest lists) for the given vectors."""
-    import pandas as pd
-
-    ac = cfg.analyze
-    frames = []
-    for table_task, space in spaces.items():
-        queries, meta = [], []
-        for tr in trained:
-            if tr.trial.task == table_task:
-                vecs, transferred = tr.vectors, False
-                anchor = tr.anchor_id
-            elif maps is not None:
-                vecs = maps[(tr.trial.task, table_task)].apply(tr.vectors).astype(np.float32)
-                transferred = True
-                anchor = _anchor_id(space, tr.trial.anchor, tr.path)
-            else:
-                continue
-            for v in range(vecs.shape[0]):
-                queries.append(vecs[v])
-                meta.append((tr, v, transferred, anchor))
-        if not queries:
-            continue
-        anchors = np.array([m[3] for m in meta], dtype=np.int64)
-        uniq, inverse = np.unique(anchors, return_inverse=True)
-        d_nn = nearest_other_distance(space.table, uniq)[inverse]
-        deltas = np.array([m[0].trial.delta for m in meta], dtype=np.float64)
-        radii = np.column_stack([np.where(np.isinf(deltas), np.inf, deltas * d_nn)]
-                                + [f * d_nn for f in ac.ball_factors])
-        k = min(ac.nearest_k, space.table.shape[0])
-        st = eps_ball_stats(np.stack(queries), anchors, space.table, radii, k=k, block_size=ac.block_size,
-                            progress=progress)
-        space.table.release_workspace()  # one table at a time holds its GEMM buffer
-        rows = {
-            "trial_id": [m[0].trial.id for m in meta],
-            "dataset": [m[0].trial.dataset for m in meta],
-            "concept": [m[0].trial.concept for m in meta],
-            "anchor": [m[0].trial.anchor for m in meta],
-            "delta": deltas,
-            "trained_task": [m[0].trial.task for m in meta],
-            "trained_model": [m[0].trial.model for m in meta],
-            "vector": [m[1] for m in meta],
-            "table_task": table_task,
-            "table_model": space.key,
-            "transferred": [m[2] for m in meta],
-            "anchor_id": anchors,
-            "d_nn": d_nn,
-            "dist_anchor": st["dist_anchor"],
-            "rel_dist": st["dist_anchor"] / d_nn,
-            "cos_anchor": st["cos_anchor"],
-            "anchor_rank": st["anchor_rank"],
-            "nearest_is_anchor": st["nearest_is_anchor"],
-            "nearest_id": st["nearest_ids"][:, 0],
-            "nearest_token": [space.name(i) for i in st["nearest_ids"][:, 0]],
-            "nearest_dist": st["nearest_dists"][:, 0],
-            "nearest_rel": st["nearest_dists"][:, 0] / d_nn,
-            # tokens inside the vector's own δ-ball (radius δ·d_nn around it); undefined for δ = ∞
-            "n_in_ball": np.where(np.isinf(deltas), np.nan, st["counts"][:, 0]),
-        }
-        for j, f in enumerate(ac.ball_factors):
-            rows[f"n_within_{f:g}dnn"] = st["counts"][:, 1 + j]
-        rows["nearest_tokens"] = ["|".join(space.name(i) for i in ids) for ids in st["nearest_ids"]]
-        rows["nearest_dists"] = ["|".join(f"{x:.6g}" for x in ds) for ds in st["nearest_dists"]]
-        frames.append(pd.DataFrame(rows))
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    return pd.concat(frames, ignore_index=True)
-
-
-def write_table(df, path: Path) -> Path:
-    from visual_words.io import atomic_path
-
-    with atomic_path(path, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.9g")
-    return path
-
 
 PARTS = ("eps", "tsne", "truncation")
 
 
-def run_analyze(cfg, parts=PARTS, progress: bool = True) -> dict[str, Path | None]:
+def run(cfg, parts=PARTS, progress: bool = True) -> dict[str, Path | None]:
     """The stage: read every finished trial of the grid; write eps_stats.csv, tsne.csv and the truncated-encoder
     generations (truncation.csv + PNGs) under analyze.out_dir, and provenance.json. Returns the written paths."""
-    import time
-
     from visual_words.provenance import write_provenance
 
     t0 = time.time()
@@ -232,14 +50,3 @@ def run_analyze(cfg, parts=PARTS, progress: bool = True) -> dict[str, Path | Non
         written["truncation"] = run_truncation(cfg, spaces, trained, progress=progress)
     write_provenance(out_dir, cfg, "analyze", elapsed_s=round(time.time() - t0, 2))
     return written
-
-
-def summary(df) -> "Any":
-    """Per (trained task, table task, δ): vectors, median ‖v−a‖/d_nn, share whose nearest token is the anchor,
-    median anchor rank — the numbers the report quotes."""
-    g = df.groupby(["trained_task", "table_task", "delta"], sort=True)
-    out = g.agg(vectors=("rel_dist", "size"), rel_dist_median=("rel_dist", "median"),
-                nearest_is_anchor=("nearest_is_anchor", "mean"), anchor_rank_median=("anchor_rank", "median"),
-                cos_anchor_median=("cos_anchor", "median")).reset_index()
-    out["delta"] = [("inf" if math.isinf(d) else d) for d in out["delta"]]
-    return out

@@ -81,7 +81,7 @@ def run_truncation(cfg, spaces, trained, progress: bool = True):
     import pandas as pd
     import torch
 
-    from visual_words.analysis.stage import write_table
+    from visual_words.analysis.spaces import write_table
     from visual_words.io import atomic_path
     from visual_words.models.adapters import adapter_for
     from visual_words.models.loading import load_model

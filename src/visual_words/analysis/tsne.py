@@ -41,7 +41,6 @@ def embed_2d(points: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
     """scikit-learn t-SNE to 2-D (PCA init, fixed seed); perplexity capped below the number of points, as t-SNE
     requires."""
     from sklearn.manifold import TSNE
-
     from threadpoolctl import threadpool_limits
 
     n = points.shape[0]
@@ -96,7 +95,7 @@ def run_tsne(cfg, spaces, trained, maps, progress: bool = True):
     """The stage part: every (task model, dataset, word source) group at δ = tsne_delta -> tsne.csv."""
     import pandas as pd
 
-    from visual_words.analysis.stage import write_table
+    from visual_words.analysis.spaces import write_table
     from visual_words.models.adapters import adapter_for
     from visual_words.models.loading import load_model
 

@@ -31,9 +31,7 @@ def claims_part(rb, evaluation: pd.DataFrame | None, eps: pd.DataFrame | None) -
                          "paper": p.reference, "accept_low": p.accept[0], "accept_high": p.accept[1],
                          "cells": p.cells, "power": round(p.power, 4), "power_method": p.method})
     table = pd.DataFrame(rows)
-    from visual_words.report.stage import _write_csv
-
-    _write_csv(rb, table, rb.out_dir / "claims.csv")
+    rb.write_csv(table, rb.out_dir / "claims.csv")
     rb.metrics["claims_profile"] = {c.id: c.to_dict() for c in results}
     n_pass = sum(c.status == "pass" for c in results)
     rb.headline.insert(0, {"value": f"{n_pass} / {len(results)}", "label": "checked claims pass"})

@@ -17,7 +17,6 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from visual_words.config import load_config, parse_override
-
     from visual_words.models.lock import use_profile_hub_cache
 
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])

@@ -10,12 +10,12 @@ def cmd_analyze(args) -> int:
     cfg = config_from_args(args)
     import logging
 
-    from visual_words.analysis.stage import PARTS, run_analyze
+    from visual_words.analysis.stage import PARTS, run
 
     logging.basicConfig(level=logging.INFO, format="[analyze] %(message)s")
     parts = args.only or list(PARTS)
     print(f"[analyze] profile={cfg.profile} parts={','.join(parts)} out={cfg.path(cfg.analyze.out_dir)}")
-    written = run_analyze(cfg, parts, progress=not args.quiet)
+    written = run(cfg, parts, progress=not args.quiet)
     for part, path in written.items():
         print(f"[analyze] {part:<11} {path if path is not None else 'skipped (see the log above)'}")
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def benchmarks_dir() -> Path:
-    from visual_words.models.loading import repo_root
+    from visual_words.models.location import repo_root
 
     return repo_root() / "benchmarks"
 

@@ -62,10 +62,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from visual_words.data.prepare import prepare
+    from visual_words.data.stage import run
 
     cfg = config_from_args(args)
-    prepare(cfg, datasets=args.datasets or None, features=False if args.no_features else None)
+    run(cfg, datasets=args.datasets or None, features=False if args.no_features else None)
     return 0
 
 

@@ -29,9 +29,9 @@ def cmd_summarize(args) -> int:
 
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
-    from visual_words.evaluate.runner import run_evaluation
+    from visual_words.evaluate.stage import run
 
-    result = run_evaluation(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet)
+    result = run(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet)
     print(f"[evaluate] {result.n_rows} rows ({result.n_evaluated} newly evaluated, {result.n_reused} reused) → "
           f"{result.table}")
     if not args.no_tracking:

@@ -10,13 +10,14 @@ from visual_words.commands import add_config_args, config_from_args
 def cmd_maps(args) -> int:
     cfg = config_from_args(args)
     from visual_words.transfer.estimators import ESTIMATORS
-    from visual_words.transfer.stage import build_maps, study_model_keys, summary
+    from visual_words.transfer.maps import study_model_keys, summary
+    from visual_words.transfer.stage import run
 
     if cfg.maps.estimator not in ESTIMATORS:
         raise ValueError(f"maps.estimator is `{cfg.maps.estimator}`; known estimators: {', '.join(ESTIMATORS)}")
     keys = args.models or study_model_keys(cfg)
     print(f"[maps] profile={cfg.profile} estimator={cfg.maps.estimator} models={', '.join(keys)}")
-    rows = summary(build_maps(cfg, keys, progress=not args.quiet))
+    rows = summary(run(cfg, keys, progress=not args.quiet))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -59,7 +59,7 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_tiny(args) -> int:
-    from visual_words.models.loading import local_path
+    from visual_words.models.location import local_path
     from visual_words.models.tiny import build_tiny, ensure_tiny
 
     keys = args.keys or [k for k, e in registry.models().items() if e.tiny is not None]

@@ -9,10 +9,10 @@ def cmd_report(args) -> int:
     cfg = config_from_args(args)
     import logging
 
-    from visual_words.report.stage import run_report
+    from visual_words.report.stage import run
 
     logging.basicConfig(level=logging.INFO, format="[report] %(message)s")
-    page = run_report(cfg)
+    page = run(cfg)
     print(f"[report] profile={cfg.profile}: {page}")
     print(f"[report] metrics: {page.parent / 'metrics.json'}  comparison: {page.parent / 'comparison.csv'}")
     return 0

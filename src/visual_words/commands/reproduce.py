@@ -15,16 +15,8 @@ import time
 from pathlib import Path
 
 from visual_words.commands import add_config_args, config_from_args
+from visual_words.stages import STAGES
 
-# stage name -> the `vw` command DVC runs for it (dvc.yaml uses the same commands)
-STAGES = [
-    ("prepare", ["data", "prepare"]),
-    ("maps", ["maps"]),
-    ("train", ["sweep"]),
-    ("evaluate", ["evaluate", "run"]),
-    ("analyze", ["analyze"]),
-    ("report", ["report"]),
-]
 
 
 def _dvc_usable(root: Path) -> bool:
@@ -73,7 +65,7 @@ def _run(cfg, args, root: Path, file_profile, t0: float) -> int:
         from visual_words.cli import main
 
         extra = ["--profile", cfg.profile, "--params", cfg.source] + sum((["--set", o] for o in args.overrides), [])
-        for name, argv in STAGES:
+        for name, argv in ((s.name, list(s.command)) for s in STAGES):
             print(f"[reproduce] stage {name}: vw {' '.join(argv)}", flush=True)
             t_stage = time.time()
             rc = main([*argv, *extra])

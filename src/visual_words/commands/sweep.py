@@ -11,10 +11,11 @@ from visual_words.commands import add_config_args, config_from_args
 
 
 def cmd_sweep(args) -> int:
-    from visual_words.provenance import write_provenance
-    from visual_words.sweep import SweepError, run_sweep
     from visual_words.commands.plan import check_budget
     from visual_words.commands.train import select_trials_from_args
+    from visual_words.provenance import write_provenance
+    from visual_words.sweep import SweepError
+    from visual_words.train.stage import run
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)
@@ -23,7 +24,7 @@ def cmd_sweep(args) -> int:
         return 2
     t0 = time.time()
     try:
-        s = run_sweep(cfg, trials, progress=not args.no_progress)
+        s = run(cfg, trials, progress=not args.no_progress)
     except SweepError as e:
         print(f"vw sweep: {e}", file=sys.stderr)
         return 1

@@ -24,12 +24,9 @@ def _load(spec: str, root=None):
 
 def _early_width_check(emb, token, spec: str, root=None) -> None:
     """Refuse a width mismatch before loading a (possibly multi-GB) model: the registry/folder config knows it."""
-    from visual_words.embeddings import check_width
-    from visual_words.toolkit.inspection import select_tokens
+    from visual_words.embeddings import EmbeddingFileError, check_width
+    from visual_words.toolkit.inspection import fitting_models, select_tokens
     from visual_words.toolkit.models import resolve_model
-
-    from visual_words.embeddings import EmbeddingFileError
-    from visual_words.toolkit.inspection import fitting_models
 
     entry = resolve_model(spec, root)
     for name, vecs in select_tokens(emb, token, entry.text_width).items():

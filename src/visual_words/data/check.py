@@ -35,10 +35,11 @@ class CheckReport:
 
 
 def check_dataset(cfg, dataset: str, all_images: bool = False, progress: bool = True) -> CheckReport:
-    from visual_words.data.prepare import load_index, selected_concepts
+    from visual_words.data.prepare import load_index
+    from visual_words.registry import study_concepts
 
     index = load_index(cfg, dataset, allow_unchecked=True)
-    concepts = selected_concepts(cfg, dataset)
+    concepts = study_concepts(cfg, dataset)
     report = CheckReport(dataset, index.root)
     p = cfg.prepare
     if dataset == "dreambooth":

@@ -17,6 +17,7 @@ from PIL import ImageDraw
 from tqdm import tqdm
 
 from visual_words.data import dreambooth as db
+from visual_words.io import sha256_file
 from visual_words.preprocess import load_rgb
 
 REVIEW_SIDE = 512  # review images are downscaled to this longer side
@@ -73,7 +74,7 @@ def run(loaded, root: str | Path, out: str | Path, subjects: list[str] | None = 
     photos = [(s, p) for s in subjects for p in db.subject_images(root, s)]
     for subject, path in tqdm(photos, desc="dreambooth boxes", unit="img", disable=not progress):
         key = f"{subject}/{path.name}"
-        sha = db.file_sha256(path)
+        sha = sha256_file(path)
         old = data["images"].get(key)
         if old and old["checked"] and old.get("sha256") == sha and not redo:
             stats["kept_checked"] += 1

@@ -31,8 +31,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from visual_words.data.index import AnnotatedImage, DatasetIndex, RawBox, file_sha256, require_file
-from visual_words.io import write_json
+from visual_words.data.index import AnnotatedImage, DatasetIndex, RawBox, require_file
+from visual_words.io import sha256_file, write_json
 
 FORMAT = "visual-words/dreambooth-boxes/1"
 CLASSES_FILE = "prompts_and_classes.txt"
@@ -116,7 +116,7 @@ def load_dreambooth(root: str | Path, boxes_file: str | Path, subjects: list[str
             if entry is None:
                 raise ValueError(f"{boxes_file}: no box for DreamBooth photo {path} (key `{key}`); run "
                                  "`vw data dreambooth-boxes` and check the new boxes")
-            if entry.get("sha256") and entry["sha256"] != file_sha256(path):
+            if entry.get("sha256") and entry["sha256"] != sha256_file(path):
                 raise ValueError(f"{path}: the photo differs from the one whose box was checked in {boxes_file} "
                                  "(sha256 mismatch); re-run `vw data dreambooth-boxes` for it and check it again")
             if not entry["checked"]:

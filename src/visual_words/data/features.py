@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from visual_words.io import atomic_path, write_json
+from visual_words.io import atomic_path, content_hash, write_json
 from visual_words.models.loading import LoadedModel
 from visual_words.preprocess import load_rgb
 from visual_words.reuse import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
@@ -128,23 +128,6 @@ def fingerprint(kind: str, loaded: LoadedModel) -> str:
     spec = {"kind": kind, "version": feature_version(kind), "weights": memo["digest"],
             "preprocess": _preprocess_settings(kind, loaded)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
-
-
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def content_hash(path: str | Path) -> str:
-    """sha256 of an image file's bytes (remembered per path, size and modification time)."""
-    from visual_words.data.index import file_sha256
-
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image file not found") from None
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = file_sha256(path)
-    return _FILE_HASHES[key]
 
 
 # ---- the cache ---------------------------------------------------------------------------------------------------

@@ -167,13 +167,13 @@ def missing_layout(folder: Path, spec: dict) -> list[str]:
 
 def check_files(folder: Path, spec: dict) -> None:
     """DreamBooth: every photo the study uses must be there, byte for byte (sha256)."""
-    from visual_words.data.index import file_sha256
+    from visual_words.io import sha256_file
 
     for rel, sha in (spec.get("files_sha256") or {}).items():
         path = folder / rel
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing from the {spec['name']} copy")
-        if file_sha256(path) != sha:
+        if sha256_file(path) != sha:
             raise ValueError(f"{path}: sha256 differs from the published photo (a different or damaged copy)")
 
 

@@ -11,7 +11,6 @@ annotation file's order). An image whose largest box is a person is not a cup im
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,15 +79,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{path}: unreadable image ({e})") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def require_file(path: Path, what: str, hint: str = "") -> Path:

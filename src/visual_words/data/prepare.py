@@ -26,19 +26,17 @@ from visual_words.data.manifest import Manifest, manifest_path, read_manifest, w
 from visual_words.io import write_text
 from visual_words.preprocess import load_rgb
 from visual_words.provenance import write_provenance
+from visual_words.registry import study_concepts
 
 DATASETS = ("imagenet", "dreambooth", "coco", "pascal")
 FOLDERS = {"coco": "coco", "pascal": "pascal", "dreambooth": "dreambooth"}  # below prepare.data_root
 
 
-def selected_concepts(cfg, dataset: str) -> list[registry.Concept]:
-    return registry.concepts(dataset)[: cfg.study.concepts_per_dataset]
-
-
 def dataset_root(cfg, dataset: str) -> Path:
     """Where a dataset's files are read from for this config (real or synthetic)."""
     if cfg.prepare.source == "synthetic":
-        from visual_words.data.synthetic import dataset_root as syn_root, ensure_synthetic
+        from visual_words.data.synthetic import dataset_root as syn_root
+        from visual_words.data.synthetic import ensure_synthetic
 
         return syn_root(ensure_synthetic(cfg, dataset), dataset)
     if cfg.prepare.source != "real":
@@ -54,7 +52,7 @@ def dataset_root(cfg, dataset: str) -> Path:
 def load_index(cfg, dataset: str, allow_unchecked: bool = False) -> DatasetIndex:
     """The dataset as its loader reads it, restricted to what the study needs where the format allows."""
     root = dataset_root(cfg, dataset)
-    concepts = selected_concepts(cfg, dataset)
+    concepts = study_concepts(cfg, dataset)
     if dataset == "coco":
         from visual_words.data.coco import load_coco
 
@@ -83,7 +81,7 @@ def build(cfg, dataset: str) -> tuple[Manifest, DatasetIndex]:
     p = cfg.prepare
     common = dict(seed=p.split_seed, source=p.source, manifest_dir=manifest_path(cfg, dataset).parent,
                   repo=Path(cfg.root))
-    concepts = selected_concepts(cfg, dataset)
+    concepts = study_concepts(cfg, dataset)
     if dataset == "dreambooth":
         m = build_holdout_manifest(index, concepts, holdout=p.dreambooth_holdout, train_per_concept=p.train_per_concept,
                                    **common)

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 
 from visual_words import registry
 from visual_words.data import dreambooth as db
+from visual_words.io import sha256_file
 
 VERSION = 1  # bump when the drawing changes: the marker then no longer matches and the set is rebuilt
 MARKER = ".synthetic.json"
@@ -246,7 +247,7 @@ def write_dreambooth(out: Path, photos: list[Drawn]) -> None:
         _jpeg(d.image, out / key)
         # DreamBooth photos show one subject: keep only its box (the drawn second object is scenery here)
         x, y, w, h = d.boxes[0][1]
-        boxes["images"][key] = {"subject": subject, "query": subject, "sha256": db.file_sha256(out / key),
+        boxes["images"][key] = {"subject": subject, "query": subject, "sha256": sha256_file(out / key),
                                 "width": d.image.width, "height": d.image.height,
                                 "boxes": [{"bbox": [x, y, w, h], "score": 1.0}], "checked": True, "note": "synthetic"}
     db.write_box_file(out / "dreambooth_boxes.json", boxes)

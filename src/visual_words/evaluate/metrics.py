@@ -18,7 +18,6 @@ import torch
 
 from visual_words.evaluate.coco import coco_summary
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Zero-shot classification (classification and generation accuracy)
 

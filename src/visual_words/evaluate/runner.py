@@ -20,12 +20,10 @@ Outputs under ``evaluate.out_dir``:
 
 from __future__ import annotations
 
-import time
-
 import csv
-import hashlib
 import json
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +31,11 @@ from typing import Any, Sequence
 
 import torch
 
-from visual_words.tasks import task
 from visual_words.data.manifest import Manifest, manifest_path, read_manifest
 from visual_words.embeddings import EmbeddingFileError, read_embedding
 from visual_words.evaluate import tasks as T
-from visual_words.io import atomic_path, write_json
+from visual_words.io import atomic_path, sha256_file, write_json
+from visual_words.tasks import task
 from visual_words.transfer.estimators import LinearMap
 from visual_words.trials import TASKS, Trial
 
@@ -69,14 +67,6 @@ class EvalResult:
     rows: list[dict] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def trial_from_dict(d: dict[str, Any]) -> Trial:
     """A Trial back from its sidecar form (``Trial.to_dict``: δ = "inf" when unconstrained)."""
     delta = d["delta"]
@@ -97,7 +87,7 @@ def read_item(path: Path) -> Item:
         trial = trial_from_dict(meta["trial"])
     except (KeyError, TypeError, ValueError) as e:
         raise EmbeddingFileError(f"{path}: sidecar `trial` is incomplete ({e})") from None
-    return Item(path, trial, meta["model_key"], vectors, meta["token_table_hash"], _sha256(path))
+    return Item(path, trial, meta["model_key"], vectors, meta["token_table_hash"], sha256_file(path))
 
 
 def embedding_files(cfg) -> list[Path]:
@@ -148,7 +138,7 @@ class Evaluator:
         """The map src → dst and its file digest. Study models need the `maps` stage's file; a model outside the
         study gets its map fitted now (and saved for next time)."""
         from visual_words.transfer.files import check_tables, load_map, map_path
-        from visual_words.transfer.stage import map_between, study_model_keys
+        from visual_words.transfer.maps import map_between, study_model_keys
 
         if (src_key, dst_key) not in self._maps:
             path = map_path(self.cfg, src_key, dst_key)
@@ -156,7 +146,7 @@ class Evaluator:
                 map_between(self.cfg, self.load(src_key), self.load(dst_key))
             lmap = load_map(path)  # FileNotFoundError naming `vw maps` when the stage has not run
             check_tables(lmap, src_table_hash, None, str(path))
-            self._maps[(src_key, dst_key)] = (lmap, _sha256(path))
+            self._maps[(src_key, dst_key)] = (lmap, sha256_file(path))
         return self._maps[(src_key, dst_key)]
 
     def check_tables(self, dst_key: str, items: Sequence[Item]) -> None:

@@ -16,7 +16,6 @@ the DATA engineer's cached features of the held-out images. The numbers come fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,20 +23,23 @@ import torch
 
 from visual_words import registry
 from visual_words.data.manifest import ImageRecord, Manifest
-from visual_words.evaluate.metrics import (GroundTruthImage, classification_accuracy, cxcywh_to_pixel_xywh,
-                                           detection_ap, detections_for_query, generation_accuracy,
-                                           ground_truth_for, owl_scores)
+from visual_words.evaluate.metrics import (
+    GroundTruthImage,
+    classification_accuracy,
+    cxcywh_to_pixel_xywh,
+    detection_ap,
+    detections_for_query,
+    generation_accuracy,
+    ground_truth_for,
+    owl_scores,
+)
 from visual_words.models.adapters import CLASSIFICATION_PROMPT, DETECTION_PROMPT, Adapter
+from visual_words.registry import study_concepts
 from visual_words.tasks import PROMPTS
 
 GENERATION_PROMPT = PROMPTS["generation"]  # D2: the evaluation prompt of generation (registry/tasks.yaml)
 EVALUATOR_PROMPT = "a photo of {}"  # PAPER.md §6: the evaluator's label prompts ("a photo of {concept name}")
 NEGATIVE_PROMPT = ""  # classifier-free guidance against the empty prompt, as diffusers does without a negative prompt
-
-
-def label_concepts(cfg, dataset: str) -> list[registry.Concept]:
-    """The concepts a metric chooses among: the study's concepts of the dataset (paper: all 10)."""
-    return registry.concepts(dataset)[: cfg.study.concepts_per_dataset]
 
 
 def target_index(concepts: Sequence[registry.Concept], concept: str) -> int:
@@ -57,7 +59,7 @@ def _eval_records(manifest: Manifest, concept: str) -> list[ImageRecord]:
 def classification(cfg, adapter: Adapter, features, manifest: Manifest, concept: str,
                    vectors: torch.Tensor) -> list[dict]:
     """Per trial ``{"value": accuracy}`` for ``vectors [K, n, d]`` of the classification model."""
-    concepts = label_concepts(cfg, manifest.dataset)
+    concepts = study_concepts(cfg, manifest.dataset)
     t = target_index(concepts, concept)
     records = _eval_records(manifest, concept)
     if not records:
@@ -88,7 +90,7 @@ def detection(cfg, adapter: Adapter, features, manifest: Manifest, concept: str,
     With ``keep[k]`` (a path stem), trial k's best boxes on the target's first held-out image are drawn to
     ``<stem>__det.png`` (the paper's Fig. 5 rows 4-6 and Figs. 8-9: the same test image for every anchor)."""
     ec = cfg.evaluate
-    concepts = label_concepts(cfg, manifest.dataset)
+    concepts = study_concepts(cfg, manifest.dataset)
     target_index(concepts, concept)
     records = _unique_records(manifest, concepts)
     if not records:
@@ -169,7 +171,7 @@ def generation(cfg, sd_adapter: Adapter, evaluator: Adapter, dataset: str, conce
     ``keep_images_per_trial`` images of trial k are written to ``keep[k]`` (a path stem; ``None`` = keep none)."""
     from visual_words.data.features import clip_image_embeds
 
-    concepts = label_concepts(cfg, dataset)
+    concepts = study_concepts(cfg, dataset)
     t = target_index(concepts, concept)
     images = generate(cfg, sd_adapter, vectors, seeds)
     for k, stem in enumerate(keep):

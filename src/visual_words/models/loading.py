@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from visual_words.models.families import family_of
+from visual_words.models.location import local_path, resolve_id
 from visual_words.models.table_identity import identity_of_stored_table
-from visual_words.registry import LOCAL_PREFIX, ModelEntry, model
+from visual_words.registry import ModelEntry, model
 
 
 @dataclass
@@ -52,32 +52,6 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def repo_root() -> Path:
-    """The folder relative checkpoint paths are resolved against (where params.yaml lives)."""
-    from visual_words.config import ConfigError, find_params_file
-
-    try:
-        return find_params_file().parent
-    except ConfigError:
-        return Path.cwd()
-
-
-def resolve_id(entry: ModelEntry, root: str | os.PathLike | None = None) -> str:
-    """The string handed to the library loader: the hub id, or the local folder as an absolute path."""
-    local = entry.local_dir
-    if local is None:
-        return entry.id
-    path = local if local.is_absolute() else Path(root or repo_root()) / local
-    return (LOCAL_PREFIX + str(path)) if entry.library == "open_clip" else str(path)
-
-
-def local_path(entry: ModelEntry, root: str | os.PathLike | None = None) -> Path | None:
-    ident = resolve_id(entry, root)
-    if entry.local_dir is None:
-        return None
-    return Path(ident[len(LOCAL_PREFIX):] if ident.startswith(LOCAL_PREFIX) else ident)
 
 
 def load_model(

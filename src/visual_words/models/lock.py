@@ -29,17 +29,15 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import fnmatch
-import hashlib
 import json
 import os
 import re
 import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from dataclasses import dataclass, field, replace
-
-from visual_words.io import write_json, write_text
+from visual_words.io import sha256_file, write_json, write_text
 from visual_words.models.pins import compare, pin, single_file_match
 from visual_words.registry import ModelEntry, model, models
 
@@ -136,7 +134,7 @@ def default_lock_path(root: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env)
     if root is None:
-        from visual_words.models.loading import repo_root
+        from visual_words.models.location import repo_root
 
         root = repo_root()
     return Path(root) / LOCK_NAME
@@ -149,16 +147,6 @@ def required_refs(entry: ModelEntry) -> list[str]:
     if loads_main(entry) and "main" not in refs:
         refs.append("main")
     return refs
-
-
-def sha256_file(path: Path, progress=None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-            if progress is not None:
-                progress.update(len(chunk))
-    return h.hexdigest()
 
 
 def _snapshot_listing(snapshot: Path) -> list[str]:

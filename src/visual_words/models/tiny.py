@@ -64,9 +64,9 @@ def build_tiny(entry: ModelEntry, out_dir: str | os.PathLike) -> Path:
 
 def ensure_tiny(entry: ModelEntry, root: str | os.PathLike | None = None) -> Path:
     """Build the tiny checkpoint unless a complete one (with its marker, same sizes) is already there."""
-    from visual_words.models.loading import local_path
-
     from filelock import FileLock
+
+    from visual_words.models.location import local_path
 
     path = local_path(entry, root)
     path.parent.mkdir(parents=True, exist_ok=True)

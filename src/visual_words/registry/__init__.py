@@ -150,3 +150,9 @@ def all_concepts() -> list[Concept]:
 def anchors(dataset: str) -> list[str]:
     """The anchor words of a dataset, in order: each concept is trained from every one of them (the 10×10 design)."""
     return [c.anchor for c in concepts(dataset)]
+
+
+def study_concepts(cfg, dataset: str) -> list[Concept]:
+    """The study's concepts of a dataset (the first `study.concepts_per_dataset`; paper: all 10): its classes for
+    every metric (the label set a word is scored among), classification negatives and the detection pool."""
+    return concepts(dataset)[: cfg.study.concepts_per_dataset]

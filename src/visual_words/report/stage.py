@@ -19,61 +19,22 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from visual_words.io import atomic_path, write_json, write_text
+from visual_words.io import write_json, write_text
 from visual_words.report import compare as cmp
 from visual_words.report import figures as F
 from visual_words.report.banner import banner_for
+from visual_words.report.builder import ReportBuilder
 from visual_words.report.claims import nearest_is_anchor_by_delta, transfer_shares
 from visual_words.report.paper import paper_table
 from visual_words.tasks import TASKS, short, task
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    text: str = ""
-    figures: list[dict] = field(default_factory=list)
-    tables: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class ReportBuilder:
-    cfg: Any
-    out_dir: Path
-    banner: str
-    sections: dict[str, Section] = field(default_factory=dict)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    headline: list[dict] = field(default_factory=list)
-    cells: pd.DataFrame | None = None  # our per-cell statistics (the claims are computed from them)
-
-    def section(self, sid: str, title: str, text: str = "") -> Section:
-        if sid not in self.sections:
-            self.sections[sid] = Section(sid, title, text)
-        return self.sections[sid]
-
-    def figure(self, sid: str, fig, name: str, title: str, caption: str) -> None:
-        rc = self.cfg.report
-        paths = F.save(fig, self.out_dir / "figures", name, rc.formats, rc.dpi)
-        src = next((p for p in paths if p.suffix == ".png"), paths[0])
-        self.sections[sid].figures.append({
-            "name": name, "title": title, "caption": caption, "src": f"figures/{src.name}",
-            "files": [{"fmt": p.suffix[1:].upper(), "href": f"figures/{p.name}"} for p in paths]})
-
-    def skip(self, name: str, reason: str) -> None:
-        log.warning("report: %s skipped: %s", name, reason)
-        self.skipped.append((name, reason))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,7 +70,7 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
                      f"({ec.bootstrap_resamples} resamples, seed {ec.bootstrap_seed}); black diamonds and dashed lines "
                      "are the paper's numbers (src/visual_words/report/paper_numbers.yaml).")
     cells = summarize(evaluation, ec.bootstrap_resamples, ec.bootstrap_seed, ec.ci_level)
-    _write_csv(rb, cells, rb.out_dir / "cells.csv")
+    rb.write_csv(cells, rb.out_dir / "cells.csv")
     paper = paper_table()
     rb.cells = cells
     comp = cmp.compare(cells, paper, cfg.report.tolerance)
@@ -152,7 +113,7 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
     rb.headline.append({"value": f"{n['agree']} / {n['compared']}", "label": "cells inside the paper's CI / tolerance"})
     shares = transfer_shares(cells)
     if len(shares):
-        _write_csv(rb, shares, rb.out_dir / "transfer_shares.csv")
+        rb.write_csv(shares, rb.out_dir / "transfer_shares.csv")
     for ev in TASKS:  # in-domain means of the unconstrained words, averaged over datasets
         unconstrained = np.array([math.isinf(float(d)) for d in cells["delta"]], dtype=bool)
         sel = cells[(cells["eval_task"] == ev).to_numpy() & (cells["trained_task"] == ev).to_numpy() & unconstrained]
@@ -247,7 +208,7 @@ def _cell_key(r) -> str:
 
 
 def eps_part(rb: ReportBuilder, eps: pd.DataFrame) -> None:
-    from visual_words.analysis.stage import summary
+    from visual_words.analysis.spaces import summary
 
     sec = rb.section("eps", "Where the words land: ε-ball statistics",
                      "For every trained vector, in its own model's token table and (transferred) in the other two: "
@@ -259,7 +220,7 @@ def eps_part(rb: ReportBuilder, eps: pd.DataFrame) -> None:
               "always the nearest token). Top right: share of vectors whose nearest token is the anchor. Bottom: "
               "the anchor's rank and the cosine to the anchor, in-domain (grey) and transferred (purple).")
     s = summary(eps)
-    _write_csv(rb, s, rb.out_dir / "eps_summary.csv")
+    rb.write_csv(s, rb.out_dir / "eps_summary.csv")
     sec.tables.append({"title": "Per trained task, table and δ", "html": s.to_html(index=False, float_format=lambda x: f"{x:.3f}",
                                                                                     classes="eps"),
                        "note": "File: eps_summary.csv."})
@@ -322,6 +283,7 @@ def pick_concepts(wanted: list[str], available: list[tuple[str, str]], n: int) -
 
 def qualitative(rb: ReportBuilder) -> None:
     from visual_words import registry
+    from visual_words.registry import study_concepts
     from visual_words.trials import trial_grid
 
     cfg = rb.cfg
@@ -406,7 +368,7 @@ def qualitative(rb: ReportBuilder) -> None:
                   "the paper: COCO donut, cup, umbrella): the same test image, the word's three best boxes, one column "
                   "per anchor.")
         for ds in cfg.study.datasets:
-            concepts = [c.name for c in registry.concepts(ds)[: cfg.study.concepts_per_dataset]]
+            concepts = [c.name for c in study_concepts(cfg, ds)]
             label = F.DATASET_LABEL.get(ds, ds)
             rb.figure("qualitative", F.image_grid([(c, det_row(ds, c)) for c in concepts],
                                                   f"{label}: every concept × anchor, detection words at δ = {delta:g} "
@@ -417,7 +379,7 @@ def qualitative(rb: ReportBuilder) -> None:
         rb.skip("Fig. 5 detection rows / Figs. 8-9", f"no kept detection renderings at δ = {delta:g} "
                                                      "(evaluate.keep_images_per_trial = 0, or evaluated before they were kept)")
     for ds in cfg.study.datasets:
-        concepts = [c.name for c in registry.concepts(ds)[: cfg.study.concepts_per_dataset]]
+        concepts = [c.name for c in study_concepts(cfg, ds)]
         rows = [(c, row_for(ds, c)) for c in concepts]
         if any(p for _, items in rows for _, p in items):
             label = F.DATASET_LABEL.get(ds, ds)
@@ -443,13 +405,6 @@ def _target_images(cfg, concepts) -> list[tuple[str, Path | None]]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The page
-
-
-def _write_csv(rb: ReportBuilder, df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-        if rb.banner:
-            f.write(f"# {rb.banner}\n")
-        df.to_csv(f, index=False, float_format="%.6g")
 
 
 def _standalone(title: str, banner: str, body: str) -> str:
@@ -488,13 +443,12 @@ def stage_provenance(cfg) -> list[dict]:
 
 def render(rb: ReportBuilder, stages: list[dict]) -> Path:
     import datetime as dt
+    from importlib import resources
 
     import jinja2
     import yaml
 
     from visual_words.provenance import git_commit, package_versions
-
-    from importlib import resources
 
     template = resources.files("visual_words.report").joinpath("page.html").read_text()
     page = jinja2.Environment(autoescape=True).from_string(template).render(
@@ -515,7 +469,7 @@ def summary_markdown(rb: ReportBuilder) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_report(cfg) -> Path:
+def run(cfg) -> Path:
     """Write the report for `cfg`'s profile; returns the path of index.html."""
     from visual_words.provenance import write_provenance
 
@@ -541,10 +495,10 @@ def run_report(cfg) -> Path:
     else:
         rb.skip("ε-ball statistics", f"{an / 'eps_stats.csv'} not found or empty (run `vw analyze`)")
     if cfg.report.claims:  # a profile that checks claims with stated power (visual_words.claims)
-        from visual_words.claims.report import claims_part
+        from visual_words.claims.report import claims_part as profile_claims_part
         from visual_words.evaluate.runner import read_table
 
-        claims_part(rb, read_table(evaluation_file) if evaluation_file.is_file() else None, eps)
+        profile_claims_part(rb, read_table(evaluation_file) if evaluation_file.is_file() else None, eps)
     layers_part(rb, _read_csv(an / "tsne.csv"), _read_csv(an / "truncation.csv"))
     claims_part(rb, eps)
     qualitative(rb)

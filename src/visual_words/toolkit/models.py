@@ -25,7 +25,7 @@ def resolve_model(spec: str, root: str | Path | None = None) -> ModelEntry:
     if not path.is_dir():
         raise ValueError(f"--model `{spec}`: neither a registry key ({', '.join(models())}) nor a model folder")
     path = path.resolve()
-    from visual_words.models.loading import local_path
+    from visual_words.models.location import local_path
 
     for entry in models().values():
         registered = local_path(entry, root)

@@ -24,7 +24,6 @@ from visual_words.toolkit.facts import paper_finding
 from visual_words.toolkit.inspection import json_safe, meta_summary, select_tokens
 from visual_words.toolkit.neighbours import vector_stats
 
-
 POOR_R2 = 0.1  # below this held-out R², say plainly that the map carries (almost) nothing
 
 

@@ -1,40 +1,22 @@
-"""The `maps` stage: fit the transfer maps between the study's three task models, write them with provenance;
-and `map_between`, which gives any other pair of checkpoints a map too (fitted on demand)."""
+"""The `maps` stage: fit the transfer maps between the study's three task models (or the given models) and write
+each map + sidecar, `quality.csv` and `provenance.json` under `maps.out_dir`."""
 
 from __future__ import annotations
 
-import time
-
 import csv
+import time
 from pathlib import Path
-from typing import Any
 
-from visual_words.tasks import TASKS
 from visual_words.io import atomic_path
 from visual_words.provenance import write_provenance
 from visual_words.reuse import map_key
 from visual_words.transfer.estimators import LinearMap
-from visual_words.transfer.files import check_tables, load_map, map_path, save_map
+from visual_words.transfer.files import map_path, save_map
 from visual_words.transfer.fitting import fit_pairs, table_of
-
-QUALITY_FILE = "quality.csv"
-
-
-def study_model_keys(cfg) -> list[str]:
-    """The registry keys of the three task models (their order: generation, detection, classification)."""
-    return [cfg.study.models[r] for r in TASKS]  # the models the study's tokens are trained in
+from visual_words.transfer.maps import QUALITY_FILE, load_for_maps, study_model_keys
 
 
-def _load(key: str, cfg):
-    """A model loaded as the train stage loads it (study.device, train.precision): its table is then exactly the
-    one the tokens are trained in (fp16 rounding on a GPU included), so the hashes in the map's sidecar match the
-    embeddings' ``token_table_hash``."""
-    from visual_words.models.loading import load_model
-
-    return load_model(key, device=cfg.study.device, precision=cfg.train.precision, root=cfg.root)
-
-
-def build_maps(cfg, model_keys: list[str] | None = None, progress: bool = True) -> dict[tuple[str, str], Path]:
+def run(cfg, model_keys: list[str] | None = None, progress: bool = True) -> dict[tuple[str, str], Path]:
     """Fit all ordered pairs among ``model_keys`` (default: the study's task models) with ``cfg.maps`` settings;
     write each map + sidecar, ``quality.csv`` and ``provenance.json`` under ``maps.out_dir``. Returns the paths."""
     t0 = time.time()
@@ -43,7 +25,7 @@ def build_maps(cfg, model_keys: list[str] | None = None, progress: bool = True) 
         raise ValueError(f"maps need at least two distinct models; got {keys}")
     tables = []
     for key in keys:
-        loaded = _load(key, cfg)
+        loaded = load_for_maps(key, cfg)
         tables.append(table_of(loaded))
         del loaded  # only the table is needed; free the model (SD-2.1 is GBs)
     m = cfg.maps
@@ -70,42 +52,3 @@ def _write_quality(path: Path, maps: dict[tuple[str, str], LinearMap]) -> None:
                         "dst_width": lm.d_dst, "n_fit_tokens": lm.meta["n_fit_tokens"], "n_heldout": q["n_heldout"],
                         "r2": "" if q["r2"] is None else f"{q['r2']:.6f}",
                         "retrieval_at_1": "" if q["retrieval_at_1"] is None else f"{q['retrieval_at_1']:.6f}"})
-
-
-def map_between(cfg, src: Any, dst: Any, fit_missing: bool = True) -> LinearMap:
-    """The map from loaded model ``src`` to loaded model ``dst``: read from ``map_path`` when the file exists and
-    its reuse key (``reuse.map_key``: these very tables, the `maps` settings, the estimators' code version) is the
-    current one; otherwise (a checkpoint outside the study, say) fitted now with ``cfg.maps``
-    settings and saved there for next time. ``fit_missing=False`` makes a missing or stale file an error."""
-    path = map_path(cfg, src.entry.key, dst.entry.key)
-    ta, tb = table_of(src), table_of(dst)
-    src_hash, dst_hash = ta.meta["table_hash"], tb.meta["table_hash"]
-    if path.is_file():
-        lmap = load_map(path)
-        same_tables = lmap.meta.get("src_table_hash") == src_hash and lmap.meta.get("dst_table_hash") == dst_hash
-        if same_tables and lmap.meta.get("reuse_key") == map_key(cfg, src_hash, dst_hash):
-            return lmap
-        if not fit_missing:
-            check_tables(lmap, src_hash, dst_hash, str(path))
-            raise ValueError(f"{path}: fitted with other `maps` settings or estimator code than now (its reuse key "
-                             "differs); run `vw maps` to refit it")
-    elif not fit_missing:
-        load_map(path)  # raises FileNotFoundError naming the file and `vw maps`
-    m = cfg.maps
-    pair = (src.entry.key, dst.entry.key)
-    lmap = fit_pairs([ta, tb], [pair], estimator=m.estimator, ridge_alpha=m.ridge_alpha,
-                     holdout_fraction=m.holdout_fraction, seed=m.seed)[pair]
-    lmap.meta["reuse_key"] = map_key(cfg, src_hash, dst_hash)
-    save_map(path, lmap)
-    return lmap
-
-
-def summary(paths: dict[tuple[str, str], Path]) -> list[dict]:
-    """One dict per written map (for printing): keys, widths, quality."""
-    rows = []
-    for (src, dst), p in paths.items():
-        lm = load_map(p)
-        rows.append({"src": src, "dst": dst, "file": str(p), "estimator": lm.estimator,
-                     "shape": [lm.d_src, lm.d_dst], **lm.meta.get("quality", {})})
-    return rows
-
