@@ -207,7 +207,7 @@ def test_unreadable_image_is_named(tiny_clip, tmp_path, photos):
     path.write_bytes(path.read_bytes()[:2000])  # truncated JPEG
     with pytest.raises(ValueError, match=f"{path}: unreadable or truncated image"):
         FeatureCache(tmp_path / "cache").get("clip_image_embeds", tiny_clip, _Manifest(tmp_path / "img"), recs)
-    with pytest.raises(FileNotFoundError, match="missing.jpg: image file not found"):
+    with pytest.raises(FileNotFoundError, match="missing.jpg: file not found"):
         FeatureCache(tmp_path / "cache").get("clip_image_embeds", tiny_clip, _Manifest(tmp_path / "img"),
                                              [_Rec("missing.jpg")])
 

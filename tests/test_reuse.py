@@ -43,7 +43,7 @@ def test_result_defining_code_has_a_recorded_version():
 
 
 def test_pieces_name_known_outputs_and_existing_code():
-    from visual_words.data.features import COMPUTE
+    from visual_words.data.features import KINDS as COMPUTE
 
     known = set(OUTPUTS) | {f"features.{k}" for k in COMPUTE}
     for name, p in reuse._versions_file().items():

@@ -40,7 +40,7 @@ def _data(adapter, trials, seed=0):
     out = []
     for i, t in enumerate(trials):
         g = torch.Generator().manual_seed(seed + 17 * i)
-        if adapter.family == "stable-diffusion":  # 8×8 latents: the UNet is convolutional, and 16× cheaper than 32×32
+        if adapter.entry.family == "stable-diffusion":  # 8×8 latents: the UNet is convolutional, and 16× cheaper than 32×32
             out.append(TrialData("generation", latents=torch.randn(4, 4, 8, 8, generator=g)))
         else:
             dim = adapter.text_outputs(["cat"], None).shape[-1]
