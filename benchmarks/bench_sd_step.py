@@ -146,7 +146,8 @@ def _images():
 @pytest.mark.skipif(FULL, reason="VW_BENCH_FULL=1 runs the full-size benchmark instead")
 def test_sd_step_tiny(benchmark, report_ratio, tmp_path):
     from visual_words.data.features import sd_latents
-    from visual_words.models.loading import load_model, local_path
+    from visual_words.models.loading import load_model
+    from visual_words.models.location import local_path
 
     images = _images()
     loaded = load_model("tiny-sd", root=REPO)
@@ -177,7 +178,6 @@ def test_sd_step_tiny(benchmark, report_ratio, tmp_path):
 @pytest.mark.skipif(not FULL, reason="set VW_BENCH_FULL=1 (a GPU) for the full-size SD-2.1 benchmark")
 def test_sd_step_full_size(benchmark, report_ratio, tmp_path):
     import full_size_models
-
     from visual_words.models.loading import resolve_dtype
 
     device = torch.device(os.environ.get("VW_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))

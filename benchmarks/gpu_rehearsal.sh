@@ -71,6 +71,8 @@ stage analyze vw analyze "${ARGS[@]}"
 stage report vw report "${ARGS[@]}"
 python3 -m pytest -q -p no:cacheprovider --rehearsal tests/test_rehearsal_outputs.py
 
-echo "[gpu-rehearsal] stage times (s):" >&2
-for s in models prepare maps train evaluate analyze report; do printf '  %-9s %8s\n' "$s" "${SECONDS_OF[$s]}" >&2; done
-python3 -m visual_words.rehearsal_projection "${ARGS[@]}"
+# One line per stage: its time here and the paper profile's projected GPU-hours for it; the SD step rate this
+# rehearsal measured is filed for this card in artifacts/rehearsal/rates.yaml (VW_RATES=that file for `vw plan`).
+TIMES=()
+for s in models prepare maps train evaluate analyze report; do TIMES+=("$s=${SECONDS_OF[$s]}"); done
+python3 -m visual_words.rehearsal "${ARGS[@]}" --times "${TIMES[@]}"
