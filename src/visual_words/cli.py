@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+if not os.environ.get("RAY_ADDRESS"):
+    # A local Ray cluster listens on the loopback interface only (see sweep._ray_init for why this variable).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,16 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from visual_words.config import ConfigError
-    from visual_words.embeddings import EmbeddingFileError
+    from visual_words.errors import report
 
     try:
-        return int(args.func(args) or 0)
-    except (ConfigError, EmbeddingFileError, FileNotFoundError, KeyError, ValueError) as e:
-        # Expected failures (bad input, bad config) get one clear line and a non-zero exit, not a traceback.
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"vw {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        with _run_lock(args):
+            return int(args.func(args) or 0)
+    except Exception as e:  # noqa: BLE001 - one home for expected failures: one line, exit 2 (bugs re-raise)
+        return report(e, args.command)
+
+
+def _run_lock(args):
+    """Commands that write the study's outputs hold the checkout's run lock (`visual_words.runlock`), so two runs
+    in one checkout never train or evaluate the same trial at once."""
+    import contextlib
+
+    if not getattr(args, "takes_run_lock", False):
+        return contextlib.nullcontext()
+    from visual_words.runlock import run_lock
+
+    return run_lock(params_file=getattr(args, "params", None), command=f"vw {args.command}")
 
 
 if __name__ == "__main__":

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visual_words.train.loop import is_done
+from visual_words.errors import UserError
+from visual_words.train.loop import is_done, report_damaged
 from visual_words.trials import Trial, embedding_path, trial_grid, trial_key
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError, RuntimeError):
     """Some trial batches failed; the message names their trial ids and the remote error."""
 
 
@@ -143,6 +144,7 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     uri, exp_id = tracking.ensure_experiment(cfg, "train")
     # Reconcile what a previous (killed) sweep left: close RUNNING runs, log trials that have files but no run.
     tracking.close_orphans(uri, exp_id)
+    report_damaged(cfg, trials)
     finished = tracking.finished_keys(uri, exp_id)
     done = [t for t in trials if is_done(cfg, t)]
     log_trials(cfg, [t for t in done if trial_key(cfg, t) not in finished], uri, exp_id)

@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from visual_words.errors import UserError
+
 # The order of COCOeval.stats for iouType="bbox" (pycocotools' summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "APsmall", "APmedium", "APlarge", "AR1", "AR10", "AR100", "ARsmall", "ARmedium",
               "ARlarge")
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(UserError, ValueError):
     """A ground-truth or detections file/object that is not usable COCO; the message says where and what."""
 
 

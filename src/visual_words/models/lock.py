@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from visual_words.errors import UserError
 from visual_words.io import write_json, write_text
 from visual_words.registry import ModelEntry, model, models
 
@@ -76,7 +77,7 @@ BAKE_FILES["hf-clip"] = BAKE_FILES["owl-vit"]  # transformers CLIPModel + CLIPPr
 LOADS_MAIN = {"open-clip"}
 
 
-class ModelLockError(ValueError):
+class ModelLockError(UserError, ValueError):
     """The pinned weights are missing or differ from the lock (a ValueError: the CLI prints it as one error)."""
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from visual_words.data.manifest import manifest_path, read_manifest
-from visual_words.embeddings import read_embedding, sidecar_path, table_hash, write_embedding
+from visual_words.embeddings import damage, read_embedding, sidecar_path, table_hash, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.train.checkpoint import batch_key, checkpoint_path, load_checkpoint, save_checkpoint
@@ -54,16 +54,34 @@ def output_path(cfg, trial: Trial) -> Path:
 
 
 def is_done(cfg, trial: Trial) -> bool:
-    """Done = the file and its sidecar exist (the sidecar is written last) and the sidecar's `trial_key` is the
-    current one: a change of anything that determines the result (trials.trial_key) trains the trial again."""
+    """Done = the file and its sidecar exist (the sidecar is written last), the sidecar's `trial_key` is the
+    current one (a change of anything that determines the result, trials.trial_key, trains the trial again) and
+    the file's bytes are the ones the sidecar records (a damaged file is trained again, never used)."""
     path = output_path(cfg, trial)
     side = sidecar_path(path)
     if not (path.is_file() and side.is_file()):
         return False
     try:
-        return json.loads(side.read_text()).get("trial_key") == trial_key(cfg, trial)
-    except (json.JSONDecodeError, AttributeError):
+        if json.loads(side.read_text()).get("trial_key") != trial_key(cfg, trial):
+            return False
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
+    return damage(path) is None
+
+
+def report_damaged(cfg, trials: Sequence[Trial]) -> list[str]:
+    """Print (stderr) and return one line per trial whose finished-looking file is damaged: it is retrained."""
+    import sys
+
+    lines = []
+    for t in trials:
+        path = output_path(cfg, t)
+        if path.is_file() and sidecar_path(path).is_file():
+            problem = damage(path)
+            if problem:
+                lines.append(problem)
+                print(f"[train] {problem}; training it again", file=sys.stderr, flush=True)
+    return lines
 
 
 def trials_per_batch(cfg, task: str) -> int:
@@ -247,6 +265,7 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
 
     start = time.perf_counter()
     unique = list({t.id: t for t in trials}.values())
+    report_damaged(cfg, unique)
     results: dict[str, TrialResult] = {}
     groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
     for t in unique:
