@@ -379,18 +379,18 @@ def load_config(
         where = []
         for p in parts[:-1]:
             if not isinstance(node, dict):
-                raise ConfigError(f"override `{dotted}`: `{'.'.join(where)}` is a value, not a section (it has no "
+                raise ConfigError(f"--set `{dotted}`: `{'.'.join(where)}` is a value, not a section (it has no "
                                   f"key `{p}`)")
             if p not in node:
-                raise ConfigError(f"override `{dotted}`: unknown key `{p}`"
+                raise ConfigError(f"--set `{dotted}`: unknown key `{p}`"
                                   + (f" in `{'.'.join(where)}`" if where else "")
                                   + (f" (known: {', '.join(map(str, node))})" if len(node) < 40 else ""))
             node, where = node[p], [*where, p]
         if not isinstance(node, dict):
-            raise ConfigError(f"override `{dotted}`: `{'.'.join(where)}` is a value, not a section (it has no key "
+            raise ConfigError(f"--set `{dotted}`: `{'.'.join(where)}` is a value, not a section (it has no key "
                               f"`{parts[-1]}`)")
         if parts[-1] not in node:
-            raise ConfigError(f"override `{dotted}`: unknown key `{parts[-1]}`"
+            raise ConfigError(f"--set `{dotted}`: unknown key `{parts[-1]}`"
                               + (f" in `{'.'.join(where)}` (known: {', '.join(map(str, node))})" if where else ""))
         node[parts[-1]] = value
     given = frozenset(overrides or {})
@@ -401,14 +401,14 @@ def load_config(
 def parse_override(text: str) -> tuple[str, Any]:
     """`train.steps=5` -> ("train.steps", 5); the value is parsed as YAML (numbers, lists, booleans)."""
     if "=" not in text:
-        raise ConfigError(f"override `{text}` must look like section.key=value")
+        raise ConfigError(f"--set `{text}` must look like section.key=value")
     key, value = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override `{text}`: the key before `=` must look like section.key")
+        raise ConfigError(f"--set `{text}`: the key before `=` must look like section.key")
     try:
         return key, yaml.safe_load(value)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or "not valid YAML"
-        raise ConfigError(f"override `{text}`: the value `{value}` is not valid YAML ({problem}); quote it, "
+        raise ConfigError(f"--set `{text}`: the value `{value}` is not valid YAML ({problem}); quote it, "
                           "e.g. --set 'train.betas=[0.9, 0.999]'") from None

@@ -153,9 +153,12 @@ def _looks_like(head: bytes) -> str:
 
 def _load_pickle(path: Path) -> Any:
     import pickle
+    import warnings
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our one line
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise EmbeddingFileError(
             f"{path}: refused: the pickle holds objects other than tensors and plain data, and loading it would "

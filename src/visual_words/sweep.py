@@ -109,14 +109,25 @@ def run_batch(cfg, trials: list[Trial], uri: str, exp_id: str) -> list[str]:
     return [t.id for t in trials]
 
 
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def _ray_init(cfg):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # A local study needs no network: with Ray's "cluster mode" off (the switch Ray itself uses on laptops; its
+        # name says Windows/OSX, it works on Linux too) the node's address is the loopback one, and the GCS, the
+        # raylet and every worker listen on 127.0.0.1 only (tests/test_reliability_faults.py checks the sockets).
+        os.environ[LOCAL_ONLY_ENV] = "0"
     import ray
 
-    address = os.environ.get("RAY_ADDRESS")
     if address:  # a real cluster: its resources are its own
         ray.init(address=address, log_to_driver=True)
     else:
         import torch
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; covers a `ray` imported before the env was set
 
         # "local" always starts a fresh in-process cluster (a bare ray.init() may attach to a dead one).
         ray.init(address="local", num_cpus=cfg.sweep.num_workers, num_gpus=torch.cuda.device_count(),

@@ -7,13 +7,17 @@ for tests: tiny models are saved in the library's layout and read back here.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from visual_words.errors import UserError
 from visual_words.registry import LOCAL_PREFIX, ModelEntry, model
 
 
@@ -103,9 +107,54 @@ def load_model(
     path = local_path(entry, root)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model `{entry.key}`: local checkpoint folder {path} does not exist")
+    if path is None and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        check_weights_local(entry)  # before the libraries' own (long) error for a missing download
     # Hub loads pin the registry revision; local folders have none.
     rev = {} if path is not None or entry.revision in ("", "local") else {"revision": entry.revision}
     _quiet_libraries()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch, on any foreign pickle
+            out = _load(entry, ident, device, dtype, rev)
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError, json.JSONDecodeError) as e:
+        # A broken, foreign or malicious checkpoint: the library's reason in one line (VW_DEBUG=1: the trace).
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+            raise UserError(f"model `{entry.key}`: refused {path or ident}: a weights file holds objects other than "
+                            "tensors, and loading it would run code (only weights_only pickles are read)") from e
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise UserError(f"model `{entry.key}`: cannot load {path or ident}: {first[:300]}") from e
+    for mod in _modules(out):
+        mod.eval()
+        mod.requires_grad_(False)
+    return out
+
+
+def check_weights_local(entry: ModelEntry) -> None:
+    """Offline, a hub model must already be in the Hugging Face cache at its registry revision: otherwise one line
+    saying where we looked and how to get it."""
+    from visual_words.models.lock import hub_cache_dir, hub_repo_id, repo_dir
+
+    repo_id = hub_repo_id(entry)
+    if repo_id is None:
+        return
+    folder = repo_dir(hub_cache_dir(), repo_id)
+    ref = folder / "refs" / (entry.revision or "main")
+    snapshots = folder / "snapshots"
+    found = ref.is_file() or (snapshots / entry.revision).is_dir() if entry.revision else snapshots.is_dir()
+    if not found:
+        raise UserError(f"model `{entry.key}`: weights not found locally: looked in {folder} for {repo_id} @ "
+                        f"{entry.revision or 'main'} (the Hugging Face cache: HF_HUB_CACHE or HF_HOME/hub); get "
+                        f"them with `HF_HUB_OFFLINE=0 vw bake-models {entry.key}`, or pass a local model folder")
+
+
+def _modules(out: LoadedModel) -> list:
+    if out.pipeline is not None:
+        return [out.pipeline.unet, out.pipeline.vae, out.pipeline.text_encoder]
+    return [out.model]
+
+
+def _load(entry: ModelEntry, ident: str, device: torch.device, dtype: torch.dtype, rev: dict) -> LoadedModel:
+    """The library call of each family (the same for a hub id and a local folder)."""
     out = LoadedModel(entry=entry, device=device, dtype=dtype)
     if entry.family == "stable-diffusion":
         from diffusers import StableDiffusionPipeline
@@ -115,7 +164,6 @@ def load_model(
         pipe.set_progress_bar_config(disable=True)
         out.pipeline = pipe.to(device)
         out.tokenizer = pipe.tokenizer
-        modules = [pipe.unet, pipe.vae, pipe.text_encoder]
     elif entry.family == "owl-vit":
         from transformers import AutoConfig, AutoProcessor, Owlv2ForObjectDetection, OwlViTForObjectDetection
 
@@ -124,7 +172,6 @@ def load_model(
         out.model = cls.from_pretrained(ident, dtype=dtype, **rev).to(device)
         out.processor = AutoProcessor.from_pretrained(ident, **rev)
         out.tokenizer = out.processor.tokenizer
-        modules = [out.model]
     elif entry.family == "open-clip":
         import open_clip
 
@@ -132,19 +179,14 @@ def load_model(
         m, _, preprocess = open_clip.create_model_and_transforms(ident, device=device, precision=_oc_precision(dtype))
         out.model, out.preprocess = m, preprocess
         out.tokenizer = open_clip.get_tokenizer(ident)
-        modules = [m]
     elif entry.family == "hf-clip":
         from transformers import CLIPModel, CLIPProcessor
 
         out.model = CLIPModel.from_pretrained(ident, dtype=dtype, **rev).to(device)
         out.processor = CLIPProcessor.from_pretrained(ident, **rev)
         out.tokenizer = out.processor.tokenizer
-        modules = [out.model]
     else:  # the registry validates families; this is a guard for new ones
         raise ValueError(f"no loader for family {entry.family!r}")
-    for mod in modules:
-        mod.eval()
-        mod.requires_grad_(False)
     return out
 
 

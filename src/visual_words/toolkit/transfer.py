@@ -54,6 +54,9 @@ def check_output(out: Path, force: bool) -> None:
     for p in (out, sidecar_path(out)):
         if p.exists() and not force:
             raise ValueError(f"{p}: already exists; pass --force to overwrite it")
+    from visual_words.io import check_writable
+
+    check_writable(out.parent)  # a read-only folder fails here, before any model is loaded
 
 
 def pick_token(emb: Embedding, token: str | None, width: int, model_key: str) -> tuple[str, torch.Tensor]:
