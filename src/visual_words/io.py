@@ -50,6 +50,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def disk_full_names(path: str | os.PathLike) -> Iterator[None]:
+    """For writers that are not `atomic_path` (a folder of images, a download): a full disk inside the block is
+    reported as `disk full: path`."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        if is_disk_full(e) or (isinstance(e, OSError) and _no_space(Path(path))):
+            raise DiskFullError(path) from e
+        raise
+
+
 def _no_space(folder: Path) -> bool:
     try:
         st = os.statvfs(folder)

@@ -103,10 +103,11 @@ def run_batch(cfg, trials: list[Trial], uri: str, exp_id: str) -> list[str]:
     """Train one batch of trials (one model, one dataset), write their files, log their runs. Returns trial ids."""
     from visual_words.train import train_trials
 
+    todo = [t for t in trials if not is_done(cfg, t)]  # the rest only complete the batch's composition
     loaded = _cached_model(trials[0].model, cfg.study.device, cfg.train.precision, cfg.root)
     train_trials(cfg, trials, loaded=loaded, progress=False)
-    log_trials(cfg, trials, uri, exp_id)
-    return [t.id for t in trials]
+    log_trials(cfg, todo, uri, exp_id)
+    return [t.id for t in todo]
 
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -160,7 +161,10 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     done = [t for t in trials if is_done(cfg, t)]
     log_trials(cfg, [t for t in done if trial_key(cfg, t) not in finished], uri, exp_id)
     todo = [t for t in trials if not is_done(cfg, t)]
-    batches = make_batches(cfg, todo)
+    # Batches are cut from the whole grid, so a trial is always trained in the same company (bit-identical
+    # retrains); batches with nothing to do are dropped.
+    pending_ids = {t.id for t in todo}
+    batches = [b for b in make_batches(cfg, trials) if any(t.id in pending_ids for t in b)]
     print(f"[sweep] {len(trials)} trials, {len(done)} already done, {len(todo)} to run in {len(batches)} batches "
           f"(engine {cfg.sweep.engine}, tracking {uri})", flush=True)
     summary = SweepSummary(total=len(trials), already_done=len(done), trained=0, experiment_id=exp_id,
@@ -177,7 +181,8 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     try:
         remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(run_batch)
         opts = _task_resources(cfg)
-        pending = {remote.options(**opts).remote(cfg, b, uri, exp_id): b for b in batches}
+        pending = {remote.options(**opts).remote(cfg, b, uri, exp_id): [t for t in b if t.id in pending_ids]
+                   for b in batches}
         bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, file=sys.stdout)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)

@@ -197,9 +197,10 @@ def _log_step(step: int, total: int, every: int) -> bool:
 
 
 def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[TrialData], progress: bool = True,
-                on_step: StepCallback | None = None) -> list[TrialResult]:
+                on_step: StepCallback | None = None, keep: frozenset[str] = frozenset()) -> list[TrialResult]:
     """Train K trials of one model together on their TrialData (train.targets.build_trial_data), resuming from
-    their checkpoint if there is one, and write one embedding file + sidecar per trial."""
+    their checkpoint if there is one, and write one embedding file + sidecar per trial (except the ids in `keep`:
+    finished trials trained again only so that the batch has its original composition)."""
     from tqdm.auto import tqdm
 
     tc = cfg.train
@@ -228,6 +229,9 @@ def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[T
     results = []
     vectors = state.vectors.detach().to("cpu", torch.float32)
     for k, t in enumerate(trials):
+        if t.id in keep:
+            results.append(read_result(cfg, t))
+            continue
         meta = state.meta(k) | {"started_ms": started_ms, "finished_ms": int(time.time() * 1000)}
         path = write_embedding(output_path(cfg, t), t.token, vectors[k], meta)
         results.append(TrialResult(t, path, vectors[k].clone(), meta["final_loss"], meta["curves"], meta))
@@ -267,12 +271,17 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
     unique = list({t.id: t for t in trials}.values())
     report_damaged(cfg, unique)
     results: dict[str, TrialResult] = {}
+    done: set[str] = set()
     groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
     for t in unique:
         if is_done(cfg, t):
             results[t.id] = read_result(cfg, t)
-        else:
-            groups[(t.model, t.dataset)].append(t)
+            done.add(t.id)
+        groups[(t.model, t.dataset)].append(t)
+    # Batches are cut from all the given trials, done or not, so a trial is always trained in the same company:
+    # a batch's shape changes its floating-point rounding, and a retrained trial (one that was damaged, say)
+    # must come out byte-identical. A batch with nothing left to do is skipped.
+    groups = {k: g for k, g in groups.items() if any(t.id not in done for t in g)}
     adapter = None
     for (model_key, dataset), group in sorted(groups.items(), key=lambda kv: kv[0][0]):  # each model loads once
         if adapter is None or adapter.entry.key != model_key:
@@ -287,8 +296,11 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
             size = max(1, trials_per_batch(cfg, task))
             for i in range(0, len(task_trials), size):
                 chunk = task_trials[i : i + size]
+                if all(t.id in done for t in chunk):
+                    continue
                 data = build_trial_data(cfg, adapter, chunk, manifest)
-                for r in train_batch(cfg, adapter, chunk, data, progress, on_step):
+                keep = frozenset(t.id for t in chunk if t.id in done)
+                for r in train_batch(cfg, adapter, chunk, data, progress, on_step, keep):
                     results[r.trial.id] = r
             write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - start)
     return [results[t.id] for t in trials]
