@@ -155,6 +155,17 @@ def test_a_damaged_feature_cache_entry_is_recomputed(tmp_path, repo_root, tiny_c
     assert entry.read_bytes() == good
 
 
+def test_a_damaged_evaluation_row_is_evaluated_again(tmp_path, capsys):
+    from visual_words.evaluate.runner import _digest, _stored
+    from visual_words.io import write_json
+
+    row = {"trial_id": "classification/coco/cup/anchor=dog/delta=0.5", "value": 0.85}
+    path = write_json(tmp_path / "row.json", {"key": "k1", "row": row, "row_sha256": _digest(row)})
+    assert _stored(path, "k1") == row and _stored(path, "k2") is None
+    path.write_text(path.read_text().replace("0.85", "0.35"))  # a plausible value, silently wrong
+    assert _stored(path, "k1") is None and "damaged" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # several dvc commands (~1 s each here)
 def test_dvc_push_and_pull_deliver_only_good_files(tmp_path, repo_root):
     """With the project's cache type a token damaged in place in the workspace leaves the cached copy intact;

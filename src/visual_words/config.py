@@ -228,7 +228,8 @@ RULES: dict[str, tuple[str, Any]] = {
     "analyze.block_size": ("min", 1), "analyze.nearest_k": ("min", 1), "analyze.ball_factors": ("min_exclusive", 0.0),
     "analyze.tsne_perplexity": ("min_exclusive", 0.0), "analyze.truncation_depths": ("min", 1),
     "report.dpi": ("min", 1), "report.tolerance": ("min", 0.0),
-    "sweep.engine": ("choices", ("ray",)), "sweep.num_workers": ("min", 1), "sweep.gpus_per_task": ("min_exclusive", 0.0),
+    "sweep.engine": ("choices", ("ray",)), "sweep.num_workers": ("min", 1),
+    "sweep.gpus_per_task": ("min_exclusive", 0.0),
     "sweep.max_retries": ("min", 0),
 }
 LENGTHS = {"train.betas": 2}

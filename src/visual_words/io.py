@@ -123,7 +123,8 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     except OSError as e:
         if is_disk_full(e):
             raise DiskFullError(folder) from e
-        reason = "is read-only" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else f"cannot be written ({e.strerror})"
+        read_only = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        reason = "is read-only" if read_only else f"cannot be written ({e.strerror})"
         raise UserError(f"{folder}: the {what} folder {reason}; choose another one") from None
     return folder
 
