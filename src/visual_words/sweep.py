@@ -105,7 +105,7 @@ def run_batch(cfg, trials: list[Trial], uri: str, exp_id: str) -> list[str]:
 
     todo = [t for t in trials if not is_done(cfg, t)]  # the rest only complete the batch's composition
     loaded = _cached_model(trials[0].model, cfg.study.device, cfg.train.precision, cfg.root)
-    train_trials(cfg, trials, loaded=loaded, progress=False)
+    train_trials(cfg, trials, loaded=loaded, progress=False, announce_damage=False)
     log_trials(cfg, todo, uri, exp_id)
     return [t.id for t in todo]
 

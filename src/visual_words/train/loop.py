@@ -254,7 +254,7 @@ def load_for_training(cfg, model_key: str) -> LoadedModel:
 
 
 def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None, progress: bool = True,
-                 on_step: StepCallback | None = None) -> list[TrialResult]:
+                 on_step: StepCallback | None = None, announce_damage: bool = True) -> list[TrialResult]:
     """Train the given trials and write one embedding file + sidecar each (contract item 5); return their results
     in the given order.
 
@@ -269,7 +269,8 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
 
     start = time.perf_counter()
     unique = list({t.id: t for t in trials}.values())
-    report_damaged(cfg, unique)
+    if announce_damage:  # the sweep's driver announces them once for all its workers
+        report_damaged(cfg, unique)
     results: dict[str, TrialResult] = {}
     done: set[str] = set()
     groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
