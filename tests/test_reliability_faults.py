@@ -339,3 +339,23 @@ def test_local_ray_cluster_listens_on_loopback_only(smoke_config, monkeypatch):
     exposed = [(name, ip) for name, ip in listening
                if not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback]
     assert not exposed, exposed
+
+
+# ---- user caches: never in the checkout, nothing left in the temp folder -----------------------------------------
+
+
+def test_bpe_files_live_in_the_user_cache_and_no_temp_folder_is_left(tmp_path, monkeypatch):
+    import tempfile
+
+    from visual_words.tokenizer import build_tokenizer
+
+    monkeypatch.delenv("VW_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tok = build_tokenizer(77)
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert not [p for p in (tmp_path / "tmp").iterdir() if "bpe" in p.name or p.name.startswith("vw")]
+    [folder] = list((tmp_path / "xdg" / "visual-words" / "clip-bpe").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "vocab.json"]
+    assert build_tokenizer(16).model_max_length == 16 and len(list(folder.parent.iterdir())) == 1  # reused
