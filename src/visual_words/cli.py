@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _run_lock(args):
             return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if os.environ.get("VW_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"vw {args.command}: interrupted; re-run to resume (finished outputs are kept)", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - one home for expected failures: one line, exit 2 (bugs re-raise)
         return report(e, args.command)
 
