@@ -210,7 +210,7 @@ RULES: dict[str, tuple[str, Any]] = {
     "study.concepts_per_dataset": ("min", 1), "study.anchors_per_concept": ("min", 1),
     "study.deltas": ("min_exclusive", 0.0),
     "prepare.source": ("choices", ("real", "synthetic")), "prepare.train_per_concept": ("min", 1),
-    "prepare.eval_per_concept": ("min", 1), "prepare.dreambooth_holdout": ("min", 0),
+    "prepare.eval_per_concept": ("min", 0), "prepare.dreambooth_holdout": ("min", 0),
     "prepare.synthetic_image_size": ("min", 8), "prepare.feature_batch_size": ("min", 1),
     "prepare.voc_image_sets": ("choices", ("Main", "Segmentation")),
     "maps.estimator": ("choices", ("ols", "ridge", "procrustes", "affine")), "maps.ridge_alpha": ("min", 0.0),
