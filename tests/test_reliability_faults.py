@@ -259,24 +259,32 @@ def test_disk_full_in_a_stage_is_one_line(tmp_path, repo_root, capsys):
 # ---- two runs in one checkout ----------------------------------------------------------------------------------
 
 
-def test_a_second_run_in_the_same_checkout_is_refused(tmp_path, repo_root, capsys):
+def test_a_second_run_on_the_same_outputs_is_refused(tmp_path, repo_root, capsys):
+    from visual_words.config import load_config
+    from visual_words.runlock import lock_path
+
     shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")
-    code = ("import sys, time; from visual_words.runlock import run_lock\n"
-            "with run_lock(sys.argv[1], 'vw sweep'):\n    print('held', flush=True); time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "params.yaml")], stdout=subprocess.PIPE,
-                              text=True, env=_env())
+    params = str(tmp_path / "params.yaml")
+    code = ("import sys, time\nfrom visual_words.config import load_config\nfrom visual_words.runlock import run_lock\n"
+            "with run_lock(load_config('smoke', sys.argv[1]), 'vw sweep'):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, params], stdout=subprocess.PIPE, text=True, env=_env())
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert main(["sweep", "--params", str(tmp_path / "params.yaml"), "--concept", "unicorn"]) == 2
+        assert main(["sweep", "--params", params, "--concept", "unicorn"]) == 2  # refused before any work
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and ".vw-run.lock" in err and "another run" in err
+        assert len(err.splitlines()) == 1 and ".vw-run-" in err and "another run is writing these outputs" in err
         assert f"pid {holder.pid}" in err and "`vw sweep`" in err
+        # a run whose outputs are elsewhere does not wait for it
+        assert main(["train", "--params", params, "--set", f"train.out_dir={tmp_path / 'other'}", "--concept",
+                     "unicorn"]) == 2
+        assert "no trial" in capsys.readouterr().err
     finally:
         holder.send_signal(signal.SIGKILL)  # even a killed holder leaves no stale lock behind
         holder.wait()
-    assert main(["train", "--params", str(tmp_path / "params.yaml"), "--concept", "unicorn"]) == 2
-    assert "no trial" in capsys.readouterr().err  # got past the lock this time
-    assert not (tmp_path / ".vw-run.lock").exists()
+    assert main(["train", "--params", params, "--concept", "unicorn"]) == 2
+    assert "no trial" in capsys.readouterr().err  # got past the lock: the killed holder's file is free
+    assert lock_path(load_config("smoke", params)).parent == tmp_path
 
 
 # ---- kill mid-run, resume --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     from visual_words.errors import report
 
     try:
-        with _run_lock(args):
+        # Stage commands take the run lock when they have read their config (commands.config_from_args); it is
+        # released when the command ends, however it ends.
+        with contextlib.ExitStack() as args.resources:
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if os.environ.get("VW_DEBUG", "") not in ("", "0"):
@@ -54,18 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - one home for expected failures: one line, exit 2 (bugs re-raise)
         return report(e, args.command)
-
-
-def _run_lock(args):
-    """Commands that write the study's outputs hold the checkout's run lock (`visual_words.runlock`), so two runs
-    in one checkout never train or evaluate the same trial at once."""
-    import contextlib
-
-    if not getattr(args, "takes_run_lock", False):
-        return contextlib.nullcontext()
-    from visual_words.runlock import run_lock
-
-    return run_lock(params_file=getattr(args, "params", None), command=f"vw {args.command}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""One writer per checkout: the run lock that keeps two runs from doing the same trial twice.
+"""One writer per set of outputs: the run lock that keeps two runs from doing the same trial twice.
 
 The stage commands (`vw data prepare`, `maps`, `sweep`, `train`, `evaluate run`, `analyze`, `report`) hold an
-exclusive `flock` on `<repo>/.vw-run.lock` while they run, with or without DVC (`dvc repro` runs those same
-commands). A second run in the same checkout stops at once with one line naming the holder (pid, command, start
-time) instead of training the same trials again. The lock is the kernel's: a killed run (even SIGKILL) releases it,
-so no stale lock ever needs deleting by hand. Nested use in one process (`vw reproduce --no-dvc` runs the stages in
-process) is re-entrant.
+exclusive `flock` while they run, with or without DVC (`dvc repro` runs those same commands). The lock belongs to
+the outputs: its file sits beside params.yaml and its name hashes the resolved output folders of the config, so
+two runs in one checkout that write the same outputs exclude each other, while a run whose outputs are elsewhere
+(`--set train.out_dir=…`, a test's temp folders) does not wait for them. A second run stops at once with one line
+naming the holder (pid, command, start time) instead of training the same trials again. The lock is the kernel's:
+a killed run (even SIGKILL) releases it, so no stale lock ever needs deleting by hand. Nested use in one process
+(`vw reproduce --no-dvc` runs the stages in process) is re-entrant.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from visual_words.errors import UserError
 
-LOCK_NAME = ".vw-run.lock"
+LOCK_PREFIX = ".vw-run-"
+OUTPUT_DIRS = ("prepare.manifests_dir", "prepare.cache_dir", "prepare.synthetic_root", "maps.out_dir",
+               "train.out_dir", "evaluate.out_dir", "analyze.out_dir", "report.out_dir")
 
 _held: dict[str, int] = {}  # lock path -> nesting depth in this process
 
@@ -29,12 +34,14 @@ class RunLockError(UserError):
     """Another run holds this checkout's run lock."""
 
 
-def lock_path(params_file: str | os.PathLike | None = None) -> Path:
-    """The lock of the checkout whose params file is `params_file` (default: the one `vw` would read)."""
-    from visual_words.config import find_params_file
-
-    params = Path(params_file) if params_file else find_params_file()
-    return params.resolve().parent / LOCK_NAME
+def lock_path(cfg: Any) -> Path:
+    """The lock of the outputs `cfg` writes: `<repo>/.vw-run-<hash of the resolved output folders>.lock`."""
+    dirs = []
+    for dotted in OUTPUT_DIRS:
+        section, key = dotted.split(".")
+        dirs.append(str(cfg.path(getattr(getattr(cfg, section), key)).resolve()))
+    digest = hashlib.sha256("\n".join(dirs).encode()).hexdigest()[:12]
+    return Path(cfg.root).resolve() / f"{LOCK_PREFIX}{digest}.lock"
 
 
 def _open_locked(path: Path) -> int | None:
@@ -65,9 +72,9 @@ def _holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def run_lock(params_file: str | os.PathLike | None = None, command: str = "vw") -> Iterator[Path]:
-    """Hold the checkout's run lock for the duration of the block; RunLockError when another run holds it."""
-    path = lock_path(params_file)
+def run_lock(cfg: Any, command: str = "vw") -> Iterator[Path]:
+    """Hold the run lock of `cfg`'s outputs for the duration of the block; RunLockError when another run holds it."""
+    path = lock_path(cfg)
     key = str(path)
     if _held.get(key):
         _held[key] += 1
@@ -78,7 +85,7 @@ def run_lock(params_file: str | os.PathLike | None = None, command: str = "vw") 
         return
     fd = _open_locked(path)
     if fd is None:
-        raise RunLockError(f"{path}: another run is working in this checkout ({_holder(path)}); wait for it to "
+        raise RunLockError(f"{path}: another run is writing these outputs ({_holder(path)}); wait for it to "
                            "finish or stop it, then re-run (finished trials are kept)")
     started = _dt.datetime.now().isoformat(timespec="seconds")
     os.ftruncate(fd, 0)

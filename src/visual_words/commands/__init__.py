@@ -19,4 +19,12 @@ def config_from_args(args: argparse.Namespace):
     from visual_words.config import load_config, parse_override
 
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
-    return load_config(profile=args.profile, params_file=args.params, overrides=overrides)
+    cfg = load_config(profile=args.profile, params_file=args.params, overrides=overrides)
+    resources = getattr(args, "resources", None)
+    if getattr(args, "takes_run_lock", False) and resources is not None:
+        # Commands that write the study's outputs hold the run lock of those outputs until they end, so two runs
+        # never train or evaluate the same trial at once (visual_words.runlock).
+        from visual_words.runlock import run_lock
+
+        resources.enter_context(run_lock(cfg, command=f"vw {args.command}"))
+    return cfg
