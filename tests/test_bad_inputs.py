@@ -207,6 +207,11 @@ CASES: dict[str, tuple] = {
                                ["transfer", "{F}", "--from", "tiny-clip", "--to", "tiny-sd", "-o",
                                 "{W}/out.safetensors", "--params", "{P}"], ["out.safetensors", "already exists",
                                                                             "--force"]),
+    # stage output folders are checked when the config is read, before any model is loaded
+    "train-out-dir-read-only": (None, ["train", "--params", "{P}", "--set", "train.out_dir={RO}/emb"],
+                                ["`train.out_dir`", "read-only"]),
+    "maps-out-dir-under-a-file": (_write("afile", b"x"), ["maps", "--params", "{P}", "--set", "maps.out_dir={F}/m"],
+                                  ["`maps.out_dir`", "afile", "cannot be written"]),
     # COCO ground truth
     "coco-duplicate-annotation-ids": (lambda ws: _coco(ws, "gt.json", "annotation"),
                                       ["evaluate", "coco-ap", "{F}", "{W}/dets.json"],

@@ -112,19 +112,23 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata:
 
 
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
-    """Fail early (before loading models or training) when the folder `path` will be written to cannot be: one line
-    naming it. Creates the folder when it is missing, as the writers would."""
-    folder = Path(path)
+    """Fail early (before loading models or training) when the folder `path` cannot be written: one line naming
+    it. Probes the folder, or its nearest existing parent when it does not exist yet; leaves nothing behind."""
+    folder = Path(path).absolute()
+    probe_in = folder
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".vw-write-check.", dir=folder)
+        if not probe_in.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(probe_in))
+        fd, probe = tempfile.mkstemp(prefix=".vw-write-check.", dir=probe_in)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         if is_disk_full(e):
             raise DiskFullError(folder) from e
         read_only = e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-        reason = "is read-only" if read_only else f"cannot be written ({e.strerror})"
+        reason = "is read-only" if read_only else f"cannot be written ({e.strerror}: {probe_in})"
         raise UserError(f"{folder}: the {what} folder {reason}; choose another one") from None
     return folder
 

@@ -27,4 +27,10 @@ def config_from_args(args: argparse.Namespace):
         from visual_words.runlock import run_lock
 
         resources.enter_context(run_lock(cfg, command=f"vw {args.command}"))
+    if getattr(args, "writes", None):
+        # the command's output folder must be writable: say so now, not after loading models and training
+        from visual_words.io import check_writable
+
+        section, key = args.writes.split(".")
+        check_writable(cfg.path(getattr(getattr(cfg, section), key)), f"`{args.writes}`")
     return cfg

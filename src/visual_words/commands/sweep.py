@@ -57,7 +57,7 @@ def register(sub) -> None:
     from visual_words.commands.train import add_trial_filters
 
     add_trial_filters(p)
-    p.set_defaults(func=cmd_sweep, takes_run_lock=True)
+    p.set_defaults(func=cmd_sweep, takes_run_lock=True, writes="train.out_dir")
     p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)")
     add_config_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a container)")
