@@ -120,7 +120,7 @@ CASES: dict[str, tuple] = {
     # --set parsing and the schema's ranges and allowed values
     "set-unclosed-list": _set("train.steps=[1", "train.steps=[1", "not valid YAML"),
     "set-key-under-a-value": _set("train.steps.x=1", "`train.steps` is a value"),
-    "set-device-tpu": _set("study.device=tpu", "`study.device`", "auto, cpu, cuda or cuda:N", "'tpu'"),
+    "set-device-tpu": _set("study.device=tpu", "`study.device`", "auto, cpu, cuda, cuda:N or mps", "'tpu'"),
     "set-device-cuda-x": _set("study.device=cuda:x", "`study.device`", "'cuda:x'"),
     "set-batch-size-0": _set("train.batch_size=0", "`train.batch_size`", "≥ 1", "got 0"),
     "set-steps-negative": _set("train.steps=-5", "`train.steps`", "≥ 1", "got -5"),

@@ -203,7 +203,7 @@ class Config:
 # naming the key, the file and what is allowed, before any work starts.
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 RULES: dict[str, tuple[str, Any]] = {
     # key: (kind, value), kind = min | min_exclusive | range [a, b) | open_range (a, b) | choices; the rule of a
     # list or mapping key applies to each of its values
@@ -238,7 +238,7 @@ LENGTHS = {"train.betas": 2}
 def _check_rule(key: str, value: Any, source: str) -> None:
     if key == "study.device":
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
-            raise ConfigError(f"{source}: `{key}` must be {DEVICE_FORMS} (or mps), got {value!r}")
+            raise ConfigError(f"{source}: `{key}` must be {DEVICE_FORMS}, got {value!r}")
         return
     if key in LENGTHS and len(value) != LENGTHS[key]:
         raise ConfigError(f"{source}: `{key}` must hold {LENGTHS[key]} values, got {value!r}")
@@ -302,6 +302,7 @@ def _build_section(name: str, raw: Any, source: str, overridden: frozenset[str] 
     missing = [f for f in fields if f not in raw or raw[f] is None]
     if missing:
         raise ConfigError(f"{source}: missing value for `{name}.{missing[0]}`")
+
     def where(key: str) -> str:  # a value given with --set is reported as such, not as the file's
         return "--set" if any(o == key or o.startswith(key + ".") for o in overridden) else source
 
