@@ -98,7 +98,6 @@ def _argv(sets: dict, *extra: str) -> list[str]:
     return [*out, *extra]
 
 
-@pytest.mark.slow  # two `vw train` runs (~30 s on a loaded 2-core machine)
 def test_a_damaged_token_is_retrained_to_the_same_bytes(workspace, capsys):
     ws, sets = workspace
     argv = ["train", "--params", str(ws / "params.yaml"), *_argv(sets), "--task", "classification", "--limit", "2",
@@ -166,7 +165,6 @@ def test_a_damaged_evaluation_row_is_evaluated_again(tmp_path, capsys):
     assert _stored(path, "k1") is None and "damaged" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # several dvc commands (~1 s each here)
 def test_dvc_push_and_pull_deliver_only_good_files(tmp_path, repo_root):
     """With the project's cache type a token damaged in place in the workspace leaves the cached copy intact;
     the rebuilt token is the same bytes; a fresh clone pulls a token that verifies."""
