@@ -210,7 +210,8 @@ def test_dvc_push_and_pull_deliver_only_good_files(tmp_path, repo_root):
 @contextlib.contextmanager
 def _tmpfs(path: Path, size: str):
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                       check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs on this machine ({r.stderr.decode().strip() or r.returncode}); "
                     "the disk-full cases need one")
