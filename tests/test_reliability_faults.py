@@ -366,3 +366,20 @@ def test_bpe_files_live_in_the_user_cache_and_no_temp_folder_is_left(tmp_path, m
     [folder] = list((tmp_path / "xdg" / "visual-words" / "clip-bpe").iterdir())
     assert sorted(p.name for p in folder.iterdir()) == ["merges.txt", "vocab.json"]
     assert build_tokenizer(16).model_max_length == 16 and len(list(folder.parent.iterdir())) == 1  # reused
+
+
+def test_a_damaged_manifest_is_refused(workspace):
+    from visual_words.data.manifest import read_manifest
+    from visual_words.errors import UserError
+
+    ws, _ = workspace
+    path = ws / "manifests" / "coco.json"
+    m = read_manifest(path)
+    text = path.read_text()
+    box = next(iter(m.concepts.values())).train[0]
+    assert json.loads(text)["content_sha256"]
+    damaged = ws / "damaged.json"
+    damaged.write_text(text.replace('"' + box.file + '"', '"' + box.file.replace(".", "x.", 1) + '"', 1))
+    assert damaged.read_text() != text
+    with pytest.raises(UserError, match="damaged.json: damaged"):
+        read_manifest(damaged)
