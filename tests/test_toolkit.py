@@ -23,8 +23,9 @@ BIRB = "ti-embeddings/birb-style.learned_embeds.bin"
 
 
 @pytest.fixture(autouse=True)
-def _in_repo(repo_root, monkeypatch):
+def _in_repo(repo_root, monkeypatch, tmp_path):
     monkeypatch.chdir(repo_root)  # registry keys of tiny models resolve against the repo root
+    monkeypatch.setenv("VW_CACHE_DIR", str(tmp_path / "user-cache"))  # where `vw transfer` caches its maps
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +229,9 @@ def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, c
                           "--estimator", "procrustes")) == 0
     capsys.readouterr()
     assert json.loads(sidecar_path(out).read_text())["map"]["estimator"] == "procrustes"
-    assert (tmp_path / "maps" / "tiny-clip__to__tiny-sd.procrustes.safetensors").is_file()
+    # fitted maps go to the user cache, never into the DVC-tracked maps.out_dir
+    assert (tmp_path / "user-cache" / "maps" / "tiny-clip__to__tiny-sd.procrustes.safetensors").is_file()
+    assert not (tmp_path / "maps").exists()
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
 
 

@@ -53,7 +53,7 @@ def test_vw_maps_writes_every_ordered_pair_with_provenance(repo_root, tmp_path, 
     assert main(["maps", "--profile", "smoke", "--params", str(repo_root / "params.yaml"), "--quiet",
                  "--models", "tiny-clip", "tiny-clip-w48", "--set", f"maps.out_dir={out}",
                  "--set", "maps.estimator=lasso"]) == 2
-    assert "maps.estimator is `lasso`" in capsys.readouterr().err
+    assert "`maps.estimator` must be one of ols, ridge, procrustes, affine, got 'lasso'" in capsys.readouterr().err
 
 
 def test_map_between_fits_on_demand_caches_and_handles_stale_files(repo_root, tmp_path, tiny_clip, tiny_clip_w48):

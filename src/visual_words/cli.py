@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -16,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+if not os.environ.get("RAY_ADDRESS"):
+    # A local Ray cluster listens on the loopback interface only (see sweep._ray_init for why this variable).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,17 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from visual_words.config import ConfigError
-    from visual_words.embeddings import EmbeddingFileError
-    from visual_words.plan import PlanError
+    from visual_words.errors import report
 
     try:
-        return int(args.func(args) or 0)
-    except (ConfigError, EmbeddingFileError, PlanError, FileNotFoundError, KeyError, ValueError) as e:
-        # Expected failures (bad input, bad config) get one clear line and a non-zero exit, not a traceback.
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"vw {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        # Stage commands take the run lock when they have read their config (commands.config_from_args); it is
+        # released when the command ends, however it ends.
+        with contextlib.ExitStack() as args.resources:
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if os.environ.get("VW_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"vw {args.command}: interrupted; re-run to resume (finished outputs are kept)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one home for expected failures: one line, exit 2 (bugs re-raise)
+        return report(e, args.command)
 
 
 if __name__ == "__main__":

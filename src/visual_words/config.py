@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from visual_words.errors import UserError
+
 PARAMS_FILE = "params.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A problem in params.yaml (or an override), naming the key and the file."""
 
 
@@ -238,6 +241,66 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Allowed values and ranges: checked after the types, so `--set train.steps=-5` or `study.device: tpu` is one line
+# naming the key, the file and what is allowed, before any work starts.
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+RULES: dict[str, tuple[str, Any]] = {
+    # key: (kind, value), kind = min | min_exclusive | range [a, b) | open_range (a, b) | choices; the rule of a
+    # list or mapping key applies to each of its values
+    "study.concepts_per_dataset": ("min", 1), "study.anchors_per_concept": ("min", 1),
+    "study.deltas": ("min_exclusive", 0.0),
+    "prepare.source": ("choices", ("real", "synthetic")), "prepare.train_per_concept": ("min", 1),
+    "prepare.eval_per_concept": ("min", 0), "prepare.dreambooth_holdout": ("min", 0),
+    "prepare.synthetic_image_size": ("min", 8), "prepare.feature_batch_size": ("min", 1),
+    "prepare.voc_image_sets": ("choices", ("Main", "Segmentation")),
+    "maps.estimator": ("choices", ("ols", "ridge", "procrustes", "affine")), "maps.ridge_alpha": ("min", 0.0),
+    "maps.holdout_fraction": ("range", (0.0, 1.0)),
+    "train.num_vectors": ("min", 1), "train.steps": ("min", 1), "train.batch_size": ("min", 1),
+    "train.lr": ("min_exclusive", 0.0), "train.betas": ("range", (0.0, 1.0)), "train.adam_eps": ("min_exclusive", 0.0),
+    "train.weight_decay": ("min", 0.0), "train.trials_per_batch": ("min", 1),
+    "train.trials_per_batch_by_task": ("min", 1), "train.log_every": ("min", 0), "train.checkpoint_every": ("min", 0),
+    "train.precision": ("choices", PRECISIONS),
+    "evaluate.images_per_trial": ("min", 1), "evaluate.inference_steps": ("min", 1),
+    "evaluate.keep_images_per_trial": ("min", 0), "evaluate.detection_max_dets": ("min", 1),
+    "evaluate.trials_per_batch": ("min", 1), "evaluate.generation_batch_size": ("min", 1),
+    "evaluate.precision": ("choices", PRECISIONS), "evaluate.bootstrap_resamples": ("min", 1),
+    "evaluate.ci_level": ("open_range", (0.0, 1.0)),
+    "analyze.block_size": ("min", 1), "analyze.nearest_k": ("min", 1), "analyze.ball_factors": ("min_exclusive", 0.0),
+    "analyze.tsne_perplexity": ("min_exclusive", 0.0), "analyze.truncation_depths": ("min", 1),
+    "report.dpi": ("min", 1), "report.tolerance": ("min", 0.0),
+    "sweep.engine": ("choices", ("ray",)), "sweep.num_workers": ("min", 1),
+    "sweep.gpus_per_task": ("min_exclusive", 0.0),
+    "sweep.max_retries": ("min", 0),
+}
+LENGTHS = {"train.betas": 2}
+
+
+def _check_rule(key: str, value: Any, source: str) -> None:
+    if key == "study.device":
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
+            raise ConfigError(f"{source}: `{key}` must be {DEVICE_FORMS}, got {value!r}")
+        return
+    if key in LENGTHS and len(value) != LENGTHS[key]:
+        raise ConfigError(f"{source}: `{key}` must hold {LENGTHS[key]} values, got {value!r}")
+    rule = RULES.get(key)
+    if rule is None:
+        return
+    items = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, list) else [value]
+    kind, arg = rule
+    ok, want = {"min": (lambda v: v >= arg, lambda: f"≥ {arg}"),
+                "min_exclusive": (lambda v: v > arg, lambda: f"> {arg}"),
+                "range": (lambda v: arg[0] <= v < arg[1], lambda: f"in [{arg[0]}, {arg[1]})"),
+                "open_range": (lambda v: arg[0] < v < arg[1], lambda: f"in ({arg[0]}, {arg[1]})"),
+                "choices": (lambda v: v in arg, lambda: "one of " + ", ".join(map(str, arg)))}[kind]
+    for v in items:
+        if not ok(v):
+            what = "each value of " if isinstance(value, (list, dict)) else ""
+            raise ConfigError(f"{source}: {what}`{key}` must be {want()}, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Validation
 
 
@@ -271,7 +334,7 @@ def _check(value: Any, tp: Any, key: str, source: str) -> Any:
     raise TypeError(f"unsupported schema type {tp!r} for {key}")  # a bug in the schema, not in params.yaml
 
 
-def _build_section(name: str, raw: Any, source: str) -> Any:
+def _build_section(name: str, raw: Any, source: str, overridden: frozenset[str] = frozenset()) -> Any:
     cls = SECTIONS[name]
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: section `{name}` must be a mapping, got {raw!r}")
@@ -283,9 +346,15 @@ def _build_section(name: str, raw: Any, source: str) -> Any:
     missing = [f for f in fields if f not in raw or raw[f] is None]
     if missing:
         raise ConfigError(f"{source}: missing value for `{name}.{missing[0]}`")
-    values = {f: _check(raw[f], hints[f], f"{name}.{f}", source) for f in fields}
+
+    def where(key: str) -> str:  # a value given with --set is reported as such, not as the file's
+        return "--set" if any(o == key or o.startswith(key + ".") for o in overridden) else source
+
+    values = {f: _check(raw[f], hints[f], f"{name}.{f}", where(f"{name}.{f}")) for f in fields}
+    for f, v in values.items():
+        _check_rule(f"{name}.{f}", v, where(f"{name}.{f}"))
     if name == "study":
-        values["grid_by_task"] = _check_grid_by_task(values, hints, source)
+        values["grid_by_task"] = _check_grid_by_task(values, hints, where("study.grid_by_task"))
     return cls(**values)
 
 
@@ -352,13 +421,19 @@ def load_config(
     path = Path(params_file) if params_file else find_params_file()
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a folder, not a params file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not a text file (not UTF-8); expected params.yaml") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
+    if raw is None:
+        raise ConfigError(f"{source}: empty file; expected the sections of params.yaml")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: must be a mapping of sections")
+        raise ConfigError(f"{source}: must be a mapping of sections, got a {type(raw).__name__}")
     allowed = set(SECTIONS) | {"profile", "profiles"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -377,20 +452,39 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         parts = dotted.split(".")
         node = merged
+        where = []
         for p in parts[:-1]:
-            if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"override `{dotted}`: unknown key `{p}`")
-            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set `{dotted}`: `{'.'.join(where)}` is a value, not a section (it has no "
+                                  f"key `{p}`)")
+            if p not in node:
+                raise ConfigError(f"--set `{dotted}`: unknown key `{p}`"
+                                  + (f" in `{'.'.join(where)}`" if where else "")
+                                  + (f" (known: {', '.join(map(str, node))})" if len(node) < 40 else ""))
+            node, where = node[p], [*where, p]
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set `{dotted}`: `{'.'.join(where)}` is a value, not a section (it has no key "
+                              f"`{parts[-1]}`)")
         if parts[-1] not in node:
-            raise ConfigError(f"override `{dotted}`: unknown key `{parts[-1]}`")
+            raise ConfigError(f"--set `{dotted}`: unknown key `{parts[-1]}`"
+                              + (f" in `{'.'.join(where)}` (known: {', '.join(map(str, node))})" if where else ""))
         node[parts[-1]] = value
-    sections = {k: _build_section(k, merged[k], source) for k in SECTIONS}
+    given = frozenset(overrides or {})
+    sections = {k: _build_section(k, merged[k], source, given) for k in SECTIONS}
     return Config(profile=name, source=source, root=str(path.parent.resolve()), **sections)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """`train.steps=5` -> ("train.steps", 5); the value is parsed as YAML (numbers, lists, booleans)."""
     if "=" not in text:
-        raise ConfigError(f"override `{text}` must look like section.key=value")
+        raise ConfigError(f"--set `{text}` must look like section.key=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set `{text}`: the key before `=` must look like section.key")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise ConfigError(f"--set `{text}`: the value `{value}` is not valid YAML ({problem}); quote it, "
+                          "e.g. --set 'train.betas=[0.9, 0.999]'") from None

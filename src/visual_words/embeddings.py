@@ -21,13 +21,15 @@ from typing import Any
 
 import torch
 
-from visual_words.io import atomic_path, write_json
+from visual_words.errors import UserError
+from visual_words.io import save_safetensors, sha256_file, write_json
 
 SIDECAR_SUFFIX = ".json"
 FORMAT_VERSION = 1
+CONTENT_HASH = "file_sha256"  # sidecar field: sha256 of the .safetensors file's bytes (checked by every reader)
 
 
-class EmbeddingFileError(ValueError):
+class EmbeddingFileError(UserError, ValueError):
     """An embedding file that cannot be used: the message names the file and what is wrong."""
 
 
@@ -71,17 +73,35 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 def write_embedding(path: str | os.PathLike, token: str, vectors: torch.Tensor, meta: dict[str, Any]) -> Path:
     """Write ``{token: vectors}`` as safetensors and its sidecar, both atomically (sidecar last = complete)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     vectors = _as_matrix(vectors.detach().to("cpu", torch.float32), path, token)
     _check_finite(vectors, path, token)
-    with atomic_path(path) as tmp:
-        save_file({token: vectors.contiguous()}, str(tmp), metadata={"format": "visual-words",
-                                                                    "format_version": str(FORMAT_VERSION)})
+    digest = save_safetensors(path, {token: vectors.contiguous()},
+                              {"format": "visual-words", "format_version": str(FORMAT_VERSION)})
     write_json(sidecar_path(path), {"format_version": FORMAT_VERSION, "token": token,
-                                    "n_vectors": int(vectors.shape[0]), "dim": int(vectors.shape[1]), **meta})
+                                    "n_vectors": int(vectors.shape[0]), "dim": int(vectors.shape[1]), **meta,
+                                    CONTENT_HASH: digest})
     return path
+
+
+def damage(path: str | os.PathLike) -> str | None:
+    """Why our embedding file at `path` cannot be trusted, or None when its bytes are the ones its sidecar recorded
+    (a file whose sidecar predates content hashes is trusted as before)."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        want = json.loads(side.read_text()).get(CONTENT_HASH)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return f"{side}: sidecar missing or not valid JSON"
+    if want is None:
+        return None
+    have = sha256_file(path)
+    if have != want:
+        return (f"{path}: damaged: its content hash {have[:16]} differs from the {want[:16]} its sidecar records "
+                "(re-run the stage that wrote it; the damaged file is replaced, never used)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,11 +126,39 @@ def _check_finite(t: torch.Tensor, path: Path, name: str) -> None:
         raise EmbeddingFileError(f"{path}: entry `{name}` has {bad} NaN/inf values")
 
 
+def _check_magic(path: Path, suffix: str) -> None:
+    """Refuse an empty file, a text file or a file of another kind by its first bytes, before any loader sees it."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise EmbeddingFileError(f"{path}: empty file (0 bytes)")
+    if suffix == ".safetensors":
+        n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+        if len(head) < 9 or head[8:9] != b"{" or n > path.stat().st_size - 8:
+            raise EmbeddingFileError(f"{path}: not a safetensors file ({_looks_like(head)})")
+    elif not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip container or a raw pickle
+        raise EmbeddingFileError(f"{path}: not a torch file ({_looks_like(head)})")
+
+
+def _looks_like(head: bytes) -> str:
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff"):
+        return "it is an image"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unknown header bytes {head[:8].hex()}"
+    return "it is a text file" if all(c.isprintable() or c.isspace() for c in text) else \
+        f"unknown header bytes {head[:8].hex()}"
+
+
 def _load_pickle(path: Path) -> Any:
     import pickle
+    import warnings
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our one line
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise EmbeddingFileError(
             f"{path}: refused: the pickle holds objects other than tensors and plain data, and loading it would "
@@ -153,9 +201,13 @@ def _tokens_from_dict(d: dict, path: Path) -> tuple[str, dict[str, torch.Tensor]
 def read_embedding(path: str | os.PathLike) -> Embedding:
     """Read any supported embedding file; clear errors for unknown formats, bad shapes, NaNs and pickle payloads."""
     path = Path(path)
+    if path.is_dir():
+        raise EmbeddingFileError(f"{path}: is a folder, not an embedding file")
     if not path.is_file():
         raise EmbeddingFileError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
+        _check_magic(path, suffix)
     if suffix == ".safetensors":
         raw, header = _load_safetensors(path)
         kind, tokens, meta = _tokens_from_dict(raw, path)
@@ -165,8 +217,13 @@ def read_embedding(path: str | os.PathLike) -> Embedding:
             if side.exists():
                 try:
                     meta = json.loads(side.read_text())
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise EmbeddingFileError(f"{side}: sidecar is not valid JSON ({e})") from None
+                if not isinstance(meta, dict):
+                    raise EmbeddingFileError(f"{side}: sidecar is not a JSON object")
+                problem = damage(path)
+                if problem:
+                    raise EmbeddingFileError(problem)
         elif kind == "diffusers":
             kind = "diffusers-safetensors"
     elif suffix in (".bin", ".pt", ".pth", ".ckpt"):

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visual_words.train.loop import is_done
+from visual_words.errors import UserError
+from visual_words.train.loop import is_done, report_damaged
 from visual_words.trials import Trial, embedding_path, trial_grid, trial_key
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError, RuntimeError):
     """Some trial batches failed; the message names their trial ids and the remote error."""
 
 
@@ -102,20 +103,32 @@ def run_batch(cfg, trials: list[Trial], uri: str, exp_id: str) -> list[str]:
     """Train one batch of trials (one model, one dataset), write their files, log their runs. Returns trial ids."""
     from visual_words.train import train_trials
 
+    todo = [t for t in trials if not is_done(cfg, t)]  # the rest only complete the batch's composition
     loaded = _cached_model(trials[0].model, cfg.study.device, cfg.train.precision, cfg.root)
-    train_trials(cfg, trials, loaded=loaded, progress=False)
-    log_trials(cfg, trials, uri, exp_id)
-    return [t.id for t in trials]
+    train_trials(cfg, trials, loaded=loaded, progress=False, announce_damage=False)
+    log_trials(cfg, todo, uri, exp_id)
+    return [t.id for t in todo]
+
+
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _ray_init(cfg):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # A local study needs no network: with Ray's "cluster mode" off (the switch Ray itself uses on laptops; its
+        # name says Windows/OSX, it works on Linux too) the node's address is the loopback one, and the GCS, the
+        # raylet and every worker listen on 127.0.0.1 only (tests/test_reliability_faults.py checks the sockets).
+        os.environ[LOCAL_ONLY_ENV] = "0"
     import ray
 
-    address = os.environ.get("RAY_ADDRESS")
     if address:  # a real cluster: its resources are its own
         ray.init(address=address, log_to_driver=True)
     else:
         import torch
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; covers a `ray` imported before the env was set
 
         # "local" always starts a fresh in-process cluster (a bare ray.init() may attach to a dead one).
         ray.init(address="local", num_cpus=cfg.sweep.num_workers, num_gpus=torch.cuda.device_count(),
@@ -143,11 +156,15 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     uri, exp_id = tracking.ensure_experiment(cfg, "train")
     # Reconcile what a previous (killed) sweep left: close RUNNING runs, log trials that have files but no run.
     tracking.close_orphans(uri, exp_id)
+    report_damaged(cfg, trials)
     finished = tracking.finished_keys(uri, exp_id)
     done = [t for t in trials if is_done(cfg, t)]
     log_trials(cfg, [t for t in done if trial_key(cfg, t) not in finished], uri, exp_id)
     todo = [t for t in trials if not is_done(cfg, t)]
-    batches = make_batches(cfg, todo)
+    # Batches are cut from the whole grid, so a trial is always trained in the same company (bit-identical
+    # retrains); batches with nothing to do are dropped.
+    pending_ids = {t.id for t in todo}
+    batches = [b for b in make_batches(cfg, trials) if any(t.id in pending_ids for t in b)]
     print(f"[sweep] {len(trials)} trials, {len(done)} already done, {len(todo)} to run in {len(batches)} batches "
           f"(engine {cfg.sweep.engine}, tracking {uri})", flush=True)
     summary = SweepSummary(total=len(trials), already_done=len(done), trained=0, experiment_id=exp_id,
@@ -164,7 +181,8 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     try:
         remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(run_batch)
         opts = _task_resources(cfg)
-        pending = {remote.options(**opts).remote(cfg, b, uri, exp_id): b for b in batches}
+        pending = {remote.options(**opts).remote(cfg, b, uri, exp_id): [t for t in b if t.id in pending_ids]
+                   for b in batches}
         bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, file=sys.stdout)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)

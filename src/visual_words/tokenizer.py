@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -53,16 +54,55 @@ def write_tokenizer_files(out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def build_tokenizer(context_length: int = 77, out_dir: str | Path | None = None):
-    """An HF CLIPTokenizer over the real vocabulary. `model_max_length` must be set (else padding overflows)."""
-    from transformers import CLIPTokenizer
-
-    d = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="vw-clip-bpe-"))
-    vocab_file, merges_file = write_tokenizer_files(d)
-    # pad with "!" (id 0), as SD-2.1's and OWLv2's tokenizers do; open_clip pads with 0 too.
-    tok = CLIPTokenizer(str(vocab_file), str(merges_file), pad_token="!", model_max_length=context_length)
+    """An HF CLIPTokenizer over the real vocabulary. `model_max_length` must be set (else padding overflows).
+    Without `out_dir` the vocabulary files come from the user cache (never a left-over temporary folder)."""
+    if out_dir:
+        d = Path(out_dir)
+        vocab_file, merges_file = write_tokenizer_files(d)
+    else:
+        try:
+            d = _cached_bpe_dir()
+        except OSError:  # no writable user cache (e.g. a container without a home): a temporary folder instead
+            with tempfile.TemporaryDirectory(prefix="vw-clip-bpe-") as tmp:
+                return _from_files(*write_tokenizer_files(tmp), context_length)
+        vocab_file, merges_file = d / "vocab.json", d / "merges.txt"
+    tok = _from_files(vocab_file, merges_file, context_length)
     if out_dir:
         tok.save_pretrained(str(d))
     return tok
+
+
+def _cached_bpe_dir() -> Path:
+    """vocab.json + merges.txt of the real vocabulary in the user cache (`cachedir`), written once per open_clip
+    BPE file (its size and mtime name the folder), atomically: a folder is renamed into place only when complete,
+    and the temporary folder is removed whatever happens."""
+    import shutil
+
+    from visual_words.cachedir import user_cache_dir
+
+    st = bpe_file().stat()
+    d = user_cache_dir("clip-bpe", f"{st.st_size}-{st.st_mtime_ns}")
+    if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
+        return d
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bpe-", dir=d.parent))
+    try:
+        write_tokenizer_files(tmp)
+        try:
+            os.replace(tmp, d)
+        except OSError:  # another process finished first: theirs is identical
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return d
+
+
+def _from_files(vocab_file: Path, merges_file: Path, context_length: int):
+    from transformers import CLIPTokenizer
+
+    # pad with "!" (id 0), as SD-2.1's and OWLv2's tokenizers do; open_clip pads with 0 too. The tokenizer reads
+    # both files here, so they may be removed afterwards.
+    return CLIPTokenizer(str(vocab_file), str(merges_file), pad_token="!", model_max_length=context_length)
 
 
 @functools.cache

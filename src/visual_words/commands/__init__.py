@@ -22,4 +22,17 @@ def config_from_args(args: argparse.Namespace):
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
     cfg = load_config(profile=args.profile, params_file=args.params, overrides=overrides)
     use_profile_hub_cache(cfg)
+    resources = getattr(args, "resources", None)
+    if getattr(args, "takes_run_lock", False) and resources is not None:
+        # Commands that write the study's outputs hold the run lock of those outputs until they end, so two runs
+        # never train or evaluate the same trial at once (visual_words.runlock).
+        from visual_words.runlock import run_lock
+
+        resources.enter_context(run_lock(cfg, command=f"vw {args.command}"))
+    if getattr(args, "writes", None):
+        # the command's output folder must be writable: say so now, not after loading models and training
+        from visual_words.io import check_writable
+
+        section, key = args.writes.split(".")
+        check_writable(cfg.path(getattr(getattr(cfg, section), key)), f"`{args.writes}`")
     return cfg

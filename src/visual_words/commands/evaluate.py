@@ -64,7 +64,7 @@ def register(sub) -> None:
     r.add_argument("--limit", type=int, help="evaluate at most this many embedding files (a quick look)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--no-tracking", action="store_true", help="do not log the results to MLflow")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, takes_run_lock=True, writes="evaluate.out_dir")
 
     s = esub.add_parser("summarize", help="per-cell mean and 95%% bootstrap CI of an evaluation table",
                         description="Reads evaluation.csv and writes summary.csv beside it: per (dataset, trained "

@@ -29,4 +29,4 @@ def register(sub) -> None:
         "inputs are missing are skipped with the reason. Runs on tiny random-weight models say so on every "
         "output's first line.")
     add_config_args(p)
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, takes_run_lock=True, writes="report.out_dir")

@@ -57,6 +57,13 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _safe(text: str) -> str:
+    """A line that quotes names from a file, with control characters escaped (see errors.printable)."""
+    from visual_words.errors import printable
+
+    return printable(text)
+
+
 def cmd_transfer(args) -> int:
     from visual_words.embeddings import read_embedding
     from visual_words.toolkit.transfer import check_output, default_output, transfer_embedding
@@ -76,15 +83,15 @@ def cmd_transfer(args) -> int:
     r = transfer_embedding(emb, src, dst, cfg, out, token=args.token, name=args.name, force=args.force, k=args.k)
     m, q = r.sidecar["map"], r.sidecar["map"].get("quality") or {}
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    print(f"[transfer] {emb.path} ({emb.format}) token {r.sidecar['transferred_from']['token']} "
+    print(_safe(f"[transfer] {emb.path} ({emb.format}) token {r.sidecar['transferred_from']['token']} "
           f"[{src.entry.key}, width {src.entry.text_width}] -> {r.path} token {r.token} "
-          f"[{dst.entry.key}, width {r.vectors.shape[1]}], {r.vectors.shape[0]} vector(s)")
-    print(f"[transfer] map: {m['estimator']} {'reused' if r.map_reused else 'fitted and cached'} {r.map_file}; "
-          f"held-out R² {fmt(q.get('r2'))}, retrieval@1 {fmt(q.get('retrieval_at_1'))}")
+          f"[{dst.entry.key}, width {r.vectors.shape[1]}], {r.vectors.shape[0]} vector(s)"))
+    print(_safe(f"[transfer] map: {m['estimator']} {'reused' if r.map_reused else 'fitted and cached'} {r.map_file}; "
+          f"held-out R² {fmt(q.get('r2'))}, retrieval@1 {fmt(q.get('retrieval_at_1'))}"))
     for i, row in enumerate(r.sidecar["nearest_tokens"]):
-        print(f"[transfer] vector {i} nearest {dst.entry.key} words: "
-              + " · ".join(f"{w['token']!r} {w['distance']:.4f}" for w in row))
-    print(f"WARNING: {r.warning}")
+        print(_safe(f"[transfer] vector {i} nearest {dst.entry.key} words: "
+              + " · ".join(f"{w['token']!r} {w['distance']:.4f}" for w in row)))
+    print(_safe(f"WARNING: {r.warning}"))
     return 0
 
 

@@ -41,12 +41,23 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from visual_words.io import atomic_path, content_hash, write_json
+from visual_words.io import content_hash, save_safetensors, write_json
 from visual_words.models.loading import LoadedModel
 from visual_words.preprocess import load_rgb
 from visual_words.reuse import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
 
 OWL_KEYS = ("class_embeds", "logit_shift", "logit_scale", "boxes", "image_size")
+DIGEST_KEY = "tensors_sha256"  # header field of a cache entry: tensor_digest of its tensors (checked on read)
+
+
+def tensor_digest(item: dict[str, torch.Tensor]) -> str:
+    """sha256 over an entry's tensors (name, dtype, shape, bytes), in name order."""
+    h = hashlib.sha256()
+    for k in sorted(item):
+        t = item[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 # ---- the features ------------------------------------------------------------------------------------------------
@@ -198,23 +209,33 @@ class FeatureCache:
 
     @staticmethod
     def _read(path: Path) -> dict[str, torch.Tensor] | None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """An entry, or None (a miss: recomputed and replaced) when it is absent, unreadable or damaged: its
+        tensors must hash to the digest recorded in its header when it was written."""
+        import sys
+
+        from safetensors import SafetensorError, safe_open
 
         if not path.is_file():
             return None
         try:
-            return load_file(path)
-        except (SafetensorError, OSError, ValueError):  # a damaged entry is a miss: recomputed and replaced
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                item = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError):  # a truncated or foreign entry is a miss
             return None
+        want = meta.get(DIGEST_KEY)
+        if want is not None and tensor_digest(item) != want:
+            print(f"[features] {path}: damaged (its tensors do not match the digest recorded when it was written); "
+                  "computing it again", file=sys.stderr, flush=True)
+            return None
+        return item
 
     @staticmethod
     def _write(path: Path, item: dict[str, torch.Tensor], kind: str, loaded: LoadedModel, source: Path) -> None:
-        from safetensors.torch import save_file
-
-        meta = {"kind": kind, "model_key": loaded.entry.key, "image_file": str(source)}
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in item.items()}, str(tmp), metadata=meta)
+        item = {k: v.contiguous() for k, v in item.items()}
+        meta = {"kind": kind, "model_key": loaded.entry.key, "image_file": str(source),
+                DIGEST_KEY: tensor_digest(item)}
+        save_safetensors(path, item, meta)
 
     @staticmethod
     def _describe(folder: Path, kind: str, loaded: LoadedModel) -> None:

@@ -20,12 +20,14 @@ A relative ``image_root`` is relative to the manifest file's folder (so a moved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from visual_words.errors import UserError
 from visual_words.io import write_text
 
 
@@ -101,9 +103,17 @@ def _rec(d: dict) -> ImageRecord:
 def write_manifest(path: str | Path, m: Manifest) -> Path:
     """Atomic write; concepts stay in their dataset's order (registry order), not sorted; number lists (boxes) on
     one line, so the file stays short enough to read."""
-    text = json.dumps(m.to_dict(), indent=2)
+    body = m.to_dict()
+    text = json.dumps({**body, CONTENT_HASH: _digest(body)}, indent=2)
     text = re.sub(r"\[\s+([-0-9.,eE\s]*?)\s+\]", lambda g: "[" + " ".join(g.group(1).split()) + "]", text)
     return write_text(path, text + "\n")
+
+
+CONTENT_HASH = "content_sha256"  # sha256 of the manifest's fields (sorted-key JSON), checked by read_manifest
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -112,8 +122,13 @@ def read_manifest(path: str | Path) -> Manifest:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: manifest not found (run `vw data prepare` / the prepare stage)") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: manifest is not valid JSON ({e})") from None
+    if isinstance(raw, dict) and CONTENT_HASH in raw:
+        want = raw.pop(CONTENT_HASH)
+        if _digest(raw) != want:
+            raise UserError(f"{path}: damaged: its content does not match the hash recorded when it was written; "
+                            "re-run `vw data prepare` (the prepare stage) to rebuild it")
     try:
         root = Path(raw["image_root"])
         root = root if root.is_absolute() else Path(os.path.normpath(path.parent.absolute() / root))

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 
 from visual_words import registry
 from visual_words.data import dreambooth as db
-from visual_words.io import sha256_file
+from visual_words.io import disk_full_names, sha256_file
 
 VERSION = 1  # bump when the drawing changes: the marker then no longer matches and the set is rebuilt
 MARKER = ".synthetic.json"
@@ -292,7 +292,8 @@ def ensure_synthetic(cfg, dataset: str) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dataset}.", dir=target.parent))
         old = target.parent / f".{dataset}.old.{os.getpid()}"
         try:
-            build(tmp, s)
+            with disk_full_names(target):
+                build(tmp, s)
             if target.exists():
                 os.replace(target, old)
             os.replace(tmp, target)

@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from visual_words.errors import UserError
+
 # The order of COCOeval.stats for iouType="bbox" (pycocotools' summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "APsmall", "APmedium", "APlarge", "AR1", "AR10", "AR100", "ARsmall", "ARmedium",
               "ARlarge")
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(UserError, ValueError):
     """A ground-truth or detections file/object that is not usable COCO; the message says where and what."""
 
 
@@ -61,13 +63,24 @@ def check_ground_truth(gt: Any, where: str = "ground truth") -> dict:
     for i, img in enumerate(gt["images"]):
         if not isinstance(img, dict) or "id" not in img:
             raise CocoFormatError(f"{where}: images[{i}] has no `id`")
+        if img["id"] in img_ids:
+            raise CocoFormatError(f"{where}: images[{i}] repeats id {img['id']!r}; image ids must be unique")
         img_ids.add(img["id"])
     cat_ids = set()
     for i, cat in enumerate(gt["categories"]):
         if not isinstance(cat, dict) or "id" not in cat:
             raise CocoFormatError(f"{where}: categories[{i}] has no `id`")
+        if cat["id"] in cat_ids:
+            raise CocoFormatError(f"{where}: categories[{i}] repeats id {cat['id']!r}; category ids must be unique")
         cat_ids.add(cat["id"])
-    used_ids = {a["id"] for a in gt["annotations"] if isinstance(a, dict) and "id" in a}
+    used_ids = set()
+    for i, ann in enumerate(gt["annotations"]):
+        if isinstance(ann, dict) and "id" in ann:
+            # pycocotools indexes annotations by id: a repeated id silently drops boxes and changes AP
+            if ann["id"] in used_ids:
+                raise CocoFormatError(f"{where}: annotations[{i}] repeats id {ann['id']!r}; annotation ids must be "
+                                      "unique")
+            used_ids.add(ann["id"])
     next_id = max([i for i in used_ids if isinstance(i, int)], default=0) + 1
     for i, ann in enumerate(gt["annotations"]):
         if not isinstance(ann, dict):

@@ -223,12 +223,29 @@ def _row_path(out_dir: Path, item: Item, eval_task: str) -> Path:
     return out_dir / "rows" / eval_task / item.trial.task / f"{item.trial.slug}.json"
 
 
+def _digest(row: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _stored(path: Path, key: str) -> dict | None:
+    """The stored row when it was made with this key and is intact (its recorded digest matches); a damaged row is
+    reported and evaluated again, never used."""
     try:
         d = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return d.get("row") if d.get("key") == key else None
+    if not isinstance(d, dict) or d.get("key") != key:
+        return None
+    row = d.get("row")
+    if "row_sha256" in d and (not isinstance(row, dict) or _digest(row) != d["row_sha256"]):
+        import sys
+
+        print(f"[evaluate] {path}: damaged (its row does not match the digest recorded with it); evaluating it "
+              "again", file=sys.stderr, flush=True)
+        return None
+    return row
 
 
 def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
@@ -280,7 +297,7 @@ def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = 
             results = ev.evaluate_group(eval_task, dataset, concept, vectors, seeds, keep)
             for (item, _, transferred, key), res in zip(chunk, results):
                 row = _row(item, eval_task, transferred, res, dst_key)
-                write_json(_row_path(out_dir, item, eval_task), {"key": key, "row": row})
+                write_json(_row_path(out_dir, item, eval_task), {"key": key, "row": row, "row_sha256": _digest(row)})
                 rows.append(row)
                 n_new += 1
         ev.release()

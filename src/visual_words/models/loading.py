@@ -7,7 +7,10 @@ for tests: tiny models are saved in the library's layout and read back here.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,7 @@ from visual_words.models.families import family_of
 from visual_words.models.location import local_path, resolve_id
 from visual_words.models.table_identity import identity_of_stored_table
 from visual_words.registry import ModelEntry, model
+from visual_words.errors import UserError
 
 
 @dataclass
@@ -72,15 +76,50 @@ def load_model(
     path = local_path(entry, root)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model `{entry.key}`: local checkpoint folder {path} does not exist")
-    fam = family_of(entry)
-    if entry.single_file and not fam.loads_single_file:
+    if entry.single_file and not family_of(entry).loads_single_file:
         raise ValueError(f"model `{entry.key}`: a single-file checkpoint is supported for Stable Diffusion only")
+    if path is None and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        check_weights_local(entry)  # before the libraries' own (long) error for a missing download
     # Hub loads pin the registry revision; local folders have none.
     rev = {} if path is not None or entry.revision in ("", "local") else {"revision": entry.revision}
     _quiet_libraries()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch, on any foreign pickle
+            out = _load(entry, ident, device, dtype, rev)
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError, json.JSONDecodeError) as e:
+        # A broken, foreign or malicious checkpoint: the library's reason in one line (VW_DEBUG=1: the trace).
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+            raise UserError(f"model `{entry.key}`: refused {path or ident}: a weights file holds objects other than "
+                            "tensors, and loading it would run code (only weights_only pickles are read)") from e
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise UserError(f"model `{entry.key}`: cannot load {path or ident}: {first[:300]}") from e
+    return out
+
+
+def check_weights_local(entry: ModelEntry) -> None:
+    """Offline, a hub model must already be in the Hugging Face cache at its registry revision: otherwise one line
+    saying where we looked and how to get it."""
+    from visual_words.models.lock import hub_cache_dir, hub_repo_id, repo_dir
+
+    repo_id = hub_repo_id(entry)
+    if repo_id is None:
+        return
+    folder = repo_dir(hub_cache_dir(), repo_id)
+    ref = folder / "refs" / (entry.revision or "main")
+    snapshots = folder / "snapshots"
+    found = ref.is_file() or (snapshots / entry.revision).is_dir() if entry.revision else snapshots.is_dir()
+    if not found:
+        raise UserError(f"model `{entry.key}`: weights not found locally: looked in {folder} for {repo_id} @ "
+                        f"{entry.revision or 'main'} (the Hugging Face cache: HF_HUB_CACHE or HF_HOME/hub); get "
+                        f"them with `HF_HUB_OFFLINE=0 vw bake-models {entry.key}`, or pass a local model folder")
+
+
+def _load(entry: ModelEntry, ident: str, device: torch.device, dtype: torch.dtype, rev: dict) -> LoadedModel:
+    """The family's library call (the same for a hub id and a local folder), frozen, with its table identity."""
+    fam = family_of(entry)
     out = LoadedModel(entry=entry, device=device, dtype=dtype)
-    modules = fam.load(out, ident, rev)
-    for mod in modules:
+    for mod in fam.load(out, ident, rev):
         mod.eval()
         mod.requires_grad_(False)
     # A loader that takes no revision reads refs/main (open_clip); the others read the registry revision.

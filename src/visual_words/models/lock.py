@@ -39,6 +39,7 @@ from typing import Any, Iterable
 
 from visual_words.io import sha256_file, write_json, write_text
 from visual_words.models.pins import compare, pin, single_file_match
+from visual_words.errors import UserError
 from visual_words.registry import ModelEntry, model, models
 
 LOCK_NAME = "models.lock.json"
@@ -71,7 +72,7 @@ def loads_main(entry: ModelEntry) -> bool:
     return family_of(entry).loads_main
 
 
-class ModelLockError(ValueError):
+class ModelLockError(UserError, ValueError):
     """The pinned weights are missing or differ from the lock (a ValueError: the CLI prints it as one error)."""
 
 

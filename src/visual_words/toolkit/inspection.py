@@ -16,6 +16,7 @@ import torch
 
 from visual_words import registry
 from visual_words.embeddings import Embedding, EmbeddingFileError, check_width
+from visual_words.errors import printable
 from visual_words.toolkit.facts import COMMUNITY_WIDTHS
 from visual_words.toolkit.neighbours import PAPER_DELTAS, vector_stats
 
@@ -172,4 +173,6 @@ def format_report(report: dict[str, Any]) -> str:
                     f"outside every ball up to δ = {list(i['inside'])[-1]}"
                 lines.append(f"    ε-ball: {balls}; tokens within δ·d_nn(init) of the vector: "
                              + ", ".join(f"δ={d}: {c}" for d, c in i["tokens_within"].items()))
-    return "\n".join(lines)
+    # Names and metadata come from the file: escape control characters (ANSI escapes, carriage returns, newlines
+    # inside a name), so a file cannot recolour the terminal or fake output lines.
+    return "\n".join(printable(line) for line in lines)

@@ -53,6 +53,9 @@ def check_output(out: Path, force: bool) -> None:
     for p in (out, sidecar_path(out)):
         if p.exists() and not force:
             raise ValueError(f"{p}: already exists; pass --force to overwrite it")
+    from visual_words.io import check_writable
+
+    check_writable(out.parent)  # a read-only folder fails here, before any model is loaded
 
 
 def pick_token(emb: Embedding, token: str | None, width: int, model_key: str) -> tuple[str, torch.Tensor]:
@@ -66,6 +69,16 @@ def pick_token(emb: Embedding, token: str | None, width: int, model_key: str) ->
 
 def _stamp(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.is_file() else None
+
+
+def _same_map(path: Path, lmap) -> bool:
+    from visual_words.transfer import load_map
+
+    try:
+        meta = load_map(path).meta
+    except (OSError, ValueError):
+        return False
+    return all(meta.get(k) == lmap.meta.get(k) for k in ("src_table_hash", "dst_table_hash"))
 
 
 def quality_sentence(lmap) -> str:
@@ -96,10 +109,17 @@ def transfer_embedding(emb: Embedding, src: Any, dst: Any, cfg: Any, out: str | 
     sa, da = adapter_for(src), adapter_for(dst)
     tok_name, vecs = pick_token(emb, token, sa.width, src.entry.key)
 
-    map_file = map_path(cfg, src.entry.key, dst.entry.key)
-    before = _stamp(map_file)
-    lmap = map_between(cfg, src, dst)
-    reused = before is not None and _stamp(map_file) == before
+    from visual_words.cachedir import user_cache_dir
+
+    cache = user_cache_dir("maps")
+    candidates = [map_path(cfg, src.entry.key, dst.entry.key)]
+    candidates.append(cache / candidates[0].name)
+    before = {p: _stamp(p) for p in candidates}
+    lmap = map_between(cfg, src, dst, cache_dir=cache)
+    # the file the map came from: the study's (read only) when it fitted these tables, else the user cache
+    map_file = next((p for p in candidates if before[p] is not None and _stamp(p) == before[p]
+                     and _same_map(p, lmap)), candidates[1])
+    reused = before[map_file] is not None and _stamp(map_file) == before[map_file]
     mapped = lmap(vecs).to(torch.float32)
     if not torch.isfinite(mapped).all():
         raise EmbeddingFileError(f"{emb.path}: token `{tok_name}` maps to non-finite values through {map_file}")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from visual_words.data.manifest import manifest_path, read_manifest
-from visual_words.embeddings import read_embedding, sidecar_path, write_embedding
+from visual_words.embeddings import damage, read_embedding, sidecar_path, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.reuse import checkpoint_key
@@ -54,20 +54,38 @@ def output_path(cfg, trial: Trial) -> Path:
 
 
 def is_done(cfg, trial: Trial, table: str | None = None) -> bool:
-    """Done = the file and its sidecar exist (the sidecar is written last) and the sidecar's `trial_key` is the
-    current one: a change of anything that determines the result (reuse.trial_key) trains the trial again. With
-    `table` (the loaded model's token-table identity), the sidecar's `token_table_hash` must equal it too."""
+    """Done = the file and its sidecar exist (the sidecar is written last), the sidecar's `trial_key` is the
+    current one (a change of anything that determines the result, reuse.trial_key, trains the trial again), the
+    file's bytes are the ones the sidecar records (a damaged file is trained again, never used) and, with `table`
+    (the loaded model's token-table identity), the sidecar's `token_table_hash` equals it."""
     path = output_path(cfg, trial)
     side = sidecar_path(path)
     if not (path.is_file() and side.is_file()):
         return False
     try:
         meta = json.loads(side.read_text())
-    except json.JSONDecodeError:
+        if not isinstance(meta, dict) or meta.get("trial_key") != trial_key(cfg, trial):
+            return False
+        if table is not None and meta.get("token_table_hash") != table:
+            return False
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
-    if not isinstance(meta, dict) or (table is not None and meta.get("token_table_hash") != table):
-        return False
-    return meta.get("trial_key") == trial_key(cfg, trial)
+    return damage(path) is None
+
+
+def report_damaged(cfg, trials: Sequence[Trial]) -> list[str]:
+    """Print (stderr) and return one line per trial whose finished-looking file is damaged: it is retrained."""
+    import sys
+
+    lines = []
+    for t in trials:
+        path = output_path(cfg, t)
+        if path.is_file() and sidecar_path(path).is_file():
+            problem = damage(path)
+            if problem:
+                lines.append(problem)
+                print(f"[train] {problem}; training it again", file=sys.stderr, flush=True)
+    return lines
 
 
 def trials_per_batch(cfg, task: str) -> int:
@@ -185,9 +203,10 @@ def _log_step(step: int, total: int, every: int) -> bool:
 
 
 def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[TrialData], progress: bool = True,
-                on_step: StepCallback | None = None) -> list[TrialResult]:
+                on_step: StepCallback | None = None, keep: frozenset[str] = frozenset()) -> list[TrialResult]:
     """Train K trials of one model together on their TrialData (train.targets.build_trial_data), resuming from
-    their checkpoint if there is one, and write one embedding file + sidecar per trial."""
+    their checkpoint if there is one, and write one embedding file + sidecar per trial (except the ids in `keep`:
+    finished trials trained again only so that the batch has its original composition)."""
     from tqdm.auto import tqdm
 
     tc = cfg.train
@@ -216,6 +235,9 @@ def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[T
     results = []
     vectors = state.vectors.detach().to("cpu", torch.float32)
     for k, t in enumerate(trials):
+        if t.id in keep:
+            results.append(read_result(cfg, t))
+            continue
         meta = state.meta(k) | {"started_ms": started_ms, "finished_ms": int(time.time() * 1000)}
         path = write_embedding(output_path(cfg, t), t.token, vectors[k], meta)
         results.append(TrialResult(t, path, vectors[k].clone(), meta["final_loss"], meta["curves"], meta))
@@ -238,7 +260,7 @@ def load_for_training(cfg, model_key: str) -> LoadedModel:
 
 
 def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None, progress: bool = True,
-                 on_step: StepCallback | None = None) -> list[TrialResult]:
+                 on_step: StepCallback | None = None, announce_damage: bool = True) -> list[TrialResult]:
     """Train the given trials and write one embedding file + sidecar each (contract item 5); return their results
     in the given order.
 
@@ -254,38 +276,46 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
 
     start = time.perf_counter()
     unique = list({t.id: t for t in trials}.values())
+    if announce_damage:  # the sweep's driver announces them once for all its workers
+        report_damaged(cfg, unique)
     results: dict[str, TrialResult] = {}
-    pending: dict[str, dict[str, list[Trial]]] = defaultdict(lambda: defaultdict(list))  # model -> dataset -> trials
-    done: dict[str, list[Trial]] = defaultdict(list)
+    done: set[str] = set()
+    groups: dict[tuple[str, str], list[Trial]] = defaultdict(list)
     for t in unique:
         if is_done(cfg, t):
             results[t.id] = read_result(cfg, t)
-            done[t.model].append(t)
-        else:
-            pending[t.model][t.dataset].append(t)
-    for model_key in sorted(pending):  # each model loads once, and only when it has work
-        current = loaded if loaded is not None and loaded.entry.key == model_key \
-            else load_for_training(cfg, model_key)
-        adapter = adapter_for(current)
+            done.add(t.id)
+        groups[(t.model, t.dataset)].append(t)
+    # Batches are cut from all the given trials, done or not, so a trial is always trained in the same company:
+    # a batch's shape changes its floating-point rounding, and a retrained trial (one that was damaged, say)
+    # must come out byte-identical. A batch with nothing left to do is skipped.
+    groups = {k: g for k, g in groups.items() if any(t.id not in done for t in g)}
+    adapter = None
+    for (model_key, dataset), group in sorted(groups.items(), key=lambda kv: kv[0][0]):  # each model loads once
+        if adapter is None or adapter.entry.key != model_key:
+            current = loaded if loaded is not None and loaded.entry.key == model_key \
+                else load_for_training(cfg, model_key)
+            adapter = adapter_for(current)
         # A done trial of a model whose token table changed under the same id and revision is stale too.
-        table = adapter.table_identity
-        for t in done[model_key]:
-            if results[t.id].meta.get("token_table_hash") != table:
+        for t in group:
+            if t.id in done and results[t.id].meta.get("token_table_hash") != adapter.table_identity:
+                done.discard(t.id)
                 del results[t.id]
-                pending[model_key][t.dataset].append(t)
-        for dataset, group in pending[model_key].items():
-            manifest = read_manifest(manifest_path(cfg, dataset))
-            by_task: dict[str, list[Trial]] = defaultdict(list)
-            for t in group:
-                by_task[t.task].append(t)
-            for task, task_trials in by_task.items():
-                size = max(1, trials_per_batch(cfg, task))
-                for i in range(0, len(task_trials), size):
-                    chunk = task_trials[i : i + size]
-                    data = build_trial_data(cfg, adapter, chunk, manifest)
-                    for r in train_batch(cfg, adapter, chunk, data, progress, on_step):
-                        results[r.trial.id] = r
-                write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - start)
+        manifest = read_manifest(manifest_path(cfg, dataset))
+        by_task: dict[str, list[Trial]] = defaultdict(list)
+        for t in group:
+            by_task[t.task].append(t)
+        for task, task_trials in by_task.items():
+            size = max(1, trials_per_batch(cfg, task))
+            for i in range(0, len(task_trials), size):
+                chunk = task_trials[i : i + size]
+                if all(t.id in done for t in chunk):
+                    continue
+                data = build_trial_data(cfg, adapter, chunk, manifest)
+                keep = frozenset(t.id for t in chunk if t.id in done)
+                for r in train_batch(cfg, adapter, chunk, data, progress, on_step, keep):
+                    results[r.trial.id] = r
+            write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - start)
     return [results[t.id] for t in trials]
 
 

@@ -14,15 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from visual_words.io import atomic_path, write_json
+from visual_words.errors import UserError
+from visual_words.io import save_safetensors, sha256_file, write_json
 from visual_words.transfer.estimators import LinearMap
 
 MAP_FORMAT = "visual-words-map"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
+CONTENT_HASH = "file_sha256"  # sidecar field: sha256 of the map file's bytes (load_map checks it)
 
 
-class MapFileError(ValueError):
+class MapFileError(UserError, ValueError):
     """A map file that cannot be used; the message names the file and the problem."""
 
 
@@ -41,18 +43,15 @@ def map_path(cfg: Any, src_key: str, dst_key: str, estimator: str | None = None)
 
 def save_map(path: str | os.PathLike, lmap: LinearMap) -> Path:
     """Write the map and its sidecar atomically (sidecar last: a map file with a sidecar is complete)."""
-    from safetensors.numpy import save_file
-
     path = Path(path)
     tensors = {"weight": np.ascontiguousarray(lmap.weight, dtype=np.float64)}
     if lmap.bias is not None:
         tensors["bias"] = np.ascontiguousarray(lmap.bias, dtype=np.float64)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": MAP_FORMAT, "format_version": str(FORMAT_VERSION),
-                                               "estimator": lmap.estimator})
+    digest = save_safetensors(path, tensors, {"format": MAP_FORMAT, "format_version": str(FORMAT_VERSION),
+                                              "estimator": lmap.estimator})
     write_json(sidecar_path(path), {"format": MAP_FORMAT, "format_version": FORMAT_VERSION,
                                     "estimator": lmap.estimator, "src_dim": lmap.d_src, "dst_dim": lmap.d_dst,
-                                    **lmap.meta})
+                                    **lmap.meta, CONTENT_HASH: digest})
     return path
 
 
@@ -68,8 +67,14 @@ def load_map(path: str | os.PathLike) -> LinearMap:
         raise MapFileError(f"{path}: the sidecar {side.name} is missing (an interrupted write?); rerun `vw maps`")
     try:
         meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MapFileError(f"{side}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise MapFileError(f"{side}: not a JSON object")
+    want = meta.get(CONTENT_HASH)
+    if want is not None and sha256_file(path) != want:
+        raise MapFileError(f"{path}: damaged: its content hash differs from the one its sidecar records; "
+                           "rerun `vw maps` (the damaged map is never used)")
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = dict(f.metadata() or {})
@@ -84,7 +89,7 @@ def load_map(path: str | os.PathLike) -> LinearMap:
         raise MapFileError(f"{path}: weight {weight.shape} / bias {None if bias is None else bias.shape} do not fit")
     if not np.isfinite(weight).all() or (bias is not None and not np.isfinite(bias).all()):
         raise MapFileError(f"{path}: holds NaN/inf values")
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "src_dim", "dst_dim")}
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "src_dim", "dst_dim", CONTENT_HASH)}
     return LinearMap(weight.astype(np.float64), None if bias is None else bias.astype(np.float64),
                      str(header.get("estimator", meta.get("estimator", "ols"))), meta)
 

@@ -4,13 +4,14 @@ summary. The `maps` stage itself is transfer/stage.py."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from visual_words.reuse import map_key
 from visual_words.tasks import TASKS
 from visual_words.transfer.estimators import LinearMap
-from visual_words.transfer.files import check_tables, load_map, map_path, save_map
+from visual_words.transfer.files import MapFileError, check_tables, load_map, map_path, save_map
 from visual_words.transfer.fitting import fit_pairs, table_of
 
 QUALITY_FILE = "quality.csv"
@@ -30,31 +31,43 @@ def load_for_maps(key: str, cfg):
     return load_model(key, device=cfg.study.device, precision=cfg.train.precision, root=cfg.root)
 
 
-def map_between(cfg, src: Any, dst: Any, fit_missing: bool = True) -> LinearMap:
+def map_between(cfg, src: Any, dst: Any, fit_missing: bool = True, cache_dir: Path | None = None) -> LinearMap:
     """The map from loaded model ``src`` to loaded model ``dst``: read from ``map_path`` when the file exists and
     its reuse key (``reuse.map_key``: these very tables, the `maps` settings, the estimators' code version) is the
-    current one; otherwise (a checkpoint outside the study, say) fitted now with ``cfg.maps``
-    settings and saved there for next time. ``fit_missing=False`` makes a missing or stale file an error."""
-    path = map_path(cfg, src.entry.key, dst.entry.key)
+    current one; otherwise (a checkpoint outside the study, say) fitted now with ``cfg.maps`` settings and saved
+    for next time: in ``cache_dir`` when given (the toolkit's user cache: ``vw transfer`` never writes into the
+    DVC-tracked ``maps.out_dir``), else at ``map_path``. A damaged map file is reported and refitted, never used.
+    ``fit_missing=False`` makes a missing, stale or damaged file an error."""
     ta, tb = table_of(src), table_of(dst)
     src_hash, dst_hash = ta.meta["table_hash"], tb.meta["table_hash"]
-    if path.is_file():
-        lmap = load_map(path)
+    key = map_key(cfg, src_hash, dst_hash)
+    study = map_path(cfg, src.entry.key, dst.entry.key)
+    save_to = study if cache_dir is None else Path(cache_dir) / study.name
+    for path in dict.fromkeys([study, save_to]):
+        if not path.is_file():
+            continue
+        try:
+            lmap = load_map(path)
+        except MapFileError as e:
+            if not fit_missing:
+                raise
+            print(f"[maps] {e}; fitting it again", file=sys.stderr, flush=True)
+            continue
         same_tables = lmap.meta.get("src_table_hash") == src_hash and lmap.meta.get("dst_table_hash") == dst_hash
-        if same_tables and lmap.meta.get("reuse_key") == map_key(cfg, src_hash, dst_hash):
+        if same_tables and lmap.meta.get("reuse_key") == key:
             return lmap
         if not fit_missing:
             check_tables(lmap, src_hash, dst_hash, str(path))
             raise ValueError(f"{path}: fitted with other `maps` settings or estimator code than now (its reuse key "
                              "differs); run `vw maps` to refit it")
-    elif not fit_missing:
-        load_map(path)  # raises FileNotFoundError naming the file and `vw maps`
+    if not fit_missing:
+        load_map(study)  # raises FileNotFoundError naming the file and `vw maps`
     m = cfg.maps
     pair = (src.entry.key, dst.entry.key)
     lmap = fit_pairs([ta, tb], [pair], estimator=m.estimator, ridge_alpha=m.ridge_alpha,
                      holdout_fraction=m.holdout_fraction, seed=m.seed)[pair]
-    lmap.meta["reuse_key"] = map_key(cfg, src_hash, dst_hash)
-    save_map(path, lmap)
+    lmap.meta["reuse_key"] = key
+    save_map(save_to, lmap)
     return lmap
 
 
