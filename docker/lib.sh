@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shared by docker/build.sh and docker/test.sh (sourced, not run): find a Docker daemon or start one, pick a client
-# that can do BuildKit builds, build the base image when it is missing. See TOOLCHAIN.md §6 for why each step is so.
+# that can do BuildKit builds, build the base image when it is missing. See docs/toolchain.md §6 for why each step is so.
 
 VW_IMAGE=${VW_IMAGE:-visual-words:dev}
 VW_BASE_IMAGE=${VW_BASE_IMAGE:-visual-words/debian:bookworm-slim}

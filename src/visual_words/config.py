@@ -114,7 +114,7 @@ class MapsConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Textual inversion of new-word embeddings (PAPER.md §7, Table 2)."""
+    """Textual inversion of new-word embeddings (docs/paper.md §7, the paper's Table 2)."""
 
     num_vectors: int = affects(*TRAIN_OUTPUTS)  # vectors per token (Table 2: 4; the prose: 1)
     steps: int = affects(*TRAIN_OUTPUTS)
@@ -159,7 +159,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
-    """ε-ball statistics, t-SNE of pooled activations, truncated-encoder generations (PAPER.md §4, Fig. 7)."""
+    """ε-ball statistics, t-SNE of pooled activations, truncated-encoder generations (docs/paper.md §4, Fig. 7)."""
 
     block_size: int = no_result()  # queries per BLAS block
     nearest_k: int = affects("analyze")  # nearest vocabulary tokens reported per vector

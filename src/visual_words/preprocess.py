@@ -2,7 +2,7 @@
 
 - CLIP (open_clip / DFN, and the OpenAI evaluator): resize the short side to the input size (bicubic), centre
   crop, normalise with OpenAI's mean/std. open_clip's eval transform reproduces OpenAI's reference output exactly
-  (tested on ../shared/assets/clip-preprocess-oracle).
+  (tested against reference outputs in the test assets).
 - OWLv2: the HF Owlv2ImageProcessor (pad to square with grey, resize to 960, normalise) from the checkpoint.
 - Stable Diffusion: resize the short side, centre crop to the model's size, scale to [-1, 1] for the VAE.
 """

@@ -2,7 +2,7 @@
 
 - Trials are grouped into batches of one (task model, dataset) — the unit the trainer batches into one forward
   pass — and each batch is one Ray task. A task asks for a GPU share in `paper` (CUDA present) and one CPU in
-  `smoke`. Workers keep their model loaded across tasks (`max_calls=0` + a per-process cache; TOOLCHAIN.md §7.2).
+  `smoke`. Workers keep their model loaded across tasks (`max_calls=0` + a per-process cache; docs/toolchain.md §7.2).
 - Resume is decided by trial files, not MLflow: a trial is done when its embedding file and sidecar exist and the
   sidecar's `trial_key` equals the current one (a params change retrains). A killed sweep re-run trains only what
   is missing.

@@ -2,7 +2,7 @@
 
 SD-2.1's tokenizer, OWLv2's and DFN CLIP's are the same byte-level BPE (only the context length differs: 77 vs 16).
 open_clip ships the merges file, so an HF `CLIPTokenizer` can be built with no hub access; its ids equal
-open_clip's and OpenAI's (TOOLCHAIN.md §8).
+open_clip's and OpenAI's (docs/toolchain.md §8).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Defaults: a SQLite store `mlflow.db` in the workspace (MLflow 3's own default); `MLFLOW_TRACKING_URI` (e.g. an
 `mlflow server` on a cluster's head node) or `sweep.tracking_uri` override it. Findings that shape this module
-(TOOLCHAIN.md §7.3): the driver must create the store and the experiment before workers start (racing workers
+(docs/toolchain.md §7.3): the driver must create the store and the experiment before workers start (racing workers
 half-migrate a fresh SQLite DB); per-step logging is batched (`log_batch`); resume is decided by trial files, not
 MLflow, and orphan RUNNING runs are closed at the end of a sweep.
 """

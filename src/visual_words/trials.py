@@ -1,4 +1,4 @@
-"""The trial grid: model × dataset × concept × anchor × δ (DESIGN.md D10).
+"""The trial grid: model × dataset × concept × anchor × δ (docs/design.md D10).
 
 A trial id names all five (e.g. ``classification/coco/cup/anchor=dog/delta=0.5``); its seed derives from the id and
 the study's root seed, so a trial is reproducible on its own, on any worker, in any order.

@@ -6,7 +6,7 @@ For each query vector q with an anchor token a in a table W (V × d):
   nearest_ids / nearest_dists                    the k nearest tokens, exact, ties broken by id
   counts[:, r]  #{w : ‖q − w‖ ≤ radii[:, r]}     (tokens inside a ball of that radius around q)
 
-How (DESIGN.md §7, TOOLCHAIN.md §5): the distances come from one fp32 BLAS product per block of queries
+How (docs/design.md §7, docs/toolchain.md §5): the distances come from one fp32 BLAS product per block of queries
 (torch.mm; a pure-Numba distance loop is 3–28× slower on this CPU), and a fused Numba pass reduces each block
 (top-k, the rank, every count) while it is still in cache. fp32 alone cannot decide a token whose distance is within
 rounding of a threshold, so every decision is made against a rigorous error bound and the undecided tokens are

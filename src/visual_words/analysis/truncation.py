@@ -1,5 +1,5 @@
 """The `analyze` stage, part 3: generations with Stable Diffusion's text encoder truncated to its first N layers
-(PAPER.md §5.2, Fig. 7 top): a word trained for generation from an unrelated anchor shows the anchor's concept
+(docs/paper.md §4.4: the paper's §5.2, Fig. 7 top): a word trained for generation from an unrelated anchor shows the anchor's concept
 until late layers, and the target only when the last layers run.
 
 Truncation keeps the encoder's own final LayerNorm (what the UNet is used to) and drops the layers after N, by

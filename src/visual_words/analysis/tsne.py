@@ -1,5 +1,5 @@
 """The `analyze` stage, part 2: t-SNE of the pooled (end-of-text) activations of trained words, layer by layer
-(PAPER.md §5.2, Fig. 7 bottom, appendix Figs. 12–18).
+(docs/paper.md §4.4: the paper's §5.2, Fig. 7 bottom, appendix Figs. 12–18).
 
 For each task model, dataset and source of words (trained in this model, or trained in another and transferred here
 by the linear map), the words at δ = `analyze.tsne_delta` are put into the model's prompt, the text tower's

@@ -42,7 +42,7 @@ def cmd_ui(args) -> int:
     if uri.startswith("http"):
         print(f"tracking server already at {uri}; open it in a browser")
         return 0
-    # The lean server form (TOOLCHAIN.md §4): 1 worker, no job runner (~0.5 GB instead of ~3 GB).
+    # The lean server form (docs/toolchain.md §4): 1 worker, no job runner (~0.5 GB instead of ~3 GB).
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port), "--workers", "1",
            "--backend-store-uri", uri]

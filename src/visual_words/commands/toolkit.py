@@ -103,7 +103,7 @@ def register(sub) -> None:
         "it fits. With --model it also prints, per vector, the nearest vocabulary tokens by L2 and by cosine (decoded, "
         "with distances), the nearest word's distance in units of that word's d_nn (its distance to its own nearest "
         "other token), and, for the init word (--init, or the `anchor` our sidecars record), the distance in units of "
-        "d_nn(init), the cosine, the rank of the init among all tokens and the ε-ball statistics (PAPER.md §4).")
+        "d_nn(init), the cosine, the rank of the init among all tokens and the ε-ball statistics (docs/paper.md §4).")
     p.add_argument("file", help="the embedding file")
     p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--init", help="the init (anchor) word to measure from (default: the sidecar's `anchor`)")

@@ -5,7 +5,7 @@ Layout, as released:
     <root>/<subject>/00.jpg …            4–6 photos of one subject (cat2, vase, duck_toy, …)
     <root>/prompts_and_classes.txt       "subject_name,class" lines (cat2,cat / duck_toy,toy / …)
 
-DreamBooth has no boxes. As in the paper (PAPER.md §2.1), boxes come from running the detector (OWLv2) with the
+DreamBooth has no boxes. As in the paper (docs/paper.md §2.1), boxes come from running the detector (OWLv2) with the
 subject's class as the text query and checking every box by hand. `vw data dreambooth-boxes` runs the detector and
 writes the box file; a person then looks at the review images it draws, fixes what is wrong and marks each entry
 `checked` (by editing the file, or `vw data dreambooth-boxes --accept cat2/00.jpg …`). `vw data prepare` refuses

@@ -4,7 +4,7 @@ A loader parses one dataset's real on-disk format (COCO instances JSON, VOC XML,
 subject folders + box file) into a `DatasetIndex`. Choosing concepts, labelling and splitting happen afterwards
 (`splits.py`), the same way for every dataset, so a loader's only job is to read its format faithfully.
 
-Labels follow the paper (PAPER.md §2.1): an image's label is the class of its **largest box** (by box area
+Labels follow the paper (docs/paper.md §2.1): an image's label is the class of its **largest box** (by box area
 w × h, over all of the image's boxes, not only those of the selected concepts; ties go to the first box in the
 annotation file's order). An image whose largest box is a person is not a cup image, even if a cup is in it.
 """

@@ -1,4 +1,4 @@
-"""Per-concept splits (DESIGN.md D7): a `DatasetIndex` + the selected concepts -> a `Manifest`.
+"""Per-concept splits (docs/design.md D7): a `DatasetIndex` + the selected concepts -> a `Manifest`.
 
 - COCO, PASCAL VOC, ImageNet: a concept's candidates are the images of a split whose label (class of the largest
   box) is the concept's class. Training images are the first `train_per_concept` of a seeded permutation of the
@@ -29,7 +29,7 @@ from visual_words.registry import Concept
 
 DREAMBOOTH_NOTE = ("DreamBooth subjects have 4-6 photos: per subject, `dreambooth_holdout` photos of a seeded "
                    "permutation are held out and the rest (up to train_per_concept) are the training images "
-                   "(DESIGN.md D7; the paper does not say how it split them).")
+                   "(docs/design.md D7; the paper does not say how it split them).")
 
 
 def seeded_permutation(n: int, seed: int, *names: str) -> np.ndarray:

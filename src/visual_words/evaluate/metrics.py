@@ -1,4 +1,4 @@
-"""The three task metrics on precomputed features (DESIGN.md D6, PAPER.md §6). No model code here: the runner
+"""The three task metrics on precomputed features (docs/design.md D6, docs/paper.md §6). No model code here: the runner
 feeds them what the adapters and the feature cache produce, so each metric is testable on constructed inputs.
 
 - classification accuracy: 10-way zero-shot over the dataset's concepts, held-out images of the target concept,

@@ -1,12 +1,12 @@
-"""The evaluate stage: every trained embedding on all three tasks, in-domain and transferred (PAPER.md §5 Eq. 3).
+"""The evaluate stage: every trained embedding on all three tasks, in-domain and transferred (docs/paper.md §5.2: the paper's Eq. 3).
 
-For each embedding file ``<train.out_dir>/<task>/<slug>.safetensors`` (contract item 5) and each evaluated task,
+For each embedding file ``<train.out_dir>/<task>/<slug>.safetensors`` and each evaluated task,
 the token's vectors go into that task's model — as they are when it is the model they were trained in, else through
 the transfer map (``v_x = T v_y`` for each vector) — and are scored by ``tasks``. Trials of one (dataset, concept)
 are evaluated together (K trials per text forward). Models load one task at a time.
 
 Outputs under ``evaluate.out_dir``:
-- ``evaluation.csv`` (contract item 6): one row per (trial, evaluated task): trial_id, dataset, concept, anchor,
+- ``evaluation.csv``: one row per (trial, evaluated task): trial_id, dataset, concept, anchor,
   delta (inf = unconstrained), trained_task, eval_task, transferred, metric (gen_acc | map | cls_acc), value,
   ap50 (detection only), then source_model, eval_model;
 - ``summary.csv``: per (dataset, trained task, evaluated task, δ) cell, n, mean and percentile-bootstrap CI;

@@ -1,4 +1,4 @@
-"""Cell statistics for the figures (DESIGN.md D11): per (dataset, trained task, evaluated task, δ), the mean over
+"""Cell statistics for the figures (docs/design.md D11): per (dataset, trained task, evaluated task, δ), the mean over
 the cell's trials and a percentile-bootstrap confidence interval — what seaborn's bar/line plots draw by default —
 computed by ``scipy.stats.bootstrap(method="percentile")`` with a fixed seed."""
 

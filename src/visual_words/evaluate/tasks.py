@@ -1,7 +1,7 @@
 """Evaluating K token vectors (already in the evaluated model's space) on one task, for one dataset and concept.
 
-Text side: the TRAINING engineer's adapters splice the vectors into prompts (K trials in one forward). Image side:
-the DATA engineer's cached features of the held-out images. The numbers come from `metrics` (pycocotools for AP).
+Text side: the model adapters (models/adapters.py) splice the vectors into prompts (K trials in one forward). Image side:
+the cached image features of the held-out images (data/features.py). The numbers come from `metrics` (pycocotools for AP).
 
 - classification (D6): 10-way zero-shot among the dataset's concepts on the target concept's held-out images;
   class prompts "a photo of a {prompt_name}", the target's "a photo of a {}" carrying the token.
@@ -38,7 +38,7 @@ from visual_words.registry import study_concepts
 from visual_words.tasks import PROMPTS
 
 GENERATION_PROMPT = PROMPTS["generation"]  # D2: the evaluation prompt of generation (registry/tasks.yaml)
-EVALUATOR_PROMPT = "a photo of {}"  # PAPER.md §6: the evaluator's label prompts ("a photo of {concept name}")
+EVALUATOR_PROMPT = "a photo of {}"  # docs/paper.md §6: the evaluator's label prompts ("a photo of {concept name}")
 NEGATIVE_PROMPT = ""  # classifier-free guidance against the empty prompt, as diffusers does without a negative prompt
 
 

@@ -1,4 +1,4 @@
-"""One adapter per model family behind one interface (DESIGN.md §3): token table, splicing, outputs, loss.
+"""One adapter per model family behind one interface (docs/design.md §3): token table, splicing, outputs, loss.
 
     adapter = adapter_for(loaded)                       # the family's adapter (models/families/)
     adapter.token_table()                               # [V, d] fp32 cpu copy of the input-embedding table
@@ -11,7 +11,7 @@ Adapters belong to families, not checkpoints: any diffusers Stable Diffusion 1.x
 open_clip CLIP or transformers CLIPModel. Everything checkpoint-specific (widths, depth, context, prediction type)
 is read from the loaded model, so another checkpoint of a family needs a registry entry and no code.
 
-Work removal (DESIGN.md §7): CLIP-style text towers are causal and pool at the end-of-text (EOS) token, so positions
+Work removal (docs/design.md §7): CLIP-style text towers are causal and pool at the end-of-text (EOS) token, so positions
 after the batch's last EOS cannot change the pooled output. The OWL and CLIP adapters run the tower on the first
 `used_length` positions only (transformers' towers take a shorter input as they are; open_clip's `encode_text` does
 not, so its tower is run here with the module's own weights: token embedding, positional_embedding[:L],

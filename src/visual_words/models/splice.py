@@ -4,7 +4,7 @@ No tokenizer entry is added and the embedding table is never resized or written.
 "a photo of a {}" is tokenised with n consecutive *slot* positions where "{}" stands; a forward hook on the text
 tower's token-embedding ``nn.Embedding`` returns a copy of its output with those positions overwritten by the learned
 vectors. That works for every library's text tower (transformers' CLIPTextModel / Owlv2TextTransformer, open_clip's
-CLIP) because all of them look tokens up through one ``nn.Embedding`` (TOOLCHAIN.md §8). Gradients reach only the
+CLIP) because all of them look tokens up through one ``nn.Embedding`` (docs/toolchain.md §8). Gradients reach only the
 learned vectors; the table stays bit-identical.
 
 K trials run in one forward: the batch is K × P rows (trial-major), each trial's vectors go into its own rows.

@@ -1,4 +1,4 @@
-"""The one-line warning that heads every output of a run on tiny random-weight models (DESIGN.md §5)."""
+"""The one-line warning that heads every output of a run on tiny random-weight models (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def _paired_boxplots(ax, own, moved, deltas, values) -> None:
 
 
 def eps_figure(eps: pd.DataFrame, banner: str = "") -> plt.Figure:
-    """Where the words land (PAPER.md §4): in-domain distance to the anchor in units of d_nn; the share whose
+    """Where the words land (docs/paper.md §4): in-domain distance to the anchor in units of d_nn; the share whose
     nearest token is the anchor, in-domain and after transfer; the anchor's rank; cosine to the anchor."""
     deltas = sorted(set(float(d) for d in eps["delta"]))
     labels = [_delta_label(d) for d in deltas]

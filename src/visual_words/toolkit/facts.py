@@ -1,5 +1,5 @@
 """Facts the toolkit quotes, kept as data: which text-encoder widths community embeddings come from, and what the
-paper measured for transferred tokens (PAPER.md §4–§5, arXiv 2406.07506 Fig. 3 and Fig. 6)."""
+paper measured for transferred tokens (docs/paper.md §9, arXiv 2406.07506 Fig. 3 and Fig. 6)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
 
-PAPER_DELTAS = (0.1, 0.2, 0.5, 1.0)  # the paper's ε-ball radii, in units of d_nn(init) (PAPER.md §4)
+PAPER_DELTAS = (0.1, 0.2, 0.5, 1.0)  # the paper's ε-ball radii, in units of d_nn(init) (docs/paper.md §4.1)
 
 
 def nearest_by_cosine(vectors: torch.Tensor, table: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

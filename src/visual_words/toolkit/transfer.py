@@ -1,5 +1,5 @@
 """`vw transfer`: move a textual-inversion embedding into another model through the linear map between the two
-models' token tables (PAPER.md §5), and say honestly what that is worth.
+models' token tables (docs/paper.md §5), and say honestly what that is worth.
 
     result = transfer_embedding(read_embedding(path), load_model("tiny-clip"), load_model("tiny-sd"), cfg, out)
 

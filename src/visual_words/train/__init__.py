@@ -1,4 +1,4 @@
-"""Textual inversion in the three task models: the optimizer loop, the ε-ball, trial batching (DESIGN.md §3, §4).
+"""Textual inversion in the three task models: the optimizer loop, the ε-ball, trial batching (docs/design.md §3, §4).
 
     from visual_words.train import train_trials
     results = train_trials(cfg, trials)   # one <train.out_dir>/<task>/<slug>.safetensors (+ sidecar) per trial

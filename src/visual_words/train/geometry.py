@@ -2,7 +2,7 @@
 
 The ball around anchor a has radius δ·d_nn(a), where d_nn(a) is the L2 distance from a to its nearest *other* row
 of the same table. After every optimizer step each learned vector is projected onto it (projected gradient
-descent, PAPER.md §4).
+descent, docs/paper.md §4.1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The optimizer loop: K trials of one model and dataset trained together (PAPER.md §7 Table 2, D1, D9).
+"""The optimizer loop: K trials of one model and dataset trained together (docs/paper.md §7 Table 2, docs/design.md D1, D9).
 
 Each trial has its own n learned vectors (fp32, initialised at its anchor's embedding), its own ε-ball, its own
 data and its own random generator (seeded by Trial.seed). They are stacked in one [K, n, d] tensor that is the only
@@ -49,7 +49,7 @@ class TrialResult:
 
 
 def output_path(cfg, trial: Trial) -> Path:
-    """<train.out_dir>/<task>/<slug>.safetensors (contract item 5)."""
+    """<train.out_dir>/<task>/<slug>.safetensors."""
     return embedding_path(cfg, trial)
 
 
@@ -261,7 +261,7 @@ def load_for_training(cfg, model_key: str) -> LoadedModel:
 
 def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None, progress: bool = True,
                  on_step: StepCallback | None = None, announce_damage: bool = True) -> list[TrialResult]:
-    """Train the given trials and write one embedding file + sidecar each (contract item 5); return their results
+    """Train the given trials and write one embedding file + sidecar each; return their results
     in the given order.
 
     Done trials (file + sidecar with the current `trial_key`; docs/reuse.md) are skipped: their result is read back

@@ -1,4 +1,4 @@
-"""Linear transfer maps between models' token tables (PAPER.md §5, DESIGN.md D8).
+"""Linear transfer maps between models' token tables (docs/paper.md §5, docs/design.md D8).
 
     from visual_words.transfer import fit_map, load_map, map_path, map_between
     lmap = fit_map(X_src, Y_dst, "ols")          # X [n, d_src], Y [n, d_dst] (tensors or arrays)

@@ -1,4 +1,4 @@
-"""How good a map is, on tokens it was not fitted on: R² and nearest-token retrieval@1 (DESIGN.md D8).
+"""How good a map is, on tokens it was not fitted on: R² and nearest-token retrieval@1 (docs/design.md D8).
 
 - R²: scikit-learn's ``r2_score`` with ``multioutput="variance_weighted"``, i.e. ``1 − Σ‖y − ŷ‖² / Σ‖y − ȳ‖²`` over
   the held-out rows and all target dimensions.
