@@ -88,8 +88,8 @@ def test_comparison_flags_cells_outside_the_ci_or_tolerance():
     n = cmp.counts(comp)
     assert (n["compared"], n["agree"], n["flagged"], n["not_in_paper"]) == (4, 2, 2, 1)
     assert n["not_run"] == 180 - 4
-    html = cmp.to_html(comp)
-    assert html.count('class="flag"') == 2 and html.count('class="ok"') == 2
+    classes = [r["class"] for r in cmp.comparison_rows(comp)]
+    assert classes.count("flag") == 2 and classes.count("ok") == 2 and classes.count("na") == 1  # + "not in paper"
 
 
 def test_comparison_csv_starts_with_the_banner(tmp_path):

@@ -4,7 +4,6 @@ inconclusive / not run, its tolerance, cell sizes and power; claims.csv (one row
 
 from __future__ import annotations
 
-import html
 import math
 
 import pandas as pd
@@ -35,27 +34,23 @@ def claims_part(rb, evaluation: pd.DataFrame | None, eps: pd.DataFrame | None) -
     rb.metrics["claims_profile"] = {c.id: c.to_dict() for c in results}
     n_pass = sum(c.status == "pass" for c in results)
     rb.headline.insert(0, {"value": f"{n_pass} / {len(results)}", "label": "checked claims pass"})
-    head = ("<tr><th>claim</th><th>status</th><th>power</th><th>part</th><th>rule</th><th>ours [95 % CI]</th>"
-            "<th>paper</th><th>agrees inside</th><th>cells (trials)</th><th>part power</th><th>part status</th></tr>")
-    body = []
+    header = ["claim", "status", "power", "part", "rule", "ours [95 % CI]", "paper", "agrees inside",
+              "cells (trials)", "part power", "part status"]
+    rows = []
     for c in results:
         for i, p in enumerate(c.parts):
-            first = [f"<b>{html.escape(c.id)}</b>: {html.escape(c.text)}", c.status, f"{c.power:.2f}"] if i == 0 \
-                else ["", "", ""]
+            first = [f"{c.id}: {c.text}", c.status, f"{c.power:.2f}"] if i == 0 else ["", "", ""]
             ci = "" if math.isnan(p.ci[0]) else f" [{_num(p.ci[0], 2)}, {_num(p.ci[1], 2)}]"
-            cells = [*first, p.name, p.kind, _num(p.value) + ci, _num(p.reference),
-                     f"[{_num(p.accept[0], 2)}, {_num(p.accept[1], 2)}]", p.cells, f"{p.power:.3f} ({p.method})",
-                     p.status]
-            body.append(f'<tr class="{STATUS_CLASS.get(p.status, "na")}">'
-                        + "".join(f"<td>{x if j == 0 else html.escape(str(x))}</td>" for j, x in enumerate(cells))
-                        + "</tr>")
+            rows.append({"class": STATUS_CLASS.get(p.status, "na"), "cells": [
+                *first, p.name, p.kind, _num(p.value) + ci, _num(p.reference),
+                f"[{_num(p.accept[0], 2)}, {_num(p.accept[1], 2)}]", p.cells, f"{p.power:.3f} ({p.method})",
+                p.status]})
     sec = rb.section("claims-profile", "Claims checked by this profile",
                      "Each claim is checked on this run's trials. A part passes when our statistic lies in the "
                      f"interval around the paper's value (tolerance {cfg.report.tolerance:g} unless stated in "
                      "src/visual_words/claims/claims.yaml), fails when its whole 95 % bootstrap CI lies outside it, "
                      "and is inconclusive otherwise; a claim passes when all its parts pass. Power = the probability "
                      "of a pass if the paper is right, at these cell sizes (src/visual_words/claims/power.py).")
-    rb.sections = {"claims-profile": sec, **{k: v for k, v in rb.sections.items() if k != "claims-profile"}}  # first on the page
-    sec.tables.append({"title": "Claims", "html": f'<table class="comparison"><thead>{head}</thead><tbody>'
-                                                  + "".join(body) + "</tbody></table>",
-                       "note": "File: claims.csv (one row per part); metrics.json `claims_profile`."})
+    rb.sections = {"claims-profile": sec, **{k: v for k, v in rb.sections.items() if k != "claims-profile"}}
+    rb.table("claims-profile", "Claims", header, rows,
+             note="File: claims.csv (one row per part); metrics.json `claims_profile`.")

@@ -50,6 +50,11 @@ class ReportBuilder:
             "name": name, "title": title, "caption": caption, "src": f"figures/{src.name}",
             "files": [{"fmt": p.suffix[1:].upper(), "href": f"figures/{p.name}"} for p in paths]})
 
+    def table(self, sid: str, title: str, header: list[str], rows: list[dict], note: str = "") -> None:
+        """A table of section `sid` as data: `rows` are {"cells": [...], "class": "ok" | "flag" | "na"}; the page
+        template draws it (all HTML lives in the templates)."""
+        self.sections[sid].tables.append({"title": title, "header": list(header), "rows": rows, "note": note})
+
     def skip(self, name: str, reason: str) -> None:
         log.warning("report: %s skipped: %s", name, reason)
         self.skipped.append((name, reason))
@@ -61,3 +66,20 @@ class ReportBuilder:
             if self.banner:
                 f.write(f"# {self.banner}\n")
             df.to_csv(f, index=False, float_format="%.6g")
+
+
+def frame_rows(df: pd.DataFrame, digits: int = 3) -> tuple[list[str], list[dict]]:
+    """A DataFrame as a table's header and rows (floats to `digits` places)."""
+    def cell(v):
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+    return [str(c) for c in df.columns], [{"cells": [cell(v) for v in row], "class": ""} for row in
+                                          df.itertuples(index=False)]
+
+
+def render(template: str, **context) -> str:
+    """One of the report's page templates (report/*.html), rendered with autoescaping."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("visual_words", "report"), autoescape=True)
+    return env.get_template(template).render(**context)

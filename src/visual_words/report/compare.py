@@ -77,14 +77,14 @@ def write_csv(comp: pd.DataFrame, path, banner: str = "") -> None:
         out.to_csv(f, index=False, float_format="%.4f")
 
 
-def to_html(comp: pd.DataFrame, only_run: bool = True) -> str:
-    """An HTML table (classes for the flagged rows), cells of this run only unless `only_run` is False."""
-    import html
+COMPARISON_HEADER = ["figure", "metric", "dataset", "trained for", "δ", "n", "ours [95 % CI]", "paper [CI]", "diff",
+                     "basis", "status"]
 
+
+def comparison_rows(comp: pd.DataFrame, only_run: bool = True) -> list[dict]:
+    """The comparison as table rows (class `flag` for a cell outside the paper's CI / tolerance), cells of this run
+    only unless `only_run` is False."""
     rows = comp[comp["status"] != "not run"] if only_run else comp
-    head = ["figure", "metric", "dataset", "trained for", "δ", "n", "ours [95 % CI]", "paper [CI]", "diff",
-            "basis", "status"]
-    out = ['<table class="comparison"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"]
 
     def num(v, digits=3):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
@@ -94,12 +94,12 @@ def to_html(comp: pd.DataFrame, only_run: bool = True) -> str:
             return ""
         return num(v) + (f" [{num(lo, 2)}, {num(hi, 2)}]" if not (pd.isna(lo) or pd.isna(hi)) else "")
 
+    out = []
     for _, r in rows.iterrows():
         cls = {"agrees": "ok", "outside paper CI": "flag", "outside tolerance": "flag"}.get(r["status"], "na")
         d = "∞" if math.isinf(r["delta"]) else f"{r['delta']:g}"
-        cells = [r["figure"], r["metric"], r["dataset"], r["trained_task"], d, str(r["n"]),
-                 ci(r["ours"], r["ours_ci_low"], r["ours_ci_high"]), ci(r["paper"], r["paper_ci_low"], r["paper_ci_high"]),
-                 num(r["diff"]), r["basis"], r["status"]]
-        out.append(f'<tr class="{cls}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+        out.append({"class": cls, "cells": [
+            r["figure"], r["metric"], r["dataset"], r["trained_task"], d, str(r["n"]),
+            ci(r["ours"], r["ours_ci_low"], r["ours_ci_high"]), ci(r["paper"], r["paper_ci_low"], r["paper_ci_high"]),
+            num(r["diff"]), r["basis"], r["status"]]})
+    return out

@@ -28,7 +28,7 @@ from visual_words.io import write_json, write_text
 from visual_words.report import compare as cmp
 from visual_words.report import figures as F
 from visual_words.report.banner import banner_for
-from visual_words.report.builder import ReportBuilder
+from visual_words.report.builder import ReportBuilder, frame_rows, render
 from visual_words.report.claims import nearest_is_anchor_by_delta, transfer_shares
 from visual_words.report.paper import paper_table
 from visual_words.tasks import TASKS, short, task
@@ -79,8 +79,9 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
     ap50 = ap50_comparison(evaluation, paper, rb.cfg)
     full = pd.concat([comp, ap50], ignore_index=True) if len(ap50) else comp
     cmp.write_csv(full, rb.out_dir / "comparison.csv", rb.banner)
-    table_html = cmp.to_html(full)
-    write_text(rb.out_dir / "comparison.html", _standalone("Ours next to the paper", rb.banner, table_html))
+    rows = cmp.comparison_rows(full)
+    write_text(rb.out_dir / "comparison.html", render("table_page.html", title="Ours next to the paper",
+                                                      banner=rb.banner, header=cmp.COMPARISON_HEADER, rows=rows))
     datasets = cfg.study.datasets
     if any(math.isinf(d) for d in cells["delta"]):
         rb.figure("paper", F.fig3(cells, paper, datasets, rb.banner), "fig3", "Fig. 3",
@@ -101,10 +102,10 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
                   f"±{cfg.report.tolerance:g} where it gives none), {n['flagged']} flagged (ringed red).")
     else:
         rb.skip("comparison figure", "no cell of this run is in the paper's figures")
-    sec.tables.append({"title": "Per cell", "html": table_html,
-                       "note": f"{n['compared']} cells compared; {n['flagged']} outside the paper's CI / tolerance "
-                               f"(red); {n['not_run']} paper cells not run by this profile (in comparison.csv). "
-                               "Files: comparison.csv, comparison.html, cells.csv."})
+    rb.table("paper", "Per cell", cmp.COMPARISON_HEADER, rows,
+             note=f"{n['compared']} cells compared; {n['flagged']} outside the paper's CI / tolerance (red); "
+                  f"{n['not_run']} paper cells not run by this profile (in comparison.csv). "
+                  "Files: comparison.csv, comparison.html, cells.csv.")
     rb.metrics["comparison"] = n
     if len(ap50):
         rb.metrics["comparison_ap50"] = cmp.counts(ap50)
@@ -140,7 +141,6 @@ def ap50_comparison(evaluation: pd.DataFrame, paper: pd.DataFrame, cfg) -> pd.Da
 
 def claims_part(rb: ReportBuilder, eps: pd.DataFrame | None) -> None:
     """Every claim of ARTIFACT.md §5 computed and flagged (report/claims.yaml, report/claims.py)."""
-    import html
 
     from visual_words.report.claims import evaluate_claims
 
@@ -157,17 +157,14 @@ def claims_part(rb: ReportBuilder, eps: pd.DataFrame | None) -> None:
             return "; ".join(f"{k}: {value(x)}" for k, x in v.items())
         return "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
-    head = "".join(f"<th>{h}</th>" for h in ("#", "claim", "status", "ours", "paper", "tolerance", "details"))
-    body = "".join(
-        f'<tr class="{cls.get(r.status, "na")}">' + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
-            r.id, r.claim, r.status, value(r.value), r.expected, r.tolerance,
-            "; ".join(filter(None, [r.detail, ("failed: " + ", ".join(r.failed)) if r.failed else ""])))) + "</tr>"
-        for r in results)
-    sec = rb.section("claims", "The paper's claims, computed (ARTIFACT.md §5)")
-    sec.tables.append({"title": "Claims", "html": f'<table class="comparison"><thead><tr>{head}</tr></thead>'
-                                                   f"<tbody>{body}</tbody></table>",
-                       "note": "Definitions: src/visual_words/report/claims.yaml; metrics.json `claims` holds the "
-                               "same rows. Not run = this profile has none of the claim's cells."})
+    rows = [{"class": cls.get(r.status, "na"), "cells": [
+        r.id, r.claim, r.status, value(r.value), r.expected, r.tolerance,
+        "; ".join(filter(None, [r.detail, ("failed: " + ", ".join(r.failed)) if r.failed else ""]))]}
+        for r in results]
+    rb.section("claims", "The paper's claims, computed (ARTIFACT.md §5)")
+    rb.table("claims", "Claims", ["#", "claim", "status", "ours", "paper", "tolerance", "details"], rows,
+             note="Definitions: src/visual_words/report/claims.yaml; metrics.json `claims` holds the same rows. "
+                  "Not run = this profile has none of the claim's cells.")
     rb.headline.insert(0, {"value": f"{counts['pass']} pass / {counts['fail']} fail",
                            "label": f"paper claims ({counts['not run']} not run, {counts['not judged']} not judged)"})
 
@@ -175,7 +172,6 @@ def claims_part(rb: ReportBuilder, eps: pd.DataFrame | None) -> None:
 def transfer_table(rb: ReportBuilder, results) -> None:
     """The paper's six "reaches up to X % of in-domain" numbers next to ours (best dataset): the pairs of claims
     C2-C4, as metrics.json `transfer_share` and a table."""
-    import html
 
     from visual_words.report.paper import claims
 
@@ -191,15 +187,14 @@ def transfer_table(rb: ReportBuilder, results) -> None:
         table.append((c["claim"], paper, "not run", "", "not run") if v is None else
                      (c["claim"], paper, f"{v['max_share']:.2f} ({v['dataset']})", f"{v['max_share'] - c['value']:+.2f}",
                       "agrees" if v["within_tolerance"] else "outside tolerance"))
-    head = "<tr><th>paper claim</th><th>paper</th><th>ours (best dataset)</th><th>diff</th><th>status</th></tr>"
-    body = "".join(f'<tr class="{"ok" if r[4] == "agrees" else ("flag" if r[4] != "not run" else "na")}">'
-                   + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in table)
-    rb.section("paper", "Fig. 3 and Fig. 6: ours next to the paper").tables.append({
-        "title": "Transfer as a share of in-domain (the paper's §5 headline claims)",
-        "html": f'<table class="comparison"><thead>{head}</thead><tbody>{body}</tbody></table>',
-        "note": f"Share = transferred mean / in-domain mean of the evaluated task, unconstrained words; best dataset. "
-                f"Agrees within ±{rb.cfg.report.tolerance:g} (claims C2-C4). File: transfer_shares.csv (every "
-                "dataset)."})
+    rows = [{"class": "ok" if r[4] == "agrees" else ("flag" if r[4] != "not run" else "na"), "cells": list(r)}
+            for r in table]
+    rb.section("paper", "Fig. 3 and Fig. 6: ours next to the paper")
+    rb.table("paper", "Transfer as a share of in-domain (the paper's §5 headline claims)",
+             ["paper claim", "paper", "ours (best dataset)", "diff", "status"], rows,
+             note=f"Share = transferred mean / in-domain mean of the evaluated task, unconstrained words; best "
+                  f"dataset. Agrees within ±{rb.cfg.report.tolerance:g} (claims C2-C4). File: transfer_shares.csv "
+                  "(every dataset).")
 
 
 def _cell_key(r) -> str:
@@ -221,9 +216,8 @@ def eps_part(rb: ReportBuilder, eps: pd.DataFrame) -> None:
               "the anchor's rank and the cosine to the anchor, in-domain (grey) and transferred (purple).")
     s = summary(eps)
     rb.write_csv(s, rb.out_dir / "eps_summary.csv")
-    sec.tables.append({"title": "Per trained task, table and δ", "html": s.to_html(index=False, float_format=lambda x: f"{x:.3f}",
-                                                                                    classes="eps"),
-                       "note": "File: eps_summary.csv."})
+    header, rows = frame_rows(s)
+    rb.table("eps", "Per trained task, table and δ", header, rows, note="File: eps_summary.csv.")
     own = eps[~eps["transferred"].astype(bool)]
     moved = eps[eps["transferred"].astype(bool)]
     # per δ, never pooled: inside δ ≤ 0.5 the share is 1 by construction, so pooling would hide the other radii
@@ -407,17 +401,6 @@ def _target_images(cfg, concepts) -> list[tuple[str, Path | None]]:
 # The page
 
 
-def _standalone(title: str, banner: str, body: str) -> str:
-    import html
-
-    top = f'<div class="banner">{html.escape(banner)}</div>\n' if banner else ""
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:1em}.banner{background:#b00020;color:#fff;padding:.6em;"
-            "font-weight:600}table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:"
-            ".2em .4em}tr.flag td{background:#fde8e8}tr.ok td{background:#eef8ee}</style></head><body>\n"
-            f"{top}<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
-
-
 def stage_provenance(cfg) -> list[dict]:
     """The provenance.json of every stage that wrote one (its commit, time and elapsed seconds)."""
     from visual_words.trials import TASKS as TRAIN_TASKS
@@ -441,22 +424,20 @@ def stage_provenance(cfg) -> list[dict]:
     return out
 
 
-def render(rb: ReportBuilder, stages: list[dict]) -> Path:
+def write_page(rb: ReportBuilder, stages: list[dict]) -> Path:
+    """index.html from report/page.html."""
     import datetime as dt
-    from importlib import resources
 
-    import jinja2
     import yaml
 
     from visual_words.provenance import git_commit, package_versions
 
-    template = resources.files("visual_words.report").joinpath("page.html").read_text()
-    page = jinja2.Environment(autoescape=True).from_string(template).render(
-        banner=rb.banner, profile=rb.cfg.profile, commit=git_commit(rb.cfg.root),
-        written_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), headline=rb.headline,
-        sections=[s for s in rb.sections.values() if s.figures or s.tables], skipped=rb.skipped, stages=stages,
-        packages=sorted(package_versions().items()),
-        config_yaml=yaml.safe_dump(rb.cfg.to_dict(), sort_keys=False, allow_unicode=True))
+    page = render("page.html",
+                  banner=rb.banner, profile=rb.cfg.profile, commit=git_commit(rb.cfg.root),
+                  written_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), headline=rb.headline,
+                  sections=[s for s in rb.sections.values() if s.figures or s.tables], skipped=rb.skipped,
+                  stages=stages, packages=sorted(package_versions().items()),
+                  config_yaml=yaml.safe_dump(rb.cfg.to_dict(), sort_keys=False, allow_unicode=True))
     return write_text(rb.out_dir / "index.html", page)
 
 
@@ -506,6 +487,6 @@ def run(cfg) -> Path:
     rb.metrics["stage_elapsed_s"] = {s["stage"]: s["elapsed_s"] for s in stages if s["elapsed_s"] is not None}
     write_json(out_dir / "metrics.json", rb.metrics)
     write_text(out_dir / "summary.md", summary_markdown(rb))
-    page = render(rb, stages)
+    page = write_page(rb, stages)
     write_provenance(out_dir, cfg, "report", elapsed_s=round(time.time() - t0, 2))
     return page
