@@ -6,19 +6,23 @@
 #   bash benchmarks/gpu_rehearsal.sh --download   # here, online: fetch the wheels a bare CUDA machine lacks → .whl/
 #   bash benchmarks/gpu_rehearsal.sh              # there: install them from .whl/ (no network), run, check
 #
+# .whl/ is git-ignored: hand it to the GPU machine with the checkout (the lent device's `carry: [".whl"]`).
+#
 # A bare CUDA machine is assumed to have python3 with torch, transformers, huggingface_hub, accelerate, numpy,
 # scipy, pandas, numba, scikit-image, matplotlib, jinja2, pytest and safetensors, and nothing downloadable. What it
 # lacks travels as wheels (≈ 9 MB): WHEELS below. Ray's wheel is too large to travel and MLflow/DVC pull dozens of
 # packages, so the script runs the in-process paths (`vw train` instead of the Ray sweep, evaluation without
 # MLflow, the stages in order instead of `dvc repro`): the same trainer, evaluator and files.
 #
-# Environment: VW_DEVICE (cuda), VW_PRECISION (fp16), VW_STEPS (50), VW_INFERENCE_STEPS (50), VW_SITE (where the
-# wheels are installed, /tmp/vw-site). A CPU dry run of the script itself:
-#   VW_DEVICE=cpu VW_PRECISION=bf16 VW_STEPS=1 VW_INFERENCE_STEPS=1 VW_BATCH=1 bash benchmarks/gpu_rehearsal.sh
+# Environment: VW_DEVICE (cuda), VW_PRECISION (fp16), VW_STEPS (50), VW_INFERENCE_STEPS (50), VW_BATCH (8), VW_SITE
+# (where the wheels are installed, /tmp/vw-site), VW_PROFILE (rehearsal). A dry run of the script itself on a CPU,
+# on tiny models (≈ 2 min):
+#   VW_PROFILE=smoke VW_DEVICE=cpu VW_PRECISION=fp32 VW_STEPS=2 VW_INFERENCE_STEPS=2 VW_BATCH=2 \
+#     bash benchmarks/gpu_rehearsal.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(diffusers==0.42.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 pycocotools==2.0.11 platformdirs==4.14.8)
+WHEELS=(diffusers==0.42.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 pycocotools==2.0.11)
 WHEEL_DIR=.whl
 
 if [[ "${1:-}" == "--download" ]]; then
@@ -43,7 +47,8 @@ OVERRIDES=("study.device=$DEVICE" "train.precision=$PRECISION" "evaluate.precisi
            "train.batch_size=${VW_BATCH:-8}" "train.steps=${VW_STEPS:-50}" "train.log_every=10"
            "train.checkpoint_every=0" "train.trials_per_batch_by_task={generation: 1}"
            "evaluate.inference_steps=${VW_INFERENCE_STEPS:-50}")
-ARGS=(--profile rehearsal)
+PROFILE=${VW_PROFILE:-rehearsal}
+ARGS=(--profile "$PROFILE")
 for o in "${OVERRIDES[@]}"; do ARGS+=(--set "$o"); done
 export VW_REHEARSAL_SET="$(IFS=';'; echo "${OVERRIDES[*]}")"  # the output checks read the run's settings
 
@@ -62,14 +67,16 @@ stage() {
   SECONDS_OF[$name]=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
   echo "[gpu-rehearsal] stage $name: ${SECONDS_OF[$name]} s" >&2
 }
-stage models vw rehearsal-models
+if [[ "$PROFILE" == rehearsal ]]; then stage models vw rehearsal-models; else SECONDS_OF[models]=0; fi
 stage prepare vw data prepare "${ARGS[@]}"
 stage maps vw maps --quiet "${ARGS[@]}"
 stage train vw train "${ARGS[@]}"
 stage evaluate vw evaluate run --no-tracking "${ARGS[@]}"
 stage analyze vw analyze "${ARGS[@]}"
 stage report vw report "${ARGS[@]}"
-python3 -m pytest -q -p no:cacheprovider --rehearsal tests/test_rehearsal_outputs.py
+if [[ "$PROFILE" == rehearsal ]]; then
+  python3 -m pytest -q -p no:cacheprovider --rehearsal tests/test_rehearsal_outputs.py
+fi
 
 # One line per stage: its time here and the paper profile's projected GPU-hours for it; the SD step rate this
 # rehearsal measured is filed for this card in artifacts/rehearsal/rates.yaml (VW_RATES=that file for `vw plan`).
