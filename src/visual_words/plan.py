@@ -168,7 +168,6 @@ def rates_for(card: str, path: str | os.PathLike | None = None) -> dict[str, Rat
     for key in RATE_KEYS:
         m = measured.get(card, {}).get("rates", {})
         if key in m:
-            e = measured[card]
             out[key] = Rate(float(m[key]), f"measured on {card}", card)
             continue
         src = next((c for c in newest_first if key in measured[c]["rates"]), None)

@@ -18,7 +18,6 @@ from visual_words.commands import add_config_args, config_from_args
 from visual_words.stages import STAGES
 
 
-
 def _dvc_usable(root: Path) -> bool:
     dvc = Path(sys.executable).parent / "dvc"
     return (root / ".git").exists() and (root / "dvc.yaml").exists() and (dvc.exists() or shutil.which("dvc"))

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from visual_words.errors import UserError
 from visual_words.models.families import family_of
 from visual_words.models.location import local_path, resolve_id
 from visual_words.models.table_identity import identity_of_stored_table
 from visual_words.registry import ModelEntry, model
-from visual_words.errors import UserError
 
 
 @dataclass

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from visual_words.errors import UserError
 from visual_words.io import sha256_file, write_json, write_text
 from visual_words.models.pins import compare, pin, single_file_match
-from visual_words.errors import UserError
 from visual_words.registry import ModelEntry, model, models
 
 LOCK_NAME = "models.lock.json"

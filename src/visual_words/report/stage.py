@@ -65,10 +65,10 @@ def quantitative(rb: ReportBuilder, evaluation: pd.DataFrame) -> pd.DataFrame:
     from visual_words.evaluate.stats import summarize
 
     cfg, ec = rb.cfg, rb.cfg.evaluate
-    sec = rb.section("paper", "Fig. 3 and Fig. 6: ours next to the paper",
-                     "Bars and lines are this run's means over a cell's trials with 95 % percentile-bootstrap CIs "
-                     f"({ec.bootstrap_resamples} resamples, seed {ec.bootstrap_seed}); black diamonds and dashed lines "
-                     "are the paper's numbers (src/visual_words/report/paper_numbers.yaml).")
+    rb.section("paper", "Fig. 3 and Fig. 6: ours next to the paper",
+               "Bars and lines are this run's means over a cell's trials with 95 % percentile-bootstrap CIs "
+               f"({ec.bootstrap_resamples} resamples, seed {ec.bootstrap_seed}); black diamonds and dashed lines "
+               "are the paper's numbers (src/visual_words/report/paper_numbers.yaml).")
     cells = summarize(evaluation, ec.bootstrap_resamples, ec.bootstrap_seed, ec.ci_level)
     rb.write_csv(cells, rb.out_dir / "cells.csv")
     paper = paper_table()
@@ -205,11 +205,11 @@ def _cell_key(r) -> str:
 def eps_part(rb: ReportBuilder, eps: pd.DataFrame) -> None:
     from visual_words.analysis.spaces import summary
 
-    sec = rb.section("eps", "Where the words land: ε-ball statistics",
-                     "For every trained vector, in its own model's token table and (transferred) in the other two: "
-                     "distance to the anchor in units of the anchor's nearest-neighbour distance d_nn, whether the "
-                     "nearest vocabulary token is the anchor, the anchor's rank among all tokens, cosine to the anchor "
-                     "(artifacts/analysis/eps_stats.csv).")
+    rb.section("eps", "Where the words land: ε-ball statistics",
+               "For every trained vector, in its own model's token table and (transferred) in the other two: "
+               "distance to the anchor in units of the anchor's nearest-neighbour distance d_nn, whether the "
+               "nearest vocabulary token is the anchor, the anchor's rank among all tokens, cosine to the anchor "
+               "(artifacts/analysis/eps_stats.csv).")
     rb.figure("eps", F.eps_figure(eps, rb.banner), "eps_stats", "ε-ball statistics",
               "Top left: in-domain ‖v − anchor‖ / d_nn per δ (the dotted line: δ = 0.5, inside which the anchor is "
               "always the nearest token). Top right: share of vectors whose nearest token is the anchor. Bottom: "
@@ -219,7 +219,6 @@ def eps_part(rb: ReportBuilder, eps: pd.DataFrame) -> None:
     header, rows = frame_rows(s)
     rb.table("eps", "Per trained task, table and δ", header, rows, note="File: eps_summary.csv.")
     own = eps[~eps["transferred"].astype(bool)]
-    moved = eps[eps["transferred"].astype(bool)]
     # per δ, never pooled: inside δ ≤ 0.5 the share is 1 by construction, so pooling would hide the other radii
     own_by, moved_by = nearest_is_anchor_by_delta(eps, False), nearest_is_anchor_by_delta(eps, True)
     rb.metrics["eps"] = {"vectors": int(len(own)), "nearest_is_anchor_in_domain": own_by,
