@@ -49,6 +49,7 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=bind,source=src/visual_words/models/lock.py,target=/tmp/bake/visual_words/models/lock.py \
     --mount=type=bind,source=src/visual_words/models/pins.py,target=/tmp/bake/visual_words/models/pins.py \
     --mount=type=bind,source=src/visual_words/models/families,target=/tmp/bake/visual_words/models/families \
+    --mount=type=bind,source=src/visual_words/errors.py,target=/tmp/bake/visual_words/errors.py \
     mkdir -p /opt/models/hub \
  && if [ "$BAKE_MODELS" = 1 ]; then \
       if [ -s /run/secrets/extra_ca ]; then \
