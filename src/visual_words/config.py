@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,9 +91,13 @@ class TrainConfig:
     trials_per_batch_by_task: dict[str, int]  # per-task override (generation: an SD step at batch 8 fills a GPU)
     log_every: int  # steps between logged curve points
     checkpoint_every: int  # steps between trial-batch checkpoints (0 = never)
-    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | fp8 (SD UNet linears, torchao; opt-in)
     flip_augment: bool  # also encode the mirror image for SD latents
-    compile: bool  # torch.compile the SD UNet (minutes to compile; pays off over long runs of one shape)
+    # Speed options of the SD UNet (models/speed.py; equal results up to rounding, tested on CPU):
+    compile: bool | str  # auto (on for CUDA) | true | false: torch.compile the UNet
+    compile_mode: str  # default | max-autotune | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs)
+    attention: str  # auto (cuDNN > flash > mem-efficient on CUDA) | default | cudnn | flash | efficient | math
+    channels_last: bool  # UNet in channels_last memory format
     out_dir: str
 
 
@@ -107,8 +112,13 @@ class EvaluateConfig:
     detection_score_threshold: float
     detection_max_dets: int  # best-scoring OWL patches kept per image (COCOeval scores at most 100 per image)
     trials_per_batch: int  # trials whose text side runs in one forward (detection, classification)
+    engine: str  # local (this process) | ray (a Ray task per batch, like the sweep: sweep.num_workers, GPU shares)
     generation_batch_size: int  # images per SD pipeline call
-    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 — frozen weights of the task models
+    precision: str  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | fp8 — frozen weights of the task models
+    compile: bool | str  # the SD UNet's speed options for generation, as in `train` (models/speed.py)
+    compile_mode: str
+    attention: str
+    channels_last: bool
     bootstrap_resamples: int
     bootstrap_seed: int
     ci_level: float
@@ -206,6 +216,14 @@ def _type_name(tp: Any) -> str:
 def _check(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check `value` against the annotation `tp`; return it (ints widened to float where a float is wanted)."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. `bool | str` (compile: auto | true | false)
+        for option in typing.get_args(tp):
+            try:
+                return _check(value, option, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: `{key}` must be {' or '.join(_type_name(t) for t in typing.get_args(tp))}, "
+                          f"got {type(value).__name__} {value!r}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: `{key}` must be a number, got {value!r}")

@@ -21,7 +21,8 @@ from visual_words.io import atomic_path
 
 CHECKPOINT_DIR = ".checkpoints"
 # Settings that do not change the numbers a batch produces, so changing them keeps its checkpoint valid.
-_NEUTRAL = {"log_every", "checkpoint_every", "out_dir", "trials_per_batch", "trials_per_batch_by_task", "compile"}
+_NEUTRAL = {"log_every", "checkpoint_every", "out_dir", "trials_per_batch", "trials_per_batch_by_task", "compile",
+            "compile_mode", "attention", "channels_last"}
 
 
 def batch_key(trial_ids: list[str], model_key: str, table_hash: str, train_settings: dict[str, Any],

@@ -26,6 +26,7 @@ from visual_words.data.manifest import manifest_path, read_manifest
 from visual_words.embeddings import read_embedding, sidecar_path, table_hash, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
+from visual_words.models.speed import SpeedOptions
 from visual_words.train.checkpoint import batch_key, checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import nearest_other_distance, nearest_tokens, project_, radii, relative_distance
 from visual_words.train.targets import LOSS_KIND, TrialData, build_trial_data, draw_batch
@@ -79,8 +80,7 @@ class TrialBatch:
     def __init__(self, cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[TrialData]):
         tc = cfg.train
         self.cfg, self.adapter, self.trials, self.data = cfg, adapter, list(trials), list(data)
-        if tc.compile:
-            adapter.compile()
+        adapter.accelerate(SpeedOptions.from_section(tc, "train"))  # SD UNet: compile, attention, layout, fp8
         self.table = adapter.token_table()
         self.table_hash = table_hash(self.table)
         self.anchor_ids = [adapter.anchor_id(t.anchor) for t in self.trials]
