@@ -224,17 +224,10 @@ class StableDiffusionAdapter(_HFTokenizerMixin, _HFTowerMixin, Adapter):
 
     def accelerate(self, opts) -> None:
         # The UNet's forward + backward to its context is all of a training step (text encoder ~2 %) and nearly
-        # all of a generation step. Changes to the module are in place (shared with the pipeline), applied once.
+        # all of a generation step. Changes to the module are in place (shared with the pipeline).
         from visual_words.models.speed import prepare_unet
 
-        if getattr(self.unet, "_vw_speed", None) not in (None, opts):
-            applied = self.unet._vw_speed
-            if (applied.fp8, applied.channels_last) != (opts.fp8, opts.channels_last):
-                raise ValueError(f"model `{self.entry.key}`: its UNet was already prepared with {applied}; load it "
-                                 "again to change fp8 or channels_last")
-        if getattr(self.unet, "_vw_speed", None) is None:
-            self._unet = prepare_unet(self.unet, opts, self.device)
-            self.unet._vw_speed = opts
+        self._unet = prepare_unet(self.unet, opts, self.device)
         self.speed = opts
 
     def unet_forward(self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor):

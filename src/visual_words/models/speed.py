@@ -103,17 +103,24 @@ def to_fp8(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def prepare_unet(unet: torch.nn.Module, opts: SpeedOptions, device: torch.device) -> torch.nn.Module:
-    """Apply the layout, precision and compile options to a frozen UNet, in place; returns the module to call.
-    Compiling is lazy: the first call of each input shape pays for it (~100 s for SD-2.1 on an H200)."""
-    if opts.fp8:
-        unet = to_fp8(unet)
-    if opts.channels_last:
-        unet.to(memory_format=torch.channels_last)
-    if opts.compiles(device):
+    """Apply the precision, layout and compile options to a frozen UNet, in place, once each (the module is shared:
+    the training adapter, the evaluation adapter and diffusers' pipeline all call it). fp8 and channels_last cannot
+    be undone, so asking for another setting of them on the same module is an error; compiling is added when asked
+    for and kept. Compiling is lazy: the first call of each input shape pays for it (~100 s for SD-2.1, H200)."""
+    done = getattr(unet, "_vw_prepared", None)
+    if done is None:
+        if opts.fp8:
+            unet = to_fp8(unet)
+        if opts.channels_last:
+            unet.to(memory_format=torch.channels_last)
+        unet._vw_prepared = (opts.fp8, opts.channels_last)
+    elif done != (opts.fp8, opts.channels_last):
+        raise SpeedOptionError(f"this UNet was prepared with fp8={done[0]}, channels_last={done[1]}; load the model "
+                               "again to change them")
+    if opts.compiles(device) and getattr(unet, "_compiled_call_impl", None) is None:
         # nn.Module.compile compiles in place: the module keeps its type and attributes, so diffusers' pipeline
         # (which reads unet.config, unet.dtype, …) runs the compiled forward without noticing.
-        if getattr(unet, "_compiled_call_impl", None) is None:
-            unet.compile(mode=None if opts.compile_mode == "default" else opts.compile_mode)
+        unet.compile(mode=None if opts.compile_mode == "default" else opts.compile_mode)
     return unet
 
 
