@@ -20,7 +20,7 @@ No fastmath: the thresholds may be ±FLT_MAX and we rely on IEEE comparisons; th
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 @njit(cache=True, inline="always")
 def _exact_d2(q, w):
@@ -70,7 +70,7 @@ def _sort_pairs(d2, ids, n):
         ids[b + 1] = iv
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def scan_chunk(G, j0, tn, anchors, thr_lo, thr_hi, cx, ci, c_lo, band_ids, band_n):
     """One tile: queries block × tokens j0 … j0 + c − 1. Shapes: G [n, c] fp32 (the tile of q·w); tn [c] fp32 (|w|²
     of the chunk); anchors [n] int64; thr_lo / thr_hi [n, T] fp32 (band edges in x units). Running state, updated
@@ -80,7 +80,7 @@ def scan_chunk(G, j0, tn, anchors, thr_lo, thr_hi, cx, ci, c_lo, band_ids, band_
     T = thr_lo.shape[1]
     kk = cx.shape[1]
     B = band_ids.shape[2]
-    for i in prange(n):
+    for i in range(n):  # serial: each worker thread runs its own rows (eps_ball._scan_numba)
         g = G[i]
         a = anchors[i]
 
@@ -163,7 +163,7 @@ def _exact_row(q, table):
     return out
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, nogil=True)
 def finish_rows(queries, table, qn, anchors, tol, target_d2, k, cx, ci, c_lo, band_ids, band_n,
                 out_ids, out_d2, out_counts):
     """Decide in fp64 what the tiles left open. Threshold 0 is the anchor's own distance: it counts the *other*
@@ -176,7 +176,7 @@ def finish_rows(queries, table, qn, anchors, tol, target_d2, k, cx, ci, c_lo, ba
     T = c_lo.shape[1]
     kk = cx.shape[1]
     B = band_ids.shape[2]
-    for i in prange(n):
+    for i in range(n):
         q = queries[i]
         a = anchors[i]
         d2a = _exact_d2(q, table[a])

@@ -171,8 +171,9 @@ def eps_ball_stats(queries, anchor_ids, table, radii=None, *, k: int = 1, block_
     return out
 
 
-TILE_BYTES = 4 << 20  # one fp32 GEMM tile (block rows × chunk tokens): stays in cache between BLAS and the scan
-BAND_SLOTS = 16  # band tokens remembered per (query, threshold); more (a crowded shell) → the exact row instead
+TILE_BYTES = 2 << 20  # one fp32 GEMM tile per thread (256 × 2,048): stays in cache between BLAS and the scan
+TILE_ROWS = 256  # queries per tile
+BAND_SLOTS = 128  # band tokens kept per (query, threshold; a far vector's rank band holds ~50); more → the exact row
 
 
 def _use_torch(backend: str) -> bool:
@@ -181,39 +182,57 @@ def _use_torch(backend: str) -> bool:
 
 def _scan_numba(q, anchors, tab: PreparedTable, qn, tol, thr_lo, thr_hi, target, k, kk, out_ids, out_d2, counts,
                 block_size: int, vocab_chunk: int | None, progress: bool) -> None:
-    """Blocks of queries × chunks of tokens: each fp32 tile from torch.mm goes straight into the fused scan while
-    it is in cache; the per-row state (top-kk, counts, band tokens) carries over the chunks of a row."""
+    """One worker thread per core, each with its own rows: a single-threaded fp32 GEMM tile (TILE_ROWS queries ×
+    a chunk of tokens, ≤ TILE_BYTES: it stays in that core's cache) goes straight into the serial fused scan, and the
+    per-row state (top-kk, counts, band tokens) carries over the chunks of a row. Both BLAS (torch, intra-op threads
+    set to 1 meanwhile) and the Numba kernels release the GIL, so the threads run in parallel without handing the
+    tile between two thread pools (measured: that hand-off cost more than the tiling saved)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     Q = q.shape[0]
     V = tab.shape[0]
     T = thr_lo.shape[1]
-    bs = max(1, min(block_size, Q))
-    chunk = vocab_chunk or max(256, (TILE_BYTES // 4 // bs) // 16 * 16)
+    rows = max(1, min(TILE_ROWS, block_size, Q))
+    chunk = vocab_chunk or max(64, (TILE_BYTES // 4 // rows) // 16 * 16)
     chunk = max(1, min(chunk, V))
-    buf = tab.workspace(bs * chunk)
     weights_t = torch.from_numpy(tab.weights)
-    starts = range(0, Q, bs)
+    starts = list(range(0, Q, rows))
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="ε-ball stats", unit="block")
-    with torch.no_grad():
-        for s in starts:
-            e = min(Q, s + bs)
-            n = e - s
-            qt = torch.from_numpy(q[s:e])
-            cx = np.full((n, kk), FLT_MAX, np.float32)
-            ci = np.full((n, kk), -1, np.int64)
-            c_lo = np.zeros((n, T), np.int64)
-            band_ids = np.empty((n, T, BAND_SLOTS), np.int64)
-            band_n = np.zeros((n, T), np.int64)
-            for j0 in range(0, V, chunk):
-                c = min(V, j0 + chunk) - j0
-                G = buf[: n * c].reshape(n, c)  # contiguous whatever c is
-                torch.mm(qt, weights_t[j0 : j0 + c].T, out=torch.from_numpy(G))
-                _kernels.scan_chunk(G, j0, tab.sq_norms[j0 : j0 + c], anchors[s:e], thr_lo[s:e], thr_hi[s:e],
-                                    cx, ci, c_lo, band_ids, band_n)
-            _kernels.finish_rows(q[s:e], tab.weights, qn[s:e], anchors[s:e], tol[s:e], target[s:e], k, cx, ci,
-                                 c_lo, band_ids, band_n, out_ids[s:e], out_d2[s:e], counts[s:e])
+        bar = tqdm(total=len(starts), desc="ε-ball stats", unit="tile-row")
+
+    def run(s: int) -> None:
+        e = min(Q, s + rows)
+        n = e - s
+        tile = np.empty(n * chunk, np.float32)
+        qt = torch.from_numpy(q[s:e])
+        cx = np.full((n, kk), FLT_MAX, np.float32)
+        ci = np.full((n, kk), -1, np.int64)
+        c_lo = np.zeros((n, T), np.int64)
+        band_ids = np.empty((n, T, BAND_SLOTS), np.int64)
+        band_n = np.zeros((n, T), np.int64)
+        for j0 in range(0, V, chunk):
+            c = min(V, j0 + chunk) - j0
+            G = tile[: n * c].reshape(n, c)  # contiguous whatever c is
+            torch.mm(qt, weights_t[j0 : j0 + c].T, out=torch.from_numpy(G))
+            _kernels.scan_chunk(G, j0, tab.sq_norms[j0 : j0 + c], anchors[s:e], thr_lo[s:e], thr_hi[s:e],
+                                cx, ci, c_lo, band_ids, band_n)
+        _kernels.finish_rows(q[s:e], tab.weights, qn[s:e], anchors[s:e], tol[s:e], target[s:e], k, cx, ci,
+                             c_lo, band_ids, band_n, out_ids[s:e], out_d2[s:e], counts[s:e])
+        if bar is not None:
+            bar.update(1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad(), ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(run, starts))
+    finally:
+        torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
 
 
 def nearest_other_distance(table, ids) -> np.ndarray:
