@@ -1,8 +1,9 @@
 """Numba kernels behind `eps_ball.eps_ball_stats`: fused passes over the GEMM's output while it is in cache.
 
-The product `G[i, j] = q_i · w_j` comes from BLAS (fp32) one cache-sized tile at a time (a block of queries × a
-chunk of tokens, ~4 MB), and `scan_chunk` reduces each tile right after BLAS wrote it — no [queries × 49,408]
-block ever goes to memory and back. Per query row the kernel carries, across the chunks of its row:
+The product `G[i, j] = q_i · w_j` comes from BLAS (fp32) one cache-sized tile at a time (256 queries × 2,048
+tokens, 2 MB; each worker thread computes and reduces its own tiles: eps_ball._scan_numba), and `scan_chunk` reduces
+each tile right after BLAS wrote it — no [queries × 49,408] block ever goes to memory and back. Both kernels are
+serial and release the GIL. Per query row the kernel carries, across the chunks of its row:
   1. the `kk` smallest x_j = |w_j|² − 2 q_i·w_j (= d²(q_i, w_j) − |q_i|², so the ordering is the distance
      ordering) — a scalar loop whose insertion branch is almost never taken;
   2. per threshold t, how many x_j fall below its lower band edge (certainly inside), counted branch-free, four

@@ -7,8 +7,8 @@ For each query vector q with an anchor token a in a table W (V × d):
   counts[:, r]  #{w : ‖q − w‖ ≤ radii[:, r]}     (tokens inside a ball of that radius around q)
 
 How: the distances come from fp32 BLAS products (torch.mm; a pure-Numba distance loop is 3–28× slower on a CPU),
-one cache-sized tile (a block of queries × a chunk of tokens) at a time, and a fused Numba pass reduces each tile
-(top-k, the rank, every count) right after BLAS wrote it, while it is still in cache. On a GPU the same decisions
+one cache-sized tile (256 queries × 2,048 tokens) at a time, one worker thread per core, and a fused Numba pass
+reduces each tile (top-k, the rank, every count) right after BLAS wrote it, while it is still in that core's cache. On a GPU the same decisions
 run as torch ops (analysis.eps_ball_torch). fp32 alone cannot decide a token whose distance is within
 rounding of a threshold, so every decision is made against a rigorous error bound and the undecided tokens are
 recomputed in fp64 from the fp32 inputs: indices and ranks are exactly those of an fp64 computation.
@@ -20,7 +20,7 @@ doubled for safety below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,23 +40,10 @@ class PreparedTable:
     sq_norms: np.ndarray  # [V] float32 (rounded from fp64)
     max_norm: float
     max_sq_norm: float
-    _workspace: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.weights.shape
-
-    def workspace(self, size: int) -> np.ndarray:
-        """A flat fp32 buffer of `size` entries for the GEMM tiles, kept between calls (a fresh buffer costs its page
-        faults on first touch, every call)."""
-        buf = self._workspace.get("buf")
-        if buf is None or buf.shape[0] < size:
-            buf = np.empty(size, np.float32)
-            self._workspace["buf"] = buf
-        return buf[:size]
-
-    def release_workspace(self) -> None:
-        self._workspace.clear()
 
 
 def prepare_table(table) -> PreparedTable:
