@@ -140,3 +140,19 @@ def test_generation_attention_leaves_images_unchanged(backend, repo_root, tiny_s
     assert base_images.shape == other.shape and base_images.shape[0] == 4
     assert float((base_images - other).abs().max()) <= 1.0
     assert float((base_images - other).abs().mean()) < 0.01
+
+
+def test_prepare_unet_applies_each_option_once_and_refuses_to_undo_one():
+    """The UNet is shared (training adapter, evaluation adapter, diffusers' pipeline): layout and fp8 are applied
+    once and cannot be switched back on the same module; compiling is added when asked for and kept."""
+    from visual_words.models.speed import prepare_unet
+
+    unet = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3))
+    cpu = torch.device("cpu")
+    prepare_unet(unet, SpeedOptions(compile=False, channels_last=True), cpu)
+    assert unet[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert getattr(unet, "_compiled_call_impl", None) is None
+    prepare_unet(unet, SpeedOptions(compile=True, channels_last=True), cpu)  # compiled lazily, in place
+    assert unet._compiled_call_impl is not None and isinstance(unet, torch.nn.Sequential)
+    with pytest.raises(SpeedOptionError, match="channels_last=True"):
+        prepare_unet(unet, SpeedOptions(compile=False, channels_last=False), cpu)
