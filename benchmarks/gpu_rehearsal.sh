@@ -17,8 +17,8 @@
 # Environment: VW_DEVICE (cuda), VW_PRECISION (fp16), VW_STEPS (50), VW_INFERENCE_STEPS (50), VW_BATCH (8), VW_SITE
 # (where the wheels are installed, /tmp/vw-site), VW_PROFILE (rehearsal). A dry run of the script itself on a CPU,
 # on tiny models (≈ 2 min):
-#   VW_PROFILE=smoke VW_DEVICE=cpu VW_PRECISION=fp32 VW_STEPS=2 VW_INFERENCE_STEPS=2 VW_BATCH=2 \
-#     bash benchmarks/gpu_rehearsal.sh
+#   VW_PYTHON=.venv/bin/python VW_PROFILE=smoke VW_DEVICE=cpu VW_PRECISION=fp32 VW_STEPS=2 \
+#     VW_INFERENCE_STEPS=2 VW_BATCH=2 bash benchmarks/gpu_rehearsal.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,26 +33,29 @@ if [[ "${1:-}" == "--download" ]]; then
   exit 0
 fi
 
+PY=${VW_PYTHON:-python3}  # the dry run here: VW_PYTHON=.venv/bin/python
 SITE=${VW_SITE:-/tmp/vw-site}
-if ! python3 -c "import diffusers, open_clip, pycocotools, ftfy" 2>/dev/null; then
+if ! "$PY" -c "import diffusers, open_clip, pycocotools, ftfy" 2>/dev/null; then
   ls "$WHEEL_DIR"/*.whl >/dev/null 2>&1 || { echo "gpu_rehearsal: no wheels in $WHEEL_DIR (run with --download first)" >&2; exit 2; }
-  python3 -m pip install -q --no-index --no-deps --target "$SITE" "$WHEEL_DIR"/*.whl
+  "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEEL_DIR"/*.whl
 fi
 export PYTHONPATH="$PWD/src:$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
-vw() { python3 -m visual_words "$@"; }
+vw() { "$PY" -m visual_words "$@"; }
 
 DEVICE=${VW_DEVICE:-cuda}
 PRECISION=${VW_PRECISION:-fp16}
 OVERRIDES=("study.device=$DEVICE" "train.precision=$PRECISION" "evaluate.precision=$PRECISION"
            "train.batch_size=${VW_BATCH:-8}" "train.steps=${VW_STEPS:-50}" "train.log_every=10"
            "train.checkpoint_every=0" "train.trials_per_batch_by_task={generation: 1}"
-           "evaluate.inference_steps=${VW_INFERENCE_STEPS:-50}")
+           "evaluate.inference_steps=${VW_INFERENCE_STEPS:-50}" "evaluate.engine=local"
+           # compiling costs ≈ 100 s per shape: more than this short run saves (the paper's long runs compile)
+           "train.compile=false" "evaluate.compile=false")
 PROFILE=${VW_PROFILE:-rehearsal}
 ARGS=(--profile "$PROFILE")
 for o in "${OVERRIDES[@]}"; do ARGS+=(--set "$o"); done
 export VW_REHEARSAL_SET="$(IFS=';'; echo "${OVERRIDES[*]}")"  # the output checks read the run's settings
 
-python3 - <<'PY'
+"$PY" - <<'PY'
 import torch
 print(f"[gpu-rehearsal] torch {torch.__version__}, "
       + (f"{torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)"
@@ -64,7 +67,7 @@ stage() {
   local name=$1; shift
   local t0; t0=$(date +%s.%N)
   "$@"
-  SECONDS_OF[$name]=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
+  SECONDS_OF[$name]=$("$PY" -c "print(f'{$(date +%s.%N) - $t0:.1f}')")
   echo "[gpu-rehearsal] stage $name: ${SECONDS_OF[$name]} s" >&2
 }
 if [[ "$PROFILE" == rehearsal ]]; then stage models vw rehearsal-models; else SECONDS_OF[models]=0; fi
@@ -75,11 +78,11 @@ stage evaluate vw evaluate run --no-tracking "${ARGS[@]}"
 stage analyze vw analyze "${ARGS[@]}"
 stage report vw report "${ARGS[@]}"
 if [[ "$PROFILE" == rehearsal ]]; then
-  python3 -m pytest -q -p no:cacheprovider --rehearsal tests/test_rehearsal_outputs.py
+  "$PY" -m pytest -q -p no:cacheprovider --rehearsal tests/test_rehearsal_outputs.py
 fi
 
 # One line per stage: its time here and the paper profile's projected GPU-hours for it; the SD step rate this
 # rehearsal measured is filed for this card in artifacts/rehearsal/rates.yaml (VW_RATES=that file for `vw plan`).
 TIMES=()
 for s in models prepare maps train evaluate analyze report; do TIMES+=("$s=${SECONDS_OF[$s]}"); done
-python3 -m visual_words.rehearsal "${ARGS[@]}" --times "${TIMES[@]}"
+"$PY" -m visual_words.rehearsal "${ARGS[@]}" --times "${TIMES[@]}"

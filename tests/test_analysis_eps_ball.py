@@ -174,3 +174,58 @@ def test_exact_ties_tiny_tables_and_large_norms():
         np.testing.assert_array_equal(ours["anchor_rank"], ref["anchor_rank"])
         np.testing.assert_array_equal(ours["counts"], ref["counts"])  # integer radii: no rounding at the edge
         np.testing.assert_allclose(ours["nearest_dists"], ref["nearest_dists"], rtol=1e-12)
+
+
+def _crowded_shell(seed=3, V=400, d=32, Q=8):
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((V, d))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    centre = rng.standard_normal(d)
+    table = (centre + u * (1 + rng.uniform(-1e-6, 1e-6, (V, 1)))).astype(np.float32)
+    q = np.repeat(centre[None].astype(np.float32), Q, axis=0)
+    anchors = rng.integers(0, V, Q)
+    exact = np.sqrt(((q[:1].astype(np.float64) - table.astype(np.float64)) ** 2).sum(1))
+    return table, anchors, q, np.tile(np.median(exact), (Q, 1))
+
+
+def test_vocab_chunks_do_not_change_results():
+    """The tiles' state (top-k candidates, counts, band tokens) carries across the chunks of a row: any chunking
+    gives the same arrays, also when a crowded band overflows its slots and the exact row decides."""
+    table, anchors, q, radii = random_case(7, Q=60)
+    whole = eps_ball_stats(q, anchors, table, radii, k=5, block_size=16, backend="numba", vocab_chunk=len(table))
+    for chunk in (1, 7, 256):
+        got = eps_ball_stats(q, anchors, table, radii, k=5, block_size=16, backend="numba", vocab_chunk=chunk)
+        for key in whole:
+            np.testing.assert_array_equal(got[key], whole[key], err_msg=f"{key}, chunk {chunk}")
+    table, anchors, q, radii = _crowded_shell()
+    ref = reference(q, anchors, table, radii, k=6)
+    for chunk in (13, 400):
+        check(eps_ball_stats(q, anchors, table, radii, k=6, backend="numba", vocab_chunk=chunk), ref)
+
+
+@pytest.mark.parametrize("case", ["random", "crowded", "duplicates", "integer-ties"])
+def test_torch_path_equals_the_numba_path(case):
+    """What runs on a GPU (torch ops), run here on the CPU: the same ids, ranks and counts as the Numba kernels,
+    distances equal to 1e-12 (fp64 summation order)."""
+    if case == "random":
+        table, anchors, q, radii = random_case(8, Q=120)
+    elif case == "crowded":
+        table, anchors, q, radii = _crowded_shell(seed=9)
+    elif case == "duplicates":
+        rng = np.random.default_rng(4)
+        table = rng.standard_normal((200, 16)).astype(np.float32)
+        table[150] = table[20]
+        q, anchors, radii = table[[20, 150, 7]] + np.float32(1e-3), np.array([150, 20, 7]), np.ones((3, 1))
+    else:
+        rng = np.random.default_rng(10)
+        table = rng.integers(-3, 4, (30, 4)).astype(np.float32)
+        anchors = rng.integers(0, 30, 12)
+        q = rng.integers(-3, 4, (12, 4)).astype(np.float32)
+        radii = rng.integers(0, 5, (12, 2)).astype(np.float64)
+    for k in (1, 5):
+        a = eps_ball_stats(q, anchors, table, radii, k=k, block_size=32, backend="numba")
+        b = eps_ball_stats(q, anchors, table, radii, k=k, block_size=32, backend="torch", device="cpu")
+        for key in ("nearest_ids", "anchor_rank", "nearest_is_anchor", "counts"):
+            np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+        for key in ("nearest_dists", "dist_anchor", "cos_anchor"):
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-12, atol=1e-12, err_msg=key)

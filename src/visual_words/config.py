@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,9 +129,17 @@ class TrainConfig:
     trials_per_batch_by_task: dict[str, int] = no_result()  # per-task override (generation: an SD step fills a GPU)
     log_every: int = no_result()  # steps between logged curve points
     checkpoint_every: int = no_result()  # steps between trial-batch checkpoints (0 = never)
-    precision: str = affects(*TRAIN_OUTPUTS)  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | fp8 (SD UNet linears, torchao; opt-in)
+    precision: str = affects(*TRAIN_OUTPUTS)
     flip_augment: bool = affects("train.generation")  # also encode the mirror image for SD latents
-    compile: bool = no_result()  # torch.compile the SD UNet (minutes to compile; pays off over long runs of one shape)
+    # Speed options of the SD UNet (models/speed.py): the same results up to rounding (tested on CPU), so they
+    # never make a trained word stale.
+    compile: bool | str = no_result()  # auto (on for CUDA) | true | false: torch.compile the UNet
+    # default | max-autotune | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs)
+    compile_mode: str = no_result()
+    # auto (cuDNN > flash > mem-efficient on CUDA) | default | cudnn | flash | efficient | math
+    attention: str = no_result()
+    channels_last: bool = no_result()  # UNet in channels_last memory format
     out_dir: str = no_result()
 
 
@@ -149,8 +158,16 @@ class EvaluateConfig:
     # OWLv2's own post-processing for text queries applies none; ARTIFACT.md §2)
     detection_nms_iou: float = affects("evaluate.detection")
     trials_per_batch: int = no_result()  # trials whose text side runs in one forward (detection, classification)
+    # local (this process) | ray (a Ray task per batch of one evaluated and one source model, like the sweep)
+    engine: str = no_result()
     generation_batch_size: int = no_result()  # images per SD pipeline call (each image has its own generator)
-    precision: str = affects(*EVAL_OUTPUTS)  # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 — task models
+    # auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16 | fp8 — the frozen weights of the task models
+    precision: str = affects(*EVAL_OUTPUTS)
+    # the SD UNet's speed options for generation, as in `train` (models/speed.py): never make a row stale
+    compile: bool | str = no_result()
+    compile_mode: str = no_result()
+    attention: str = no_result()
+    channels_last: bool = no_result()
     bootstrap_resamples: int = no_result()  # the summary and the report recompute CIs from the rows every run
     bootstrap_seed: int = no_result()
     ci_level: float = no_result()
@@ -311,6 +328,14 @@ def _type_name(tp: Any) -> str:
 def _check(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check `value` against the annotation `tp`; return it (ints widened to float where a float is wanted)."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. `bool | str` (compile: auto | true | false)
+        for option in typing.get_args(tp):
+            try:
+                return _check(value, option, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: `{key}` must be {' or '.join(_type_name(t) for t in typing.get_args(tp))}, "
+                          f"got {type(value).__name__} {value!r}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: `{key}` must be a number, got {value!r}")

@@ -6,9 +6,10 @@ For each query vector q with an anchor token a in a table W (V × d):
   nearest_ids / nearest_dists                    the k nearest tokens, exact, ties broken by id
   counts[:, r]  #{w : ‖q − w‖ ≤ radii[:, r]}     (tokens inside a ball of that radius around q)
 
-How (docs/design.md §7, docs/toolchain.md §5): the distances come from one fp32 BLAS product per block of queries
-(torch.mm; a pure-Numba distance loop is 3–28× slower on this CPU), and a fused Numba pass reduces each block
-(top-k, the rank, every count) while it is still in cache. fp32 alone cannot decide a token whose distance is within
+How: the distances come from fp32 BLAS products (torch.mm; a pure-Numba distance loop is 3–28× slower on a CPU),
+one cache-sized tile (256 queries × 2,048 tokens) at a time, one worker thread per core, and a fused Numba pass
+reduces each tile (top-k, the rank, every count) right after BLAS wrote it, while it is still in that core's cache. On a GPU the same decisions
+run as torch ops (analysis.eps_ball_torch). fp32 alone cannot decide a token whose distance is within
 rounding of a threshold, so every decision is made against a rigorous error bound and the undecided tokens are
 recomputed in fp64 from the fp32 inputs: indices and ranks are exactly those of an fp64 computation.
 
@@ -19,7 +20,7 @@ doubled for safety below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,23 +40,10 @@ class PreparedTable:
     sq_norms: np.ndarray  # [V] float32 (rounded from fp64)
     max_norm: float
     max_sq_norm: float
-    _workspace: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.weights.shape
-
-    def workspace(self, rows: int) -> np.ndarray:
-        """A [rows, V] fp32 buffer for the GEMM output, kept between calls: a fresh 200 MB buffer costs its page
-        faults on first touch (0.1–0.4 s per 1,024 × 49,408 block measured here), every call."""
-        buf = self._workspace.get("buf")
-        if buf is None or buf.shape[0] < rows:
-            buf = np.empty((rows, self.weights.shape[0]), np.float32)
-            self._workspace["buf"] = buf
-        return buf[:rows]
-
-    def release_workspace(self) -> None:
-        self._workspace.clear()
 
 
 def prepare_table(table) -> PreparedTable:
@@ -96,12 +84,19 @@ def _round_out(x: np.ndarray, down: bool) -> np.ndarray:
 
 
 def eps_ball_stats(queries, anchor_ids, table, radii=None, *, k: int = 1, block_size: int = 1024,
-                   progress: bool = False) -> dict[str, np.ndarray]:
+                   progress: bool = False, backend: str = "auto", device: str | None = None,
+                   vocab_chunk: int | None = None) -> dict[str, np.ndarray]:
     """ε-ball statistics of `queries` [Q, d] around `anchor_ids` [Q] in `table` [V, d] (or a PreparedTable).
 
     `radii` [Q] or [Q, R] (≥ 0, may be inf): count the tokens within each radius of the query. Returns a dict of
     numpy arrays: dist_anchor, cos_anchor, anchor_rank, nearest_is_anchor [Q]; nearest_ids, nearest_dists [Q, k];
-    counts [Q, R] (only when radii is given)."""
+    counts [Q, R] (only when radii is given).
+
+    `backend`: "numba" (CPU: BLAS tiles + the fused kernels), "torch" (the same decisions as torch ops on `device`,
+    default CUDA when present), "auto" (torch on a GPU when one is there, else numba). Both give the same ids,
+    ranks and counts (tested). `vocab_chunk`: tokens per tile (default: a ~4 MB tile with `block_size` rows)."""
+    if backend not in ("auto", "numba", "torch"):
+        raise ValueError(f"backend must be auto, numba or torch; got {backend!r}")
     tab = prepare_table(table)
     V, d = tab.shape
     q = _as_queries(queries, d)
@@ -142,23 +137,14 @@ def eps_ball_stats(queries, anchor_ids, table, radii=None, *, k: int = 1, block_
     out_ids = np.empty((Q, k), np.int64)
     out_d2 = np.empty((Q, k), np.float64)
     counts = np.empty((Q, 1 + target.shape[1]), np.int64)
-    weights_t = torch.from_numpy(tab.weights)
-    bs = max(1, min(block_size, Q))
-    buf = tab.workspace(bs)
-    buf_t = torch.from_numpy(buf)
-    starts = range(0, Q, bs)
-    if progress:
-        from tqdm import tqdm
+    if _use_torch(backend):
+        from visual_words.analysis.eps_ball_torch import scan_torch
 
-        starts = tqdm(starts, desc="ε-ball stats", unit="block")
-    with torch.no_grad():
-        for s in starts:
-            e = min(Q, s + bs)
-            G = buf[: e - s]
-            torch.mm(torch.from_numpy(q[s:e]), weights_t.T, out=buf_t[: e - s])
-            _kernels.scan_block(G, tab.sq_norms, q[s:e], tab.weights, qn[s:e], anchors[s:e], tol[s:e],
-                                thr_lo[s:e], thr_hi[s:e], target[s:e], k, kk,
-                                out_ids[s:e], out_d2[s:e], counts[s:e])
+        scan_torch(q, anchors, tab, qn, tol, thr_lo, thr_hi, target, k, kk, out_ids, out_d2, counts,
+                   block_size=block_size, device=device, progress=progress)
+    else:
+        _scan_numba(q, anchors, tab, qn, tol, thr_lo, thr_hi, target, k, kk, out_ids, out_d2, counts,
+                    block_size=block_size, vocab_chunk=vocab_chunk, progress=progress)
     out = {
         "dist_anchor": np.sqrt(d2a),
         "cos_anchor": cos,
@@ -170,6 +156,70 @@ def eps_ball_stats(queries, anchor_ids, table, radii=None, *, k: int = 1, block_
     if radii is not None:
         out["counts"] = counts[:, 1:]
     return out
+
+
+TILE_BYTES = 2 << 20  # one fp32 GEMM tile per thread (256 × 2,048): stays in cache between BLAS and the scan
+TILE_ROWS = 256  # queries per tile
+BAND_SLOTS = 128  # band tokens kept per (query, threshold; a far vector's rank band holds ~50); more → the exact row
+
+
+def _use_torch(backend: str) -> bool:
+    return backend == "torch" or (backend == "auto" and torch.cuda.is_available())
+
+
+def _scan_numba(q, anchors, tab: PreparedTable, qn, tol, thr_lo, thr_hi, target, k, kk, out_ids, out_d2, counts,
+                block_size: int, vocab_chunk: int | None, progress: bool) -> None:
+    """One worker thread per core, each with its own rows: a single-threaded fp32 GEMM tile (TILE_ROWS queries ×
+    a chunk of tokens, ≤ TILE_BYTES: it stays in that core's cache) goes straight into the serial fused scan, and the
+    per-row state (top-kk, counts, band tokens) carries over the chunks of a row. Both BLAS (torch, intra-op threads
+    set to 1 meanwhile) and the Numba kernels release the GIL, so the threads run in parallel without handing the
+    tile between two thread pools (measured: that hand-off cost more than the tiling saved)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    Q = q.shape[0]
+    V = tab.shape[0]
+    T = thr_lo.shape[1]
+    rows = max(1, min(TILE_ROWS, block_size, Q))
+    chunk = vocab_chunk or max(64, (TILE_BYTES // 4 // rows) // 16 * 16)
+    chunk = max(1, min(chunk, V))
+    weights_t = torch.from_numpy(tab.weights)
+    starts = list(range(0, Q, rows))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(starts), desc="ε-ball stats", unit="tile-row")
+
+    def run(s: int) -> None:
+        e = min(Q, s + rows)
+        n = e - s
+        tile = np.empty(n * chunk, np.float32)
+        qt = torch.from_numpy(q[s:e])
+        cx = np.full((n, kk), FLT_MAX, np.float32)
+        ci = np.full((n, kk), -1, np.int64)
+        c_lo = np.zeros((n, T), np.int64)
+        band_ids = np.empty((n, T, BAND_SLOTS), np.int64)
+        band_n = np.zeros((n, T), np.int64)
+        for j0 in range(0, V, chunk):
+            c = min(V, j0 + chunk) - j0
+            G = tile[: n * c].reshape(n, c)  # contiguous whatever c is
+            torch.mm(qt, weights_t[j0 : j0 + c].T, out=torch.from_numpy(G))
+            _kernels.scan_chunk(G, j0, tab.sq_norms[j0 : j0 + c], anchors[s:e], thr_lo[s:e], thr_hi[s:e],
+                                cx, ci, c_lo, band_ids, band_n)
+        _kernels.finish_rows(q[s:e], tab.weights, qn[s:e], anchors[s:e], tol[s:e], target[s:e], k, cx, ci,
+                             c_lo, band_ids, band_n, out_ids[s:e], out_d2[s:e], counts[s:e])
+        if bar is not None:
+            bar.update(1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad(), ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(run, starts))
+    finally:
+        torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
 
 
 def nearest_other_distance(table, ids) -> np.ndarray:

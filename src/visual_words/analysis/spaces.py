@@ -154,7 +154,6 @@ def eps_table(cfg, spaces: dict[str, Space], trained: list[Trained], maps: dict 
         k = min(ac.nearest_k, space.table.shape[0])
         st = eps_ball_stats(np.stack(queries), anchors, space.table, radii, k=k, block_size=ac.block_size,
                             progress=progress)
-        space.table.release_workspace()  # one table at a time holds its GEMM buffer
         rows = {
             "trial_id": [m[0].trial.id for m in meta],
             "dataset": [m[0].trial.dataset for m in meta],

@@ -29,9 +29,16 @@ def cmd_summarize(args) -> int:
 
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
+    import sys
+
+    from visual_words.evaluate.fanout import EvaluationError
     from visual_words.evaluate.stage import run
 
-    result = run(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet)
+    try:
+        result = run(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet, engine=args.engine)
+    except EvaluationError as e:
+        print(f"vw evaluate: {e}", file=sys.stderr)
+        return 1
     print(f"[evaluate] {result.n_rows} rows ({result.n_evaluated} newly evaluated, {result.n_reused} reused) → "
           f"{result.table}")
     if not args.no_tracking:
@@ -62,6 +69,9 @@ def register(sub) -> None:
     r.add_argument("--tasks", nargs="+", choices=TASKS,
                    help="only these evaluated tasks (default: all three)")
     r.add_argument("--limit", type=int, help="evaluate at most this many embedding files (a quick look)")
+    r.add_argument("--engine", choices=["local", "ray"],
+                   help="local: this process; ray: one Ray task per batch of (evaluated model, source model), "
+                   "like `vw sweep` (default: evaluate.engine)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--no-tracking", action="store_true", help="do not log the results to MLflow")
     r.set_defaults(func=cmd_run, takes_run_lock=True, writes="evaluate.out_dir")

@@ -3,7 +3,8 @@
 For each embedding file ``<train.out_dir>/<task>/<slug>.safetensors`` and each evaluated task,
 the token's vectors go into that task's model — as they are when it is the model they were trained in, else through
 the transfer map (``v_x = T v_y`` for each vector) — and are scored by ``tasks``. Trials of one (dataset, concept)
-are evaluated together (K trials per text forward). Models load one task at a time.
+and one source model are evaluated together (a ``Unit``: K trials per text forward). Models load one task at a
+time. ``run_evaluation`` runs the units in this process; ``evaluate.fanout`` runs the same units on Ray.
 
 Outputs under ``evaluate.out_dir``:
 - ``evaluation.csv``: one row per (trial, evaluated task): trial_id, dataset, concept, anchor,
@@ -248,26 +249,30 @@ def _stored(path: Path, key: str) -> dict | None:
     return row
 
 
-def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
-                   items: Sequence[Item] | None = None) -> EvalResult:
-    """Evaluate the trained embeddings (all files under train.out_dir, or ``items``) on ``tasks`` (default all
-    three) and write evaluation.csv, summary.csv and provenance.json; finished evaluations are reused."""
-    t0 = time.time()
-    from tqdm.auto import tqdm
+@dataclass
+class Unit:
+    """One batch of work: up to ``evaluate.trials_per_batch`` trials of one (dataset, concept), trained in one source
+    model, scored on one evaluated task: one text forward (detection, classification) or one run of generation
+    batches. The unit the in-process loop and the Ray fan-out (evaluate.fanout) both execute."""
 
-    from visual_words.provenance import write_provenance
+    eval_task: str
+    dst_key: str  # the evaluated model
+    source_model: str
+    dataset: str
+    concept: str
+    members: list[tuple[Item, torch.Tensor, bool, str]]  # (item, vectors in the evaluated model, transferred, key)
 
-    tasks = [t for t in EVAL_ORDER if t in (tasks or TASKS)]
-    if items is None:
-        files = embedding_files(cfg)
-        if not files:
-            raise FileNotFoundError(f"{cfg.path(cfg.train.out_dir)}: no trained embedding files "
-                                    "(<task>/<trial>.safetensors); run the train stage first")
-        items = [read_item(p) for p in files[:limit]]
+    @property
+    def trial_ids(self) -> list[str]:
+        return [m[0].trial.id for m in self.members]
+
+
+def plan(cfg, ev: Evaluator, tasks: Sequence[str], items: Sequence[Item]) -> tuple[list[dict], list[Unit]]:
+    """(rows stored by an earlier run with the current key, the units still to evaluate), in EVAL_ORDER."""
     out_dir = cfg.path(cfg.evaluate.out_dir)
-    ev = Evaluator(cfg, progress)
-    rows: list[dict] = []
-    n_new = n_reused = 0
+    stored_rows: list[dict] = []
+    units: list[Unit] = []
+    size = max(1, cfg.evaluate.trials_per_batch)
     for eval_task in tasks:
         dst_key = cfg.study.models[eval_task]
         pending: dict[tuple, list] = defaultdict(list)
@@ -278,33 +283,76 @@ def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = 
             key = ev.key(item, eval_task, dst_key, digest)
             stored = _stored(_row_path(out_dir, item, eval_task), key)
             if stored is not None:
-                rows.append(stored)
-                n_reused += 1
+                stored_rows.append(stored)
             else:
-                group = (item.trial.dataset, item.trial.concept, tuple(vecs.shape))
+                group = (item.trial.dataset, item.trial.concept, item.source_model, tuple(vecs.shape))
                 pending[group].append((item, vecs, transferred, key))
-        if not pending:
-            continue
-        ev.check_tables(dst_key, [m[0] for members in pending.values() for m in members])
-        size = max(1, cfg.evaluate.trials_per_batch)
-        chunks = [(g, members[i : i + size]) for g, members in sorted(pending.items()) for i in range(0, len(members), size)]
-        bar = tqdm(chunks, desc=f"evaluate {eval_task}", unit="batch", disable=not progress, dynamic_ncols=True)
-        for (dataset, concept, _), chunk in bar:
-            vectors = torch.stack([v for _, v, _, _ in chunk])
-            seeds = [it.trial.seed for it, _, _, _ in chunk]
-            keep = [out_dir / "images" / it.trial.slug for it, _, _, _ in chunk] \
-                if cfg.evaluate.keep_images_per_trial > 0 else []
-            results = ev.evaluate_group(eval_task, dataset, concept, vectors, seeds, keep)
-            for (item, _, transferred, key), res in zip(chunk, results):
-                row = _row(item, eval_task, transferred, res, dst_key)
-                write_json(_row_path(out_dir, item, eval_task), {"key": key, "row": row, "row_sha256": _digest(row)})
-                rows.append(row)
-                n_new += 1
-        ev.release()
+        for (dataset, concept, source, _), members in sorted(pending.items()):
+            units += [Unit(eval_task, dst_key, source, dataset, concept, members[i : i + size])
+                      for i in range(0, len(members), size)]
+    return stored_rows, units
+
+
+def run_unit(cfg, ev: Evaluator, unit: Unit) -> list[dict]:
+    """Score one unit and write each trial's row (with its key) under rows/, so a rerun reuses it."""
+    out_dir = cfg.path(cfg.evaluate.out_dir)
+    chunk = unit.members
+    vectors = torch.stack([v for _, v, _, _ in chunk])
+    seeds = [it.trial.seed for it, _, _, _ in chunk]
+    keep = [out_dir / "images" / it.trial.slug for it, _, _, _ in chunk] \
+        if cfg.evaluate.keep_images_per_trial > 0 else []
+    results = ev.evaluate_group(unit.eval_task, unit.dataset, unit.concept, vectors, seeds, keep)
+    rows = []
+    for (item, _, transferred, key), res in zip(chunk, results):
+        row = _row(item, unit.eval_task, transferred, res, unit.dst_key)
+        write_json(_row_path(out_dir, item, unit.eval_task), {"key": key, "row": row, "row_sha256": _digest(row)})
+        rows.append(row)
+    return rows
+
+
+def finish(cfg, rows: Sequence[dict], n_new: int, n_reused: int, elapsed_s: float) -> EvalResult:
+    """evaluation.csv, summary.csv and provenance.json from all rows (stored + new)."""
+    from visual_words.provenance import write_provenance
+
+    out_dir = cfg.path(cfg.evaluate.out_dir)
     table = write_table(out_dir / TABLE, rows)
     summary = write_summary(cfg, table)
-    write_provenance(out_dir, cfg, "evaluate", elapsed_s=round(time.time() - t0, 2))
-    return EvalResult(table, summary, len(rows), n_new, n_reused, rows)
+    write_provenance(out_dir, cfg, "evaluate", elapsed_s=round(elapsed_s, 2))
+    return EvalResult(table, summary, len(rows), n_new, n_reused, list(rows))
+
+
+def read_items(cfg, limit: int | None = None) -> list[Item]:
+    files = embedding_files(cfg)
+    if not files:
+        raise FileNotFoundError(f"{cfg.path(cfg.train.out_dir)}: no trained embedding files "
+                                "(<task>/<trial>.safetensors); run the train stage first")
+    return [read_item(p) for p in files[:limit]]
+
+
+def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
+                   items: Sequence[Item] | None = None) -> EvalResult:
+    """Evaluate the trained embeddings (all files under train.out_dir, or ``items``) on ``tasks`` (default all
+    three) in this process and write evaluation.csv, summary.csv and provenance.json; finished evaluations are
+    reused. ``evaluate.fanout.run_evaluation_ray`` runs the same units on Ray."""
+    t0 = time.time()
+    from tqdm.auto import tqdm
+
+    tasks = [t for t in EVAL_ORDER if t in (tasks or TASKS)]
+    items = read_items(cfg, limit) if items is None else items
+    ev = Evaluator(cfg, progress)
+    rows, units = plan(cfg, ev, tasks, items)
+    n_reused, n_new = len(rows), 0
+    for eval_task in tasks:
+        todo = [u for u in units if u.eval_task == eval_task]
+        if not todo:
+            continue
+        ev.check_tables(todo[0].dst_key, [m[0] for u in todo for m in u.members])
+        for unit in tqdm(todo, desc=f"evaluate {eval_task}", unit="batch", disable=not progress, dynamic_ncols=True):
+            new = run_unit(cfg, ev, unit)
+            rows += new
+            n_new += len(new)
+        ev.release()
+    return finish(cfg, rows, n_new, n_reused, time.time() - t0)
 
 
 def _sort_key(r: dict) -> tuple:

@@ -145,9 +145,16 @@ def generation_seed(trial_seed: int, image_index: int) -> int:
 
 @torch.no_grad()
 def generate(cfg, sd_adapter: Adapter, vectors: torch.Tensor, seeds: Sequence[int]) -> list[list]:
-    """``images_per_trial`` PIL images for each of the K trials (``vectors [K, n, d]`` of the SD text encoder)."""
+    """``images_per_trial`` PIL images for each of the K trials (``vectors [K, n, d]`` of the SD text encoder).
+
+    Work per UNet call: images of several trials batched together (``generation_batch_size``), each image's
+    conditional and unconditional (CFG) predictions in that one batch (diffusers concatenates them when the guidance
+    scale is > 1), under the UNet speed options of ``evaluate`` (models.speed: compile, attention, layout)."""
+    from visual_words.models.speed import SpeedOptions, attention
+
     ec = cfg.evaluate
     pipe = sd_adapter.loaded.pipeline
+    sd_adapter.accelerate(SpeedOptions.from_section(ec, "evaluate"))
     cond = sd_adapter.text_outputs([GENERATION_PROMPT], vectors)[:, 0]  # [K, 77, d]
     uncond = sd_adapter.text_outputs([NEGATIVE_PROMPT], None)[0, 0]  # [77, d]
     jobs = [(k, i) for k in range(len(cond)) for i in range(ec.images_per_trial)]
@@ -156,9 +163,10 @@ def generate(cfg, sd_adapter: Adapter, vectors: torch.Tensor, seeds: Sequence[in
         chunk = jobs[start : start + max(1, ec.generation_batch_size)]
         ks = torch.tensor([k for k, _ in chunk])
         gens = [torch.Generator("cpu").manual_seed(generation_seed(seeds[k], i)) for k, i in chunk]
-        out = pipe(prompt_embeds=cond[ks.to(cond.device)], negative_prompt_embeds=uncond.expand(len(chunk), -1, -1),
-                   num_inference_steps=ec.inference_steps, guidance_scale=ec.guidance_scale, generator=gens,
-                   output_type="pil")
+        with attention(ec.attention, sd_adapter.device):
+            out = pipe(prompt_embeds=cond[ks.to(cond.device)], negative_prompt_embeds=uncond.expand(len(chunk), -1, -1),
+                       num_inference_steps=ec.inference_steps, guidance_scale=ec.guidance_scale, generator=gens,
+                       output_type="pil")
         for (k, _), im in zip(chunk, out.images):
             images[k].append(im)
     return images

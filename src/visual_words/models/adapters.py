@@ -141,8 +141,9 @@ class Adapter:
     def loss(self, vectors: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
-    def compile(self) -> None:
-        """torch.compile the module that dominates a training step (SD: the UNet); a no-op where nothing does."""
+    def accelerate(self, opts) -> None:
+        """Apply speed options (models.speed.SpeedOptions) to the module that dominates a step (SD: the UNet); a
+        no-op for the text-tower families, whose batched K-trial step is already one small forward."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -224,12 +225,25 @@ class StableDiffusionAdapter(_HFTokenizerMixin, _HFTowerMixin, Adapter):
         self.prediction_type = self.scheduler.config.prediction_type
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
         self._unet = self.unet
+        from visual_words.models.speed import SpeedOptions
 
-    def compile(self) -> None:
-        # The UNet's forward + backward to its context is all of a step (text encoder ~2 %). Compiled once per
-        # batch shape (K trials × batch size); the weights are shared with the eager module.
-        if self._unet is self.unet:
-            self._unet = torch.compile(self.unet)
+        self.speed = SpeedOptions(compile=False, attention="default")  # plain eager until accelerate()
+
+    def accelerate(self, opts) -> None:
+        # The UNet's forward + backward to its context is all of a training step (text encoder ~2 %) and nearly
+        # all of a generation step. Changes to the module are in place (shared with the pipeline).
+        from visual_words.models.speed import prepare_unet
+
+        self._unet = prepare_unet(self.unet, opts, self.device)
+        self.speed = opts
+
+    def unet_forward(self, sample: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor):
+        """The UNet's prediction under the speed options (attention backend, memory format)."""
+        from visual_words.models.speed import attention, channels_last_input
+
+        with attention(self.speed.attention, self.device):
+            return self._unet(channels_last_input(sample, self.speed), timesteps,
+                              encoder_hidden_states=context).sample
 
     def text_outputs(self, prompts: Prompts, vectors: torch.Tensor | None) -> torch.Tensor:
         """The UNet conditioning: the text encoder's last hidden state [K, P, context, d]."""
@@ -253,7 +267,7 @@ class StableDiffusionAdapter(_HFTokenizerMixin, _HFTowerMixin, Adapter):
         noise = batch["noise"].to(self.device, torch.float32).flatten(0, 1)
         t = batch["timesteps"].to(self.device).flatten()
         noisy = self.scheduler.add_noise(latents, noise, t)
-        pred = self._unet(noisy.to(self.dtype), t, encoder_hidden_states=cond.flatten(0, 1).to(self.dtype)).sample
+        pred = self.unet_forward(noisy.to(self.dtype), t, cond.flatten(0, 1).to(self.dtype))
         err = (pred.float() - self.target(latents, noise, t)) ** 2
         return err.reshape(k, -1).mean(-1)
 

@@ -55,7 +55,8 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     """Frozen weights: fp16 on GPU (as the paper ran), fp32 on CPU (CPU fp16 kernels are slow or missing)."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    # fp8: the non-linear parts in bf16; models.speed swaps the SD UNet's linear layers for float8 ones
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.bfloat16}[precision]
 
 
 def load_model(

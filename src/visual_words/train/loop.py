@@ -25,6 +25,7 @@ from visual_words.data.manifest import manifest_path, read_manifest
 from visual_words.embeddings import damage, read_embedding, sidecar_path, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
+from visual_words.models.speed import SpeedOptions
 from visual_words.reuse import checkpoint_key
 from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import nearest_other_distance, nearest_tokens, project_, radii, relative_distance
@@ -101,8 +102,7 @@ class TrialBatch:
     def __init__(self, cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[TrialData]):
         tc = cfg.train
         self.cfg, self.adapter, self.trials, self.data = cfg, adapter, list(trials), list(data)
-        if tc.compile:
-            adapter.compile()
+        adapter.accelerate(SpeedOptions.from_section(tc, "train"))  # SD UNet: compile, attention, layout, fp8
         self.table = adapter.token_table()
         self.table_hash = adapter.table_identity
         self.anchor_ids = [adapter.anchor_id(t.anchor) for t in self.trials]

@@ -1,0 +1,116 @@
+"""The evaluate stage fanned out on Ray, as `vw sweep` fans out training (evaluate.engine: ray).
+
+The driver plans exactly what the in-process path plans (runner.plan): rows whose key (embedding, map, model,
+manifest, settings) is unchanged are reused, and the rest are units of one evaluated model and one source model —
+K trials of one (dataset, concept). Each unit is one Ray task with a GPU share (sweep.gpus_per_task when GPUs are
+present, one CPU otherwise); a worker keeps its evaluated models loaded across units (`max_calls=0` and one
+Evaluator per process) and writes each finished trial's row under rows/ as it goes, so a killed or failed run
+resumes where it stopped. The same Ray setup as the sweep (a fresh local cluster of sweep.num_workers, or
+RAY_ADDRESS), the same failure report (the failed units' trial ids and the remote error's last line, a non-zero
+exit, finished rows kept). The MLflow metrics go on each trial's training run afterwards, as in-process
+(tracking.log_evaluation, called by `vw evaluate run`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Sequence
+
+from visual_words.evaluate.runner import (
+    EVAL_ORDER,
+    EvalResult,
+    Evaluator,
+    Item,
+    Unit,
+    finish,
+    plan,
+    read_items,
+    run_unit,
+)
+from visual_words.trials import TASKS
+
+
+class EvaluationError(RuntimeError):
+    """Some evaluation units failed; the message names their trial ids and the remote error."""
+
+
+_EVALUATOR: dict[str, Evaluator] = {}  # one per worker process, kept across the units it runs
+
+
+def _worker_evaluator(cfg) -> Evaluator:
+    from visual_words.tracking import config_hash
+
+    key = config_hash(cfg.to_dict()) + cfg.root
+    if key not in _EVALUATOR:
+        _EVALUATOR.clear()
+        _EVALUATOR[key] = Evaluator(cfg, progress=False)
+    return _EVALUATOR[key]
+
+
+def evaluate_unit(cfg, unit: Unit) -> list[dict]:
+    """A Ray task: check that the evaluated model's table is the one the tokens / the map were made for, score the
+    unit, write its rows. Models of another evaluated task are dropped first (one task's models at a time)."""
+    ev = _worker_evaluator(cfg)
+    needed = [unit.dst_key] + ([cfg.study.models["evaluator"]] if unit.eval_task == "generation" else [])
+    ev.release(keep=needed)
+    items = [m[0] for m in unit.members]
+    if unit.source_model != unit.dst_key:  # the map's recorded tables are checked against the live model below
+        ev.transfer_map(unit.source_model, items[0].table_hash, unit.dst_key)
+    if unit.eval_task != "generation":
+        ev.manifest(unit.dataset)
+    ev.check_tables(unit.dst_key, items)
+    return run_unit(cfg, ev, unit)
+
+
+def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
+                       items: Sequence[Item] | None = None) -> EvalResult:
+    """runner.run_evaluation's result, with the units run as Ray tasks; raises EvaluationError naming the trials
+    of any failed unit (after every other unit has finished and written its rows)."""
+    from tqdm import tqdm
+
+    from visual_words import registry
+    from visual_words.models.tiny import ensure_tiny
+    from visual_words.sweep import _last_line, _ray_init, _task_resources
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError("evaluate.engine ray needs the `ray` package, which is not installed here; "
+                         "run in this process with --engine local (or --set evaluate.engine=local)") from None
+    t0 = time.time()
+    tasks = [t for t in EVAL_ORDER if t in (tasks or TASKS)]
+    items = read_items(cfg, limit) if items is None else items
+    rows, units = plan(cfg, Evaluator(cfg, progress=False), tasks, items)
+    n_reused = len(rows)
+    print(f"[evaluate] {n_reused} rows reused, {sum(len(u.members) for u in units)} to evaluate in {len(units)} "
+          f"batches on Ray", flush=True)
+    failed: list[tuple[list[str], str]] = []
+    if units:
+        for key in sorted({u.dst_key for u in units} | {cfg.study.models["evaluator"]}):
+            if registry.model(key).tiny is not None:  # build tiny checkpoints once here, not racing in workers
+                ensure_tiny(registry.model(key), cfg.root)
+        ray = _ray_init(cfg)
+        try:
+            remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(evaluate_unit)
+            opts = _task_resources(cfg)
+            pending = {remote.options(**opts).remote(cfg, u): u for u in units}
+            bar = tqdm(total=len(units), desc="evaluate", unit="batch", disable=not progress, file=sys.stdout)
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                unit = pending.pop(ref)
+                try:
+                    rows += ray.get(ref)
+                except Exception as e:  # RayTaskError carries the remote traceback; keep its last line + trial ids
+                    failed.append((unit.trial_ids, f"{unit.eval_task}: {_last_line(e)}"))
+                    print(f"[evaluate] FAILED batch of {len(unit.members)} ({unit.eval_task} in {unit.dst_key}): "
+                          f"{unit.trial_ids}\n  {_last_line(e)}", file=sys.stderr, flush=True)
+                bar.update(1)
+            bar.close()
+        finally:
+            ray.shutdown()
+    if failed:
+        lines = [f"  {ids[0]}{' (+%d more)' % (len(ids) - 1) if len(ids) > 1 else ''}: {err}" for ids, err in failed]
+        raise EvaluationError(f"{sum(len(i) for i, _ in failed)} trial evaluations failed (re-run to resume; finished "
+                              "rows are kept):\n" + "\n".join(lines))
+    return finish(cfg, rows, len(rows) - n_reused, n_reused, time.time() - t0)
