@@ -45,7 +45,8 @@ def _rates(tmp_path, **sd) -> Path:
 
 def test_projection_counts_the_grid_and_prices_it_by_hand(tmp_path):
     cfg = load_config("paper", PARAMS, overrides={"study.datasets": ["pascal"], "study.concepts_per_dataset": 2,
-                                                  "study.anchors_per_concept": 2, "study.deltas": [0.5]})
+                                                  "study.anchors_per_concept": 2, "study.deltas": [0.5],
+                                                  "train.compile": False})  # eager: priced at the eager rate
     plan = plan_for(cfg, "x1", 1, _rates(tmp_path))
     rows = {r.stage: r for r in plan.rows}
     assert plan.trials == {"generation": 8, "detection": 8, "classification": 8}  # 2 x 2 x (0.5, inf) each
@@ -70,7 +71,7 @@ def test_an_unmeasured_card_is_scaled_by_its_peak_and_says_so(tmp_path):
 
 
 def test_more_gpus_shorten_the_sweep_not_the_gpu_hours(tmp_path):
-    cfg = load_config("claims", PARAMS)
+    cfg = load_config("claims", PARAMS, overrides={"train.compile": False})
     one, four = plan_for(cfg, "x1", 1, _rates(tmp_path)), plan_for(cfg, "x1", 4, _rates(tmp_path))
     train = lambda p: next(r for r in p.rows if r.stage == "train (generation)")  # noqa: E731
     assert four.wall_hours_of(train(four)) == pytest.approx(train(four).seconds / 4 / 3600)

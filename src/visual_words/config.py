@@ -261,7 +261,7 @@ class Config:
 # Allowed values and ranges: checked after the types, so `--set train.steps=-5` or `study.device: tpu` is one line
 # naming the key, the file and what is allowed, before any work starts.
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "fp8")  # fp8: the SD UNet's linear layers (torchao, CUDA); opt-in
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 RULES: dict[str, tuple[str, Any]] = {
     # key: (kind, value), kind = min | min_exclusive | range [a, b) | open_range (a, b) | choices; the rule of a

@@ -296,13 +296,14 @@ def plan_for(cfg, card: str | None = None, gpus: int = 1, rates_file: str | os.P
 
     # train: SD one trial per batched step (a batch-8 768 px step fills a card); CLIP/OWL trials batched
     steps = tc.steps
+    compiled = tc.compile is True or tc.compile == "auto"  # a projection is for a CUDA card, where auto compiles
     if per_task.get("generation"):
-        step = r["sd_train_step_compiled_s"] if tc.compile else r["sd_train_step_s"]
+        step = r["sd_train_step_compiled_s"] if compiled else r["sd_train_step_s"]
         k = per_task["generation"]
-        extra = r["sd_compile_s"].value * gpus if tc.compile else 0.0
-        add("train (generation)", f"{k} SD trials x {steps} steps" + (" (compiled)" if tc.compile else ""), "gpu",
+        extra = r["sd_compile_s"].value * gpus if compiled else 0.0
+        add("train (generation)", f"{k} SD trials x {steps} steps" + (" (compiled)" if compiled else ""), "gpu",
             k * steps * step.value + extra + gpus * r["model_load_s"].value, True,
-            basis("sd_train_step_compiled_s" if tc.compile else "sd_train_step_s"))
+            basis("sd_train_step_compiled_s" if compiled else "sd_train_step_s"))
     for task, key, name in (("detection", "owl_trial_steps_per_s", "OWLv2"),
                             ("classification", "clip_trial_steps_per_s", "CLIP")):
         k = per_task.get(task, 0)
