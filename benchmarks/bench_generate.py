@@ -121,7 +121,8 @@ def test_generate_full_size(benchmark, report_ratio):
     tflops = flops / ours / 1e12
     name = card(device)
     print(f"\nSD-2.1 full size (random weights), 768 px, {ec.inference_steps} steps, CFG {ec.guidance_scale}, "
-          f"{loaded.dtype}, {name}: bf16 GEMM {peak:.0f} TFLOP/s; {flops / 1e12:.2f} TFLOP/image; ours {ours * 1e3:.0f} "
+          f"{loaded.dtype}, {name}: bf16 GEMM {peak:.0f} TFLOP/s; {flops / 1e12:.2f} TFLOP/image; "
+          f"ours {ours * 1e3:.0f} "
           f"ms/image = {1 / ours:.2f} images/s at {batch} per call ({tflops:.0f} TFLOP/s, {tflops / peak:.0%} of the "
           f"GEMM; first call with compiling {first:.0f} s); one diffusers call per image {base * 1e3:.0f} ms/image")
     report_ratio("generate", ours / base, images_per_s=1 / ours, ours_s_per_image=ours, baseline_s_per_image=base,

@@ -198,8 +198,10 @@ def test_report_of_the_claims_profile_shows_each_claim(claims_cfg, tmp_path):
     from visual_words.report.banner import banner_for
     from visual_words.report.stage import run as run_report
 
-    cfg = load_config("claims", PARAMS, {"evaluate.out_dir": str(tmp_path / "ev"), "analyze.out_dir": str(tmp_path / "an"),
-                                         "report.out_dir": str(tmp_path / "rep"), "train.out_dir": str(tmp_path / "emb"),
+    cfg = load_config("claims", PARAMS, {"evaluate.out_dir": str(tmp_path / "ev"),
+                                         "analyze.out_dir": str(tmp_path / "an"),
+                                         "report.out_dir": str(tmp_path / "rep"),
+                                         "train.out_dir": str(tmp_path / "emb"),
                                          "report.formats": ["png"], "evaluate.bootstrap_resamples": 200})
     table = next(_simulated_tables(cfg, 1, np.random.default_rng(3)))
     rows = [{"trial_id": f"{r.trained_task}/{r.dataset}/{i}", "dataset": r.dataset, "concept": "c", "anchor": "a",

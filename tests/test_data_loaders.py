@@ -50,7 +50,8 @@ def test_coco128_images_per_concept_match_the_assets_readme(shared_assets):
     from visual_words.data.coco import load_coco
 
     images = load_coco(shared_assets / "coco128", {"train": "train2017"}).images("train")
-    holding = {c: sum(any(b.cls == c and not b.iscrowd for b in im.boxes) for im in images) for c in ("cup", "dog", "cat")}
+    holding = {c: sum(any(b.cls == c and not b.iscrowd for b in im.boxes) for im in images)
+               for c in ("cup", "dog", "cat")}
     assert holding == {"cup": 10, "dog": 9, "cat": 4}
     labelled = {c: sum(im.label == c for im in images) for c in ("cup", "dog", "cat")}
     assert labelled == {"cup": 1, "dog": 4, "cat": 1}  # largest box decides: most cups are small

@@ -96,7 +96,8 @@ def test_bake_step_runs_from_exactly_the_files_it_mounts(tmp_path):
 
 
 def run_wrapper(ws: Path, seed: Path, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"VW_WORKSPACE": str(ws), "VW_SEED": str(seed), "VW_EXEC": str(Path(sys.executable).parent / "vw")}
+    env = os.environ | {"VW_WORKSPACE": str(ws), "VW_SEED": str(seed),
+                        "VW_EXEC": str(Path(sys.executable).parent / "vw")}
     env.pop("VW_PARAMS", None)
     return subprocess.run(["sh", str(REPO / "docker" / "vw-entrypoint.sh"), *args], cwd=ws, env=env,
                           capture_output=True, text=True)

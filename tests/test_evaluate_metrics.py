@@ -188,7 +188,8 @@ def test_nms_is_a_setting_off_by_default():
     boxes = [torch.tensor([[10.0, 10.0, 20.0, 20.0], [60.0, 60.0, 20.0, 20.0]]),  # image 1: the hit, an empty patch
              torch.tensor([[10.0, 10.0, 30.0, 30.0], [12.0, 12.0, 30.0, 30.0]])]  # image 2: two overlapping boxes
     scores = torch.tensor([[0.9, 0.01], [0.95, 0.94]])
-    gt = ground_truth_for([GroundTruthImage(1, 100, 100, ((10.0, 10.0, 20.0, 20.0),)), GroundTruthImage(2, 100, 100, ())])
+    gt = ground_truth_for([GroundTruthImage(1, 100, 100, ((10.0, 10.0, 20.0, 20.0),)),
+                           GroundTruthImage(2, 100, 100, ())])
     plain = detections_for_query(scores, boxes, [1, 2], max_dets=1)
     default = detections_for_query(scores, boxes, [1, 2], max_dets=1, nms_iou=1.0)
     assert plain == default and len(plain) == 2  # max_dets=1 per image

@@ -1,5 +1,6 @@
 """Evaluation on the tiny models: a token equal to its anchor behaves like the anchor word on every task (the
-chance-floor property, docs/paper.md §2.3), and the evaluate stage writes the contract's table, reusing finished work."""
+chance-floor property, docs/paper.md §2.3), and the evaluate stage writes the contract's table, reusing finished
+work."""
 
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ from visual_words.models.pins import compare, pins
 def publisher_pins(cache: Path, entries) -> dict:
     """A pin table for the fake repos as their publisher would list it: sha256 and size of every locked file."""
     lock = ml.lock_from_cache(entries, cache)
-    return {k: {"files": {n: {"sha256": f["sha256"], "size": f["size"], "source": "test"} for n, f in r["files"].items()}}
+    return {k: {"files": {n: {"sha256": f["sha256"], "size": f["size"], "source": "test"}
+                          for n, f in r["files"].items()}}
             for k, r in lock["models"].items()}
 
 

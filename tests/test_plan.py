@@ -65,7 +65,8 @@ def test_an_unmeasured_card_is_scaled_by_its_peak_and_says_so(tmp_path):
     assert r2["sd_train_step_s"].value == pytest.approx(0.25)  # twice the peak: half the time
     assert r2["owl_trial_steps_per_s"].value == pytest.approx(1000)  # and twice the rate
     assert r2["prepare_image_s"].value == pytest.approx(0.05)  # GPU estimates scale like measured rates
-    assert "scaled by bf16 peak 200/100" in r2["sd_train_step_s"].basis and r1["sd_train_step_s"].basis == "measured on x1"
+    assert ("scaled by bf16 peak 200/100" in r2["sd_train_step_s"].basis
+            and r1["sd_train_step_s"].basis == "measured on x1")
     cfg = load_config("claims", PARAMS)
     assert plan_for(cfg, "x2", 1, _rates(tmp_path)).gpu_hours < plan_for(cfg, "x1", 1, _rates(tmp_path)).gpu_hours
 

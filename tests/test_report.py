@@ -174,8 +174,8 @@ def _write_inputs(cfg, with_images=True):
     rng = np.random.default_rng(1)
     grid = trial_grid(cfg)
     eps = [{"trial_id": t.id, "delta": t.delta, "trained_task": t.task, "table_task": tt, "transferred": tt != t.task,
-            "rel_dist": rng.random(), "nearest_is_anchor": bool(rng.random() < 0.5), "anchor_rank": int(rng.integers(0, 9)),
-            "cos_anchor": rng.random()} for t in grid for tt in TASKS]
+            "rel_dist": rng.random(), "nearest_is_anchor": bool(rng.random() < 0.5),
+            "anchor_rank": int(rng.integers(0, 9)), "cos_anchor": rng.random()} for t in grid for tt in TASKS]
     pd.DataFrame(eps).to_csv(an / "eps_stats.csv", index=False)
     tsne = [{"table_task": "generation", "table_model": "tiny-sd", "dataset": t.dataset, "source_task": "generation",
              "transferred": False, "layer": layer, "num_layers": 4, "trial_id": t.id, "concept": t.concept,

@@ -213,7 +213,8 @@ def test_bumping_the_loss_version_retrains_that_task_only(study):
     metric = copy.deepcopy(reuse._versions_file())
     metric["metric.classification"]["version"] += 1
     assert not _changed(before, _trial_keys(cfg, metric))
-    assert _changed(rows_before, _eval_keys(cfg, before, metric)) == {k for k in rows_before if k[1] == "classification"}
+    assert _changed(rows_before, _eval_keys(cfg, before, metric)) == {
+        k for k in rows_before if k[1] == "classification"}
 
 
 def test_log_only_settings_retrain_and_re_evaluate_nothing(study):

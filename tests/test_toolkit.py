@@ -128,7 +128,8 @@ def test_inspect_our_file_in_its_model(tmp_path, capsys, clip_table):
     within = {f"{dl:g}": int((dist[1] <= dl * d_nn).sum()) for dl in (0.1, 0.2, 0.5, 1.0)}
     assert v1["init"]["tokens_within"] == within
     assert v2["nearest_l2"][0]["token"] == "dog" and v2["nearest_cosine"][0]["cosine"] == pytest.approx(1, abs=1e-6)
-    assert v2["init"]["rank"] == int((dist[2] < dist[2, a.anchor_id("cat")]).sum()) and not v2["init"]["nearest_is_init"]
+    assert (v2["init"]["rank"] == int((dist[2] < dist[2, a.anchor_id("cat")]).sum())
+            and not v2["init"]["nearest_is_init"])
     # --init overrides the sidecar (text report: the vector that is `dog` sits inside the smallest ball).
     assert main(["inspect", str(path), "--model", "tiny-clip", "--init", "dog", "-k", "2"]) == 0
     text = capsys.readouterr().out
@@ -198,7 +199,8 @@ def test_transfer_into_sd_loads_with_diffusers_and_generates(tmp_path, capsys, c
     assert m["src_table_hash"] == table_hash(table) and m["dst_table_hash"] == table_hash(sd_table)
     assert m["quality"]["n_heldout"] == 4941 and -1 < m["quality"]["r2"] < 0.1  # unrelated random tables
     assert "share almost no linear structure" in side["warning"] and "0.97–1.00 in-domain" in side["warning"]
-    assert side["model_key"] == "tiny-sd" and side["anchor"] == "cat" and side["transferred_from"]["model_key"] == "tiny-clip"
+    assert (side["model_key"] == "tiny-sd" and side["anchor"] == "cat"
+            and side["transferred_from"]["model_key"] == "tiny-clip")
     assert len(side["nearest_tokens"]) == 3 and all(len(row) == 3 for row in side["nearest_tokens"])
     mapped = read_embedding(out).tokens["<cat2>"]
     torch.testing.assert_close(mapped, load_map(m["file"]).apply(v))  # the cached map, applied to every vector
@@ -276,7 +278,8 @@ def test_bad_files_give_clear_errors(tmp_path, capsys):
     v = torch.randn(2, 32)
     v[1, 5] = float("nan")
     save_file({"<n>": v}, str(nan))
-    assert "nan.safetensors: entry `<n>` has 1 NaN/inf values" in _error(capsys, ["inspect", nan, "--model", "tiny-clip"])
+    assert "nan.safetensors: entry `<n>` has 1 NaN/inf values" in _error(
+        capsys, ["inspect", nan, "--model", "tiny-clip"])
     evil = tmp_path / "evil.bin"
     with open(evil, "wb") as f:
         pickle.dump({"<e>": _Payload()}, f)

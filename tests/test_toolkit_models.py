@@ -39,8 +39,9 @@ def test_folder_entries_match_the_registry_facts(key, repo_root, tmp_path):
 def test_unsupported_folders_are_clear_errors(tmp_path):
     xl = tmp_path / "sdxl"
     xl.mkdir()
-    (xl / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline",
-                                                     "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}))
+    (xl / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLPipeline",
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}))
     with pytest.raises(ValueError, match=r"sdxl: a StableDiffusionXLPipeline pipeline"):
         entry_for_folder(xl)
     bert = tmp_path / "bert"

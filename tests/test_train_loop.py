@@ -40,7 +40,8 @@ def _data(adapter, trials, seed=0):
     out = []
     for i, t in enumerate(trials):
         g = torch.Generator().manual_seed(seed + 17 * i)
-        if adapter.entry.family == "stable-diffusion":  # 8×8 latents: the UNet is convolutional, and 16× cheaper than 32×32
+        # 8×8 latents: the UNet is convolutional, and 16× cheaper than 32×32
+        if adapter.entry.family == "stable-diffusion":
             out.append(TrialData("generation", latents=torch.randn(4, 4, 8, 8, generator=g)))
         else:
             dim = adapter.text_outputs(["cat"], None).shape[-1]
@@ -206,7 +207,8 @@ def test_embedding_files_carry_the_contract_sidecar(tiny_clip, repo_root, tmp_pa
                     "delta", "d_nn", "seed", "steps", "optimizer", "num_vectors", "final_loss", "curves",
                     "trial_key"):
             assert key in m, key
-        assert m["trial"]["id"] == t.id and m["trial_key"] == trial_key(cfg, t, d.source_digest()) and m["seed"] == t.seed
+        assert (m["trial"]["id"] == t.id and m["trial_key"] == trial_key(cfg, t, d.source_digest())
+                and m["seed"] == t.seed)
         assert m["optimizer"] == {"name": "adam", "lr": cfg.train.lr, "betas": [0.9, 0.999], "eps": 1e-8,
                                   "weight_decay": 0.0}
         assert m["delta"] == ("inf" if math.isinf(t.delta) else t.delta) and m["d_nn"] > 0

@@ -46,7 +46,8 @@ def test_vw_maps_writes_every_ordered_pair_with_provenance(repo_root, tmp_path, 
     # Random, unrelated tables: nothing to transfer, and the quality says so.
     assert abs(fwd.meta["quality"]["r2"]) < 0.02 and fwd.meta["quality"]["retrieval_at_1"] < 0.01
     rows = list(csv.DictReader(open(out / "quality.csv")))
-    assert [(r["src_key"], r["dst_key"]) for r in rows] == [("tiny-clip", "tiny-clip-w48"), ("tiny-clip-w48", "tiny-clip")]
+    assert [(r["src_key"], r["dst_key"]) for r in rows] == [
+        ("tiny-clip", "tiny-clip-w48"), ("tiny-clip-w48", "tiny-clip")]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["stage"] == "maps" and prov["config"]["maps"]["estimator"] == "ols"
     # Same estimator, a map is identical when refitted (deterministic), and a bad estimator is a clear error.

@@ -94,7 +94,8 @@ class PrepareConfig:
     split_seed: int = affects(via=MANIFEST)
     synthetic_image_size: int = affects(via=MANIFEST)  # size of the smoke images drawn at run time
     synthetic_root: str = affects(via=MANIFEST)  # where the synthetic image set is drawn (never under data/)
-    voc_image_sets: str = affects(via=MANIFEST)  # VOC split lists: ImageSets/<this>/{train,val}.txt (Main | Segmentation)
+    # VOC split lists: ImageSets/<this>/{train,val}.txt (Main | Segmentation)
+    voc_image_sets: str = affects(via=MANIFEST)
     dreambooth_boxes: str = affects(via=MANIFEST)  # the hand-checked DreamBooth box file (vw data dreambooth-boxes)
     precompute_features: bool = no_result()  # prepare also fills the feature cache for the study's models
     feature_batch_size: int = no_result()  # images per forward pass when computing image-side features

@@ -274,8 +274,9 @@ def plan_for(cfg, card: str | None = None, gpus: int = 1, rates_file: str | os.P
     raw = load_rates_file(rates_file)
     used = {x.source for x in r.values() if x.source}
     plan = Plan(cfg.profile, card, gpus, trials=dict(per_task), rates_source=str(rates_path(rates_file)),
-                measured=[f"{c}: {m['date']} @{m['commit']}: {m['basis']}" for c, m in (raw.get("measured") or {}).items()
-                          if c in used], tiny=uses_tiny_models(cfg))
+                measured=[f"{c}: {m['date']} @{m['commit']}: {m['basis']}"
+                          for c, m in (raw.get("measured") or {}).items() if c in used],
+                tiny=uses_tiny_models(cfg))
 
     def basis(key: str) -> str:  # the basis of the rate that dominates the row
         return r[key].basis

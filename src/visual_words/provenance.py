@@ -21,7 +21,8 @@ PACKAGES = ("visual-words", "torch", "diffusers", "transformers", "open_clip_tor
 def git_commit(root: str = ".") -> str:
     """The checkout's commit, with `-dirty` when tracked files changed; `unknown` outside a git checkout."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")

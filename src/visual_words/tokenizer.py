@@ -117,7 +117,8 @@ def word_ids(word: str) -> list[int]:
 
 
 def single_token_id(word: str) -> int:
-    """The id of a word that is one BPE token; ValueError naming the pieces otherwise (anchors must be single tokens)."""
+    """The id of a word that is one BPE token; ValueError naming the pieces otherwise (anchors must be single
+    tokens)."""
     ids = word_ids(word)
     if len(ids) != 1:
         pieces = clip_tokenizer().convert_ids_to_tokens(ids)

@@ -8,10 +8,11 @@ For each query vector q with an anchor token a in a table W (V × d):
 
 How: the distances come from fp32 BLAS products (torch.mm; a pure-Numba distance loop is 3–28× slower on a CPU),
 one cache-sized tile (256 queries × 2,048 tokens) at a time, one worker thread per core, and a fused Numba pass
-reduces each tile (top-k, the rank, every count) right after BLAS wrote it, while it is still in that core's cache. On a GPU the same decisions
-run as torch ops (analysis.eps_ball_torch). fp32 alone cannot decide a token whose distance is within
-rounding of a threshold, so every decision is made against a rigorous error bound and the undecided tokens are
-recomputed in fp64 from the fp32 inputs: indices and ranks are exactly those of an fp64 computation.
+reduces each tile (top-k, the rank, every count) right after BLAS wrote it, while it is still in that core's cache.
+On a GPU the same decisions run as torch ops (analysis.eps_ball_torch). fp32 alone cannot decide a token whose
+distance is within rounding of a threshold, so every decision is made against a rigorous error bound and the
+undecided tokens are recomputed in fp64 from the fp32 inputs: indices and ranks are exactly those of an fp64
+computation.
 
 Error bound: x = ‖w‖² − 2 q·w in fp32 differs from the exact value by at most
   2u·max‖w‖² + (2γ_d + 2u)·‖q‖·max‖w‖ (u = 2⁻²⁴, γ_d = d·u / (1 − d·u): any summation order, Higham Thm 3.1),
@@ -47,7 +48,8 @@ class PreparedTable:
 
 
 def prepare_table(table) -> PreparedTable:
-    """Accepts a [V, d] numpy array or torch tensor (any float dtype); returns a PreparedTable (or passes one through)."""
+    """Accepts a [V, d] numpy array or torch tensor (any float dtype); returns a PreparedTable (or passes one
+    through)."""
     if isinstance(table, PreparedTable):
         return table
     if isinstance(table, torch.Tensor):

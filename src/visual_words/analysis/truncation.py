@@ -1,6 +1,6 @@
 """The `analyze` stage, part 3: generations with Stable Diffusion's text encoder truncated to its first N layers
-(docs/paper.md §4.4: the paper's §5.2, Fig. 7 top): a word trained for generation from an unrelated anchor shows the anchor's concept
-until late layers, and the target only when the last layers run.
+(docs/paper.md §4.4: the paper's §5.2, Fig. 7 top): a word trained for generation from an unrelated anchor shows
+the anchor's concept until late layers, and the target only when the last layers run.
 
 Truncation keeps the encoder's own final LayerNorm (what the UNet is used to) and drops the layers after N, by
 handing the encoder a shorter module list for the duration of the call; the pipeline, prompts, seeds and sampler
@@ -116,5 +116,6 @@ def run_truncation(cfg, spaces, trained, progress: bool = True):
                 im.save(tmp, format="PNG")
             rows.append({"trial_id": word.trial.id, "dataset": word.trial.dataset, "concept": word.trial.concept,
                          "anchor": word.trial.anchor, "delta": word.trial.delta, "depth": depth,
-                         "num_layers": n_layers, "image": i, "path": str(Path("truncation") / word.trial.slug / path.name)})
+                         "num_layers": n_layers, "image": i,
+                         "path": str(Path("truncation") / word.trial.slug / path.name)})
     return write_table(pd.DataFrame(rows), cfg.path(cfg.analyze.out_dir) / TRUNCATION_FILE)

@@ -98,8 +98,8 @@ def _grids(cfg):
 
 def _result(p, d: PartDesign | None, status, value, ci, pw: PartPower) -> PartResult:
     if d is None:
-        return PartResult(p.name, p.kind, status, value, ci, 1.0, (1.0, 1.0), f"in-domain vectors, δ <= {p.max_delta:g}",
-                          pw.power, pw.method)
+        return PartResult(p.name, p.kind, status, value, ci, 1.0, (1.0, 1.0),
+                          f"in-domain vectors, δ <= {p.max_delta:g}", pw.power, pw.method)
     return PartResult(p.name, p.kind, status, value, ci, d.reference, d.accept, d.cells_text(), pw.power, pw.method)
 
 

@@ -116,7 +116,8 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
         def stat(g, used=used):
             return np.max(_stack([_ratio(g[f"{ds} transferred"], g[f"{ds} in-domain"]) for ds in used]), axis=0)
     elif part.kind == "order":
-        targets = {s: [t for t in ("generation", "detection", "classification") if t != s] for s in (part.low, part.high)}
+        targets = {s: [t for t in ("generation", "detection", "classification") if t != s]
+                   for s in (part.low, part.high)}
         cells = {(s, t): CellSpec(s, t, part.deltas) for s in targets for t in targets[s]}
         owns = {t: CellSpec(t, t, part.deltas) for t in ("generation", "detection", "classification")}
         used = [ds for ds in datasets if all(units(c, [ds]) for c in cells.values())
@@ -157,7 +158,8 @@ def _ratio(a, b):
 
 def paper_group_means(groups, n, paper) -> dict[str, np.ndarray]:
     """Each group's mean under the paper: its units' paper values weighted by our trial counts."""
-    return {name: np.asarray(sum(paper[u].mean * n[u] for u in us) / sum(n[u] for u in us)) for name, us in groups.items()}
+    return {name: np.asarray(sum(paper[u].mean * n[u] for u in us) / sum(n[u] for u in us))
+            for name, us in groups.items()}
 
 
 def in_interval(x, accept: tuple[float, float]):

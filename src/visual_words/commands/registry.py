@@ -1,4 +1,5 @@
-"""`vw models [check]`, `vw concepts`, `vw tiny`: print the registries, check the real checkpoints, build the tiny ones."""
+"""`vw models [check]`, `vw concepts`, `vw tiny`: print the registries, check the real checkpoints, build the tiny
+ones."""
 
 from __future__ import annotations
 

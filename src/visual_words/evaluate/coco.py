@@ -44,7 +44,8 @@ def _read_json(path: Path, what: str) -> Any:
 
 def _is_box(b: Any) -> bool:
     return isinstance(b, (list, tuple)) and len(b) == 4 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b) and b[2] >= 0 and b[3] >= 0
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b
+    ) and b[2] >= 0 and b[3] >= 0
 
 
 def check_ground_truth(gt: Any, where: str = "ground truth") -> dict:

@@ -1,4 +1,5 @@
-"""The evaluate stage: every trained embedding on all three tasks, in-domain and transferred (docs/paper.md §5.2: the paper's Eq. 3).
+"""The evaluate stage: every trained embedding on all three tasks, in-domain and transferred (docs/paper.md §5.2:
+the paper's Eq. 3).
 
 For each embedding file ``<train.out_dir>/<task>/<slug>.safetensors`` and each evaluated task,
 the token's vectors go into that task's model — as they are when it is the model they were trained in, else through
@@ -215,7 +216,8 @@ def _row(item: Item, eval_task: str, transferred: bool, result: dict, eval_model
     t = item.trial
     ap50 = result.get("ap50")
     return {"trial_id": t.id, "dataset": t.dataset, "concept": t.concept, "anchor": t.anchor, "delta": t.delta,
-            "trained_task": t.task, "eval_task": eval_task, "transferred": transferred, "metric": task(eval_task).metric,
+            "trained_task": t.task, "eval_task": eval_task, "transferred": transferred,
+            "metric": task(eval_task).metric,
             "value": result["value"], "ap50": "" if ap50 is None else ap50, "source_model": item.source_model,
             "eval_model": eval_model}
 

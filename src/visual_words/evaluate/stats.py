@@ -42,6 +42,7 @@ def summarize(rows: Any, resamples: int = 1000, seed: int = 0, level: float = 0.
     out = []
     for key, g in rows.groupby(list(CELL), sort=True, dropna=False):
         mean, lo, hi = bootstrap_ci(g["value"].astype(float).tolist(), resamples, seed, level)
-        out.append({**dict(zip(CELL, key)), "metric": g["metric"].iloc[0], "transferred": bool(g["transferred"].iloc[0]),
+        out.append({**dict(zip(CELL, key)), "metric": g["metric"].iloc[0],
+                    "transferred": bool(g["transferred"].iloc[0]),
                     "n": int(g["value"].notna().sum()), "mean": mean, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(out, columns=[*CELL, "metric", "transferred", "n", "mean", "ci_low", "ci_high"])

@@ -1,7 +1,8 @@
 """Evaluating K token vectors (already in the evaluated model's space) on one task, for one dataset and concept.
 
-Text side: the model adapters (models/adapters.py) splice the vectors into prompts (K trials in one forward). Image side:
-the cached image features of the held-out images (data/features.py). The numbers come from `metrics` (pycocotools for AP).
+Text side: the model adapters (models/adapters.py) splice the vectors into prompts (K trials in one forward). Image
+side: the cached image features of the held-out images (data/features.py). The numbers come from `metrics`
+(pycocotools for AP).
 
 - classification (D6): 10-way zero-shot among the dataset's concepts on the target concept's held-out images;
   class prompts "a photo of a {prompt_name}", the target's "a photo of a {}" carrying the token.
@@ -51,7 +52,8 @@ def target_index(concepts: Sequence[registry.Concept], concept: str) -> int:
 
 def _eval_records(manifest: Manifest, concept: str) -> list[ImageRecord]:
     if concept not in manifest.concepts:
-        raise ValueError(f"manifest {manifest.dataset}: no concept `{concept}` (it has: {', '.join(manifest.concepts)})")
+        raise ValueError(f"manifest {manifest.dataset}: no concept `{concept}` "
+                         f"(it has: {', '.join(manifest.concepts)})")
     return list(manifest.concepts[concept].eval)
 
 

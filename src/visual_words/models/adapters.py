@@ -11,12 +11,12 @@ Adapters belong to families, not checkpoints: any diffusers Stable Diffusion 1.x
 open_clip CLIP or transformers CLIPModel. Everything checkpoint-specific (widths, depth, context, prediction type)
 is read from the loaded model, so another checkpoint of a family needs a registry entry and no code.
 
-Work removal (docs/design.md §7): CLIP-style text towers are causal and pool at the end-of-text (EOS) token, so positions
-after the batch's last EOS cannot change the pooled output. The OWL and CLIP adapters run the tower on the first
-`used_length` positions only (transformers' towers take a shorter input as they are; open_clip's `encode_text` does
-not, so its tower is run here with the module's own weights: token embedding, positional_embedding[:L],
-transformer with attn_mask[:L, :L], ln_final, the library's own pooling, text_projection). Stable Diffusion keeps
-all positions: its UNet cross-attends to every one of them.
+Work removal (docs/design.md §7): CLIP-style text towers are causal and pool at the end-of-text (EOS) token, so
+positions after the batch's last EOS cannot change the pooled output. The OWL and CLIP adapters run the tower on the
+first `used_length` positions only (transformers' towers take a shorter input as they are; open_clip's
+`encode_text` does not, so its tower is run here with the module's own weights: token embedding,
+positional_embedding[:L], transformer with attn_mask[:L, :L], ln_final, the library's own pooling, text_projection).
+Stable Diffusion keeps all positions: its UNet cross-attends to every one of them.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@
 
 The cache layout is huggingface_hub's own (models--ORG--NAME/{blobs,refs,snapshots/<commit>}); loading then goes
 through the unchanged production loader with HF_HUB_OFFLINE=1. This module imports only huggingface_hub, yaml, the
-registry and the model families (their file lists), so the image can bake before the rest of the project is copied in (a code change does not re-download
-8 GB): `python -m visual_words.models.lock bake --cache DIR --lock FILE`.
+registry and the model families (their file lists), so the image can bake before the rest of the project is copied
+in (a code change does not re-download 8 GB): `python -m visual_words.models.lock bake --cache DIR --lock FILE`.
 """
 
 from __future__ import annotations
@@ -294,7 +294,8 @@ def read_lock(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelLockError(
             f"no model lock at {path}: the paper profile runs only on pinned weights. In the container, build the "
             f"image with --build-arg BAKE_MODELS=1; elsewhere run `HF_HUB_OFFLINE=0 vw bake-models` once (it "
-            f"downloads the weights into the Hugging Face cache and writes the lock). ${LOCK_ENV} points at another lock.")
+            f"downloads the weights into the Hugging Face cache and writes the lock). ${LOCK_ENV} points at another "
+            "lock.")
     try:
         lock = json.loads(path.read_text())
     except json.JSONDecodeError as e:

@@ -131,7 +131,8 @@ def write_single_file(folder: str | Path, out: str | Path) -> Path:
         load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"), cfg["unet"]).items()}
     state |= {VAE + k: v for k, v in vae_to_original(
         load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"), cfg["vae"]).items()}
-    state |= {TEXT + k: v for k, v in text_to_original(load_file(folder / "text_encoder" / "model.safetensors")).items()}
+    state |= {TEXT + k: v for k, v in text_to_original(
+        load_file(folder / "text_encoder" / "model.safetensors")).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out))
     return out

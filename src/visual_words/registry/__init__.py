@@ -48,7 +48,8 @@ class ModelEntry:
     @property
     def local_dir(self) -> Path | None:
         ident = self.id[len(LOCAL_PREFIX):] if self.id.startswith(LOCAL_PREFIX) else self.id
-        if self.id.startswith(LOCAL_PREFIX) or self.tiny is not None or Path(ident).is_absolute() or ident.startswith("."):
+        if (self.id.startswith(LOCAL_PREFIX) or self.tiny is not None or Path(ident).is_absolute()
+                or ident.startswith(".")):
             return Path(ident)
         return None
 
@@ -103,7 +104,8 @@ def models() -> dict[str, ModelEntry]:
     table = _read_yaml("models.yaml")
     unknown = set(overrides) - set(table)
     if unknown:
-        raise ValueError(f"{ov_file}: unknown model `{sorted(unknown)[0]}` (registry/models.yaml has: {', '.join(table)})")
+        raise ValueError(f"{ov_file}: unknown model `{sorted(unknown)[0]}` "
+                         f"(registry/models.yaml has: {', '.join(table)})")
     from visual_words.models.families import families
 
     known_families = families()
@@ -130,7 +132,8 @@ def datasets() -> dict[str, list[Concept]]:
     out = {}
     for ds, raw in _read_yaml("concepts.yaml").items():
         out[ds] = [
-            Concept(dataset=ds, name=c["name"], anchor=c["anchor"], cls=c["class"], prompt_name=c["prompt_name"], index=i)
+            Concept(dataset=ds, name=c["name"], anchor=c["anchor"], cls=c["class"], prompt_name=c["prompt_name"],
+                    index=i)
             for i, c in enumerate(raw["concepts"])
         ]
     return out

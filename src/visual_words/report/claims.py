@@ -128,7 +128,8 @@ def _ordering(defn, cells, eps, tolerance, ctx) -> ClaimResult:
                        detail=f"{len(value)} dataset(s) with every trained task's transfers (need {need})")
     failed = [ds for ds in value if ds not in holds]
     return _result(defn, "pass" if len(holds) >= need else "fail", f"≥ {need} datasets", expected, value=value,
-                   checks=len(value), failed=failed, detail=f"holds in {len(holds)} of {len(value)}: {', '.join(holds)}")
+                   checks=len(value), failed=failed,
+                   detail=f"holds in {len(holds)} of {len(value)}: {', '.join(holds)}")
 
 
 # ---- cells (C1, C6, C7, C9, C10) --------------------------------------------------------------------------------
@@ -148,7 +149,8 @@ def _select(comp: pd.DataFrame, sel: dict) -> pd.DataFrame:
 
 
 def _cell_name(r) -> str:
-    return f"{r['figure']} {r['dataset']} {short(r['trained_task'])}→{short(r['eval_task'])} δ={_delta_label(r['delta'])}"
+    return (f"{r['figure']} {r['dataset']} {short(r['trained_task'])}→{short(r['eval_task'])} "
+            f"δ={_delta_label(r['delta'])}")
 
 
 def _cells(defn, cells, eps, tolerance, ctx) -> ClaimResult:

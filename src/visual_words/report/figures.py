@@ -142,8 +142,10 @@ def comparison_scatter(comp: pd.DataFrame, banner: str = "") -> plt.Figure:
         sel = rows[rows["eval_task"] == ev]
         if not len(sel):
             continue
-        yerr = np.array([(sel["ours"] - sel["ours_ci_low"]).clip(lower=0), (sel["ours_ci_high"] - sel["ours"]).clip(lower=0)])
-        xerr = np.array([(sel["paper"] - sel["paper_ci_low"]).clip(lower=0), (sel["paper_ci_high"] - sel["paper"]).clip(lower=0)])
+        yerr = np.array([(sel["ours"] - sel["ours_ci_low"]).clip(lower=0),
+                         (sel["ours_ci_high"] - sel["ours"]).clip(lower=0)])
+        xerr = np.array([(sel["paper"] - sel["paper_ci_low"]).clip(lower=0),
+                         (sel["paper_ci_high"] - sel["paper"]).clip(lower=0)])
         ax.errorbar(sel["paper"], sel["ours"], yerr=np.nan_to_num(yerr), xerr=np.nan_to_num(xerr), fmt="o", ms=4,
                     color=task(ev).colour, alpha=0.8, elinewidth=0.7, label=f"evaluated: {task(ev).metric_label}")
     flagged = rows[rows["status"].isin(["outside paper CI", "outside tolerance"])]
@@ -321,8 +323,9 @@ def fig7(truncation: pd.DataFrame, tsne_rows: pd.DataFrame | None, root: Path, b
         axes = [fig.add_subplot(bottom[0, j]) for j in range(len(layers))]
         tsne_figure(tsne_rows, "", banner, axes=axes)
     w = first.iloc[0]
-    top = _title(fig, banner, f"Fig. 7 - <{w['concept']}> trained from \"{w['anchor']}\" (δ = {_delta_label(float(w['delta']))}): "
-           "generations with the text encoder truncated, and t-SNE of pooled activations")
+    top = _title(fig, banner, f"Fig. 7 - <{w['concept']}> trained from \"{w['anchor']}\" "
+                              f"(δ = {_delta_label(float(w['delta']))}): "
+                              "generations with the text encoder truncated, and t-SNE of pooled activations")
     fig.tight_layout(rect=(0, 0, 0.93, top))
     return fig
 

@@ -130,7 +130,8 @@ def ap50_comparison(evaluation: pd.DataFrame, paper: pd.DataFrame, cfg) -> pd.Da
     from visual_words.evaluate.stats import summarize
 
     ec = cfg.evaluate
-    det = evaluation[(evaluation["eval_task"] == "detection") & pd.to_numeric(evaluation["ap50"], errors="coerce").notna()]
+    det = evaluation[(evaluation["eval_task"] == "detection")
+                     & pd.to_numeric(evaluation["ap50"], errors="coerce").notna()]
     if not len(det):
         return pd.DataFrame(columns=cmp.COLUMNS)
     det = det.assign(value=pd.to_numeric(det["ap50"]), metric="ap50")
@@ -185,7 +186,8 @@ def transfer_table(rb: ReportBuilder, results) -> None:
         v = values.get(f"{short(c['trained'])}_to_{short(c['eval'])}")
         paper = f"{c['value']:.2f} ({c['dataset']})"
         table.append((c["claim"], paper, "not run", "", "not run") if v is None else
-                     (c["claim"], paper, f"{v['max_share']:.2f} ({v['dataset']})", f"{v['max_share'] - c['value']:+.2f}",
+                     (c["claim"], paper, f"{v['max_share']:.2f} ({v['dataset']})",
+                      f"{v['max_share'] - c['value']:+.2f}",
                       "agrees" if v["within_tolerance"] else "outside tolerance"))
     rows = [{"class": "ok" if r[4] == "agrees" else ("flag" if r[4] != "not run" else "na"), "cells": list(r)}
             for r in table]
@@ -287,7 +289,8 @@ def qualitative(rb: ReportBuilder) -> None:
     index = _image_index(images)
     have = {t.id: p for t in grid if (p := _find_image(index, t)) is not None}
     if not have:
-        rb.skip("Fig. 4 / Fig. 5 / appendix grids", f"no kept generations under {images} (evaluate.keep_images_per_trial"
+        rb.skip("Fig. 4 / Fig. 5 / appendix grids", f"no kept generations under {images} "
+                                                     "(evaluate.keep_images_per_trial"
                                                      " = 0, or `vw evaluate run` has not run)")
         return
     by = {(t.task, t.dataset, t.concept, t.anchor, t.delta): t for t in grid}
@@ -317,13 +320,15 @@ def qualitative(rb: ReportBuilder) -> None:
         rows = []
         if target_row:
             rows.append(("target images", target_row))
-        for task, label in (("generation", "trained for\ngeneration"), ("classification", "classification\n→ generation"),
+        for task, label in (("generation", "trained for\ngeneration"),
+                            ("classification", "classification\n→ generation"),
                             ("detection", "detection\n→ generation")):
             rows.append((label, [(f"{c}\n(anchor {a}, δ = {F._delta_label(d)})",
-                                  have.get(tr[task].id) if tr[task] is not None else None) for ds, c, a, d, tr in cols]))
-        rb.figure("qualitative", F.image_grid(rows, "Fig. 4 - generations from a concept's word trained for generation, "
-                                                    "and from its words trained for classification / detection, "
-                                                    "transferred", rb.banner),
+                                  have.get(tr[task].id) if tr[task] is not None else None)
+                                 for ds, c, a, d, tr in cols]))
+        rb.figure("qualitative", F.image_grid(rows, "Fig. 4 - generations from a concept's word trained for "
+                                                    "generation, and from its words trained for classification / "
+                                                    "detection, transferred", rb.banner),
                   "fig4", "Fig. 4", "Fig. 4 - one generation per word; columns are concepts.")
     else:
         rb.skip("Fig. 4", "no generation-trained word with a kept image")
@@ -341,9 +346,9 @@ def qualitative(rb: ReportBuilder) -> None:
     if any(p for _, items in rows for _, p in items):
         rb.figure("qualitative", F.image_grid(rows, f"Fig. 5-style - generations from words trained near each anchor "
                                                     f"(δ = {delta:g})", rb.banner),
-                  "fig5", "Fig. 5", "Fig. 5-style: rows are target concepts (report.fig5_concepts; the paper: DreamBooth "
-                                    "vase, duck_toy, colorful_sneaker), columns the anchor each word started from; the "
-                                    "detection rows (the paper's rows 4-6) are the next figure.")
+                  "fig5", "Fig. 5", "Fig. 5-style: rows are target concepts (report.fig5_concepts; the paper: "
+                                    "DreamBooth vase, duck_toy, colorful_sneaker), columns the anchor each word "
+                                    "started from; the detection rows (the paper's rows 4-6) are the next figure.")
     else:
         rb.skip("Fig. 5", f"no kept generations at δ = {delta:g}")
 
@@ -357,7 +362,8 @@ def qualitative(rb: ReportBuilder) -> None:
     if any(p for _, items in rows for _, p in items):
         rb.figure("qualitative", F.image_grid(rows, f"Fig. 5-style - OWL detections (red: best boxes) from words "
                                                     f"trained near each anchor (δ = {delta:g})", rb.banner),
-                  "fig5_detection", "Fig. 5 (detection)", "Fig. 5-style detection rows (report.fig5_detection_concepts; "
+                  "fig5_detection", "Fig. 5 (detection)",
+                  "Fig. 5-style detection rows (report.fig5_detection_concepts; "
                   "the paper: COCO donut, cup, umbrella): the same test image, the word's three best boxes, one column "
                   "per anchor.")
         for ds in cfg.study.datasets:
@@ -370,7 +376,8 @@ def qualitative(rb: ReportBuilder) -> None:
                       f"{label}: rows = target concepts, columns = anchor words; boxes = the word's best proposals.")
     else:
         rb.skip("Fig. 5 detection rows / Figs. 8-9", f"no kept detection renderings at δ = {delta:g} "
-                                                     "(evaluate.keep_images_per_trial = 0, or evaluated before they were kept)")
+                                                     "(evaluate.keep_images_per_trial = 0, "
+                                                     "or evaluated before they were kept)")
     for ds in cfg.study.datasets:
         concepts = [c.name for c in study_concepts(cfg, ds)]
         rows = [(c, row_for(ds, c)) for c in concepts]

@@ -1,4 +1,5 @@
-"""The optimizer loop: K trials of one model and dataset trained together (docs/paper.md §7 Table 2, docs/design.md D1, D9).
+"""The optimizer loop: K trials of one model and dataset trained together (docs/paper.md §7 Table 2, docs/design.md
+D1, D9).
 
 Each trial has its own n learned vectors (fp32, initialised at its anchor's embedding), its own ε-ball, its own
 data and its own random generator (seeded by Trial.seed). They are stacked in one [K, n, d] tensor that is the only
@@ -115,7 +116,8 @@ class TrialBatch:
                                           weight_decay=tc.weight_decay)
         # fp16 weights: gradients to the vectors pass through half-precision activations; scale the loss so small
         # ones do not flush to zero (bf16 has fp32's range and needs none).
-        self.scaler = torch.amp.GradScaler(device.type, enabled=adapter.dtype == torch.float16 and device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(device.type,
+                                           enabled=adapter.dtype == torch.float16 and device.type == "cuda")
         self.generators = [torch.Generator().manual_seed(t.seed) for t in self.trials]
         self.step_count = 0
         self.curves: list[dict[str, list]] = [{"step": [], "loss": [], "rel_dist": [], "nearest_token": []}
@@ -184,7 +186,8 @@ class TrialBatch:
         t, tc, e = self.trials[k], self.cfg.train, self.adapter.entry
         curve = self.curves[k]
         return {
-            "trial": t.to_dict(), "trial_key": trial_key(self.cfg, t, self.data[k].source_digest()), "model_key": e.key, "model_id": e.id, "model_revision": e.revision,
+            "trial": t.to_dict(), "trial_key": trial_key(self.cfg, t, self.data[k].source_digest()),
+            "model_key": e.key, "model_id": e.id, "model_revision": e.revision,
             "family": e.family, "loss_kind": loss_kind(e), "token_table_hash": self.table_hash,
             "anchor": t.anchor, "anchor_id": self.anchor_ids[k], "delta": t.to_dict()["delta"],
             "d_nn": float(self.d_nn[k]), "radius": float(self.radius[k]) if t.constrained else "inf",
@@ -266,8 +269,8 @@ def train_trials(cfg, trials: Sequence[Trial], loaded: LoadedModel | None = None
 
     Done trials (file + sidecar with the current `trial_key`; docs/reuse.md) are skipped: their result is read back
     (`skipped=True`); when their model is loaded for other trials anyway, their sidecar's `token_table_hash` must
-    also be the model's (else they are trained again). The rest are grouped by (model, dataset) and trained `train.trials_per_batch` (per task:
-    `train.trials_per_batch_by_task`) at a time.
+    also be the model's (else they are trained again). The rest are grouped by (model, dataset) and trained
+    `train.trials_per_batch` (per task: `train.trials_per_batch_by_task`) at a time.
     `loaded` is used for the trials of its model (a Ray worker keeps one model loaded); other models are loaded
     here. An interrupted batch resumes from its last checkpoint (`train.checkpoint_every`)."""
     import time

@@ -161,7 +161,8 @@ def draw_batch(adapter: Adapter, data: Sequence[TrialData], generators: Sequence
     prompts, latents, noise, steps = [], [], [], []
     for d, g in zip(data, generators):
         n = d.latents.shape[0]
-        idx = torch.randperm(n, generator=g)[:batch_size] if batch_size <= n else torch.randint(n, (batch_size,), generator=g)
+        idx = (torch.randperm(n, generator=g)[:batch_size] if batch_size <= n
+               else torch.randint(n, (batch_size,), generator=g))
         lat = d.latents[idx]
         if d.flipped is not None:
             flip = torch.rand(batch_size, generator=g) < 0.5

@@ -1,4 +1,5 @@
-"""Linear transfer maps between two token tables, and the estimators that fit them (docs/paper.md §5, docs/design.md D8).
+"""Linear transfer maps between two token tables, and the estimators that fit them (docs/paper.md §5, docs/design.md
+D8).
 
 A map takes a vector of the source model's input-embedding space to the target's: ``v_dst = v_src @ W + b``
 (``W`` is ``[d_src, d_dst]``; the paper writes the same map as ``T = Wᵀ``, ``v_x = T v_y``).

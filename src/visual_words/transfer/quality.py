@@ -18,7 +18,8 @@ from visual_words.transfer.estimators import LinearMap, as_float64
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded split of ``range(n)`` into (fit, held-out) positions; the held-out share is ``fraction`` (rounded up)."""
+    """A seeded split of ``range(n)`` into (fit, held-out) positions; the held-out share is ``fraction`` (rounded
+    up)."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"maps.holdout_fraction must be in [0, 1), got {fraction}")
     perm = np.random.default_rng(seed).permutation(n)

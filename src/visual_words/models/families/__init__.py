@@ -28,7 +28,8 @@ class Family:
 
     name: ClassVar[str] = ""
     library: ClassVar[str] = ""  # the library whose loader reads it (diffusers | transformers | open_clip)
-    task: ClassVar[str] = ""  # the study role its models serve, and so its loss: generation | detection | classification
+    # the study role its models serve, and so its loss: generation | detection | classification
+    task: ClassVar[str] = ""
     # the text tower's weights inside a checkpoint: its folder and the weight files in the loader's order of preference
     table_folder: ClassVar[str] = ""
     table_files: ClassVar[tuple[str, ...]] = ()
