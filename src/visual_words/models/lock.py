@@ -99,19 +99,20 @@ def _unique_hub(entries: Iterable[ModelEntry]) -> list[ModelEntry]:
     return [e for e in by_key.values() if hub_repo_id(e) is not None]
 
 
-def select_files(family: str, files: Iterable[str]) -> list[str]:
-    """The files of a repo listing that `family`'s loader reads (see `bake_files`), sorted."""
-    spec, files = bake_files(family), sorted(set(files))
+def select_files(family: str, files: Iterable[str], prefer: Iterable[str] = ()) -> list[str]:
+    """The files of a repo listing that `family`'s loader reads (see `bake_files`), sorted. Of each weights group the
+    first alternative present wins, in the loader's order — unless another alternative's files are all in `prefer`
+    (the files the publisher's pins cover): then that one, so a bake downloads bytes it can verify (OWLv2 publishes
+    its pickle's hash, not its later safetensors conversion's), and the loader reads what was downloaded."""
+    spec, files, prefer = bake_files(family), sorted(set(files)), set(prefer)
     chosen = {f for f in files if any(fnmatch.fnmatchcase(f, p) for p in spec["files"])}
     for group, alternatives in spec["weights"].items():
-        for patterns in alternatives:
-            hits = [f for f in files if any(fnmatch.fnmatchcase(f, p) for p in patterns)]
-            if hits:
-                chosen.update(hits)
-                break
-        else:
+        present = [hits for patterns in alternatives
+                   if (hits := [f for f in files if any(fnmatch.fnmatchcase(f, p) for p in patterns)])]
+        if not present:
             raise ModelLockError(f"no `{group}` weights among the repo's files (looked for "
                                  f"{' or '.join(a[0] for a in alternatives)})")
+        chosen.update(next((hits for hits in present if set(hits) <= prefer), present[0]))
     return sorted(chosen)
 
 
@@ -178,7 +179,7 @@ def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = F
     revision = entry.revision or "main"
     info = HfApi().model_info(repo_id, revision=revision)  # one resolution: revision -> commit + listing
     listing = [s.rfilename for s in info.siblings or []]
-    wanted = select_files(entry.family, listing)
+    wanted = select_files(entry.family, listing, prefer=pinned_files(entry.key))
     if configs_only:
         wanted = [f for f in listing if any(fnmatch.fnmatchcase(f, p) for p in bake_files(entry.family)["files"])]
     note = "" if entry.revision else " — UNPINNED: no commit in registry/models.yaml, `main` was resolved"
@@ -186,6 +187,11 @@ def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = F
     snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted, cache_dir=str(cache))
     pin_refs(cache, entry, info.sha)
     return info.sha
+
+
+def pinned_files(key: str) -> list[str]:
+    """The files whose sha256 the publisher's pins record for registry key `key` (registry/pins.yaml)."""
+    return [name for name, f in ((pin(key) or {}).get("files") or {}).items() if f and f.get("sha256")]
 
 
 def pin_refs(cache: str | os.PathLike, entry: ModelEntry, commit: str) -> None:
