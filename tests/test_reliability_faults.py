@@ -24,7 +24,7 @@ import torch
 
 from visual_words.cli import main
 from visual_words.embeddings import damage, read_embedding, sidecar_path, write_embedding
-from visual_words.errors import DiskFullError
+from visual_words.errors import DiskFullError, UserError
 from visual_words.io import sha256_file
 
 V = torch.linspace(-1, 1, 2 * 32).reshape(2, 32)
@@ -370,7 +370,7 @@ def test_bpe_files_live_in_the_user_cache_and_no_temp_folder_is_left(tmp_path, m
 
 def test_a_damaged_manifest_is_refused(workspace):
     from visual_words.data.manifest import read_manifest
-    from visual_words.errors import UserError
+
 
     ws, _ = workspace
     path = ws / "manifests" / "coco.json"
@@ -383,3 +383,28 @@ def test_a_damaged_manifest_is_refused(workspace):
     assert damaged.read_text() != text
     with pytest.raises(UserError, match="damaged.json: damaged"):
         read_manifest(damaged)
+
+
+def test_a_damaged_stage_table_is_refused_by_its_readers_and_rebuilt_by_its_stage(tmp_path, smoke_config, capsys):
+    """A stage records the sha256 of the tables it writes in provenance.json; the report and every reader of the
+    evaluation table refuse a damaged one with one line naming it and the command that rebuilds it."""
+    from visual_words.evaluate.runner import COLUMNS, read_table
+    from visual_words.provenance import record_output, verify_output, write_provenance
+    from visual_words.report.stage import _read_csv
+
+    table = tmp_path / "evaluation.csv"
+    table.write_text(",".join(COLUMNS) + "\n" + ",".join(["t", "coco", "cup", "dog", "0.5", "classification",
+                                                         "classification", "False", "cls_acc", "0.85", "",
+                                                         "tiny-clip", "tiny-clip"]) + "\n")
+    eps = tmp_path / "eps_stats.csv"
+    eps.write_text("trial_id,rel_dist\nt,0.25\n")
+    write_provenance(tmp_path, smoke_config, "evaluate", files=[table, eps])
+    assert read_table(table)["value"].tolist() == [0.85] and _read_csv(eps)["rel_dist"].tolist() == [0.25]
+    table.write_text(table.read_text().replace("0.85", "0.35"))  # plausible, silently wrong
+    with pytest.raises(UserError, match=r"evaluation.csv: damaged .*`vw evaluate run` again"):
+        read_table(table)
+    _flip(eps, offset=-3)
+    with pytest.raises(UserError, match="eps_stats.csv: damaged"):
+        _read_csv(eps)
+    record_output(table)  # the stage (or `vw evaluate summarize`) rewrote it: trusted again
+    assert verify_output(table) == table and read_table(table)["value"].tolist() == [0.35]

@@ -1,4 +1,5 @@
-"""What produced an output: the resolved config, the git commit and the package versions (DINOv2 style)."""
+"""What produced an output: the resolved config, the git commit and the package versions (DINOv2 style), and the
+sha256 of every table a stage wrote, so that a reader can refuse a damaged one (`verify_output`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from visual_words.io import write_json
+from visual_words.io import sha256_file, write_json
+
+PROVENANCE = "provenance.json"
 
 PACKAGES = ("visual-words", "torch", "diffusers", "transformers", "open_clip_torch", "numpy", "numba", "dvc",
             "mlflow", "ray", "pycocotools", "safetensors")
@@ -54,6 +57,47 @@ def provenance(config: Any, stage: str, elapsed_s: float | None = None) -> dict[
     }
 
 
-def write_provenance(out_dir: str | Path, config: Any, stage: str, elapsed_s: float | None = None) -> Path:
-    """Write `<out_dir>/provenance.json` next to a stage's outputs (with the stage's wall time when given)."""
-    return write_json(Path(out_dir) / "provenance.json", provenance(config, stage, elapsed_s))
+def write_provenance(out_dir: str | Path, config: Any, stage: str, elapsed_s: float | None = None,
+                     files: Any = ()) -> Path:
+    """Write `<out_dir>/provenance.json` next to a stage's outputs (with the stage's wall time when given) and the
+    sha256 of each of `files` (outputs in `out_dir` that later stages read)."""
+    out_dir = Path(out_dir)
+    record = provenance(config, stage, elapsed_s)
+    record["files"] = {Path(f).name: sha256_file(f) for f in files if f is not None and Path(f).is_file()}
+    return write_json(out_dir / PROVENANCE, record)
+
+
+def record_output(path: str | Path) -> None:
+    """Record a rewritten output's sha256 in its folder's provenance.json (e.g. `vw evaluate summarize`)."""
+    import json
+
+    path = Path(path)
+    prov = path.parent / PROVENANCE
+    if prov.is_file():
+        record = json.loads(prov.read_text())
+        record.setdefault("files", {})[path.name] = sha256_file(path)
+        write_json(prov, record)
+
+
+def verify_output(path: str | Path) -> Path:
+    """`path`, unless its folder's provenance.json records another sha256 for it: a damaged table is refused (one
+    line naming it and the command that rebuilds it), never read."""
+    import json
+
+    from visual_words.errors import UserError
+
+    path = Path(path)
+    prov = path.parent / PROVENANCE
+    try:
+        record = json.loads(prov.read_text()) if prov.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    want = (record.get("files") or {}).get(path.name) if isinstance(record, dict) else None
+    if want and sha256_file(path) != want:
+        from visual_words.stages import STAGES
+
+        stage = next((s for s in STAGES if s.name == record.get("stage")), None)
+        again = f"`vw {' '.join(stage.command)}`" if stage else "its stage"
+        raise UserError(f"{path}: damaged (its sha256 differs from the one {prov.name} recorded when it was "
+                        f"written); run {again} again to rebuild it")
+    return path

@@ -48,5 +48,5 @@ def run(cfg, parts=PARTS, progress: bool = True) -> dict[str, Path | None]:
         from visual_words.analysis.truncation import run_truncation
 
         written["truncation"] = run_truncation(cfg, spaces, trained, progress=progress)
-    write_provenance(out_dir, cfg, "analyze", elapsed_s=round(time.time() - t0, 2))
+    write_provenance(out_dir, cfg, "analyze", elapsed_s=round(time.time() - t0, 2), files=written.values())
     return written

@@ -21,8 +21,10 @@ def cmd_coco_ap(args) -> int:
 def cmd_summarize(args) -> int:
     cfg = config_from_args(args)
     from visual_words.evaluate.runner import write_summary
+    from visual_words.provenance import record_output
 
     path = write_summary(cfg, args.table)
+    record_output(path)  # its new sha256, so readers keep trusting it
     print(f"[evaluate] wrote {path}")
     return 0
 

@@ -319,7 +319,7 @@ def finish(cfg, rows: Sequence[dict], n_new: int, n_reused: int, elapsed_s: floa
     out_dir = cfg.path(cfg.evaluate.out_dir)
     table = write_table(out_dir / TABLE, rows)
     summary = write_summary(cfg, table)
-    write_provenance(out_dir, cfg, "evaluate", elapsed_s=round(elapsed_s, 2))
+    write_provenance(out_dir, cfg, "evaluate", elapsed_s=round(elapsed_s, 2), files=[table, summary])
     return EvalResult(table, summary, len(rows), n_new, n_reused, list(rows))
 
 
@@ -379,7 +379,9 @@ def read_table(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no evaluation table (run `vw evaluate run`)")
-    df = pd.read_csv(path)
+    from visual_words.provenance import verify_output
+
+    df = pd.read_csv(verify_output(path))
     missing = [c for c in COLUMNS[:11] if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not an evaluation table (missing columns {', '.join(missing)})")

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, comment="#") if path.is_file() else None
+    from visual_words.provenance import verify_output
+
+    return pd.read_csv(verify_output(path), comment="#") if path.is_file() else None
 
 
 def _image_index(images_dir: Path) -> dict[str, Path]:

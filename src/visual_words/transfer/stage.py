@@ -36,7 +36,7 @@ def run(cfg, model_keys: list[str] | None = None, progress: bool = True) -> dict
     out_dir = cfg.path(m.out_dir)
     paths = {pair: save_map(map_path(cfg, *pair), lmap) for pair, lmap in maps.items()}
     _write_quality(out_dir / QUALITY_FILE, maps)
-    write_provenance(out_dir, cfg, "maps", elapsed_s=round(time.time() - t0, 2))
+    write_provenance(out_dir, cfg, "maps", elapsed_s=round(time.time() - t0, 2), files=[out_dir / QUALITY_FILE])
     return paths
 
 
