@@ -10,9 +10,9 @@ import pytest
 from test_evaluate_runner import DATASET, _draw_manifest, _write_trials
 from visual_words.config import load_config
 from visual_words.data.manifest import manifest_path, write_manifest
-from visual_words.evaluate import tasks as T
 from visual_words.evaluate.fanout import EvaluationError, run_evaluation_ray
 from visual_words.evaluate.runner import read_items, run_evaluation
+from visual_words.registry import study_concepts
 
 
 def _cfg(repo_root, tmp, out: str):
@@ -26,11 +26,11 @@ def _cfg(repo_root, tmp, out: str):
 @pytest.mark.slow
 def test_ray_evaluation_equals_in_process_and_resumes_after_a_failure(repo_root, tmp_path, tiny_sd, tiny_owl,
                                                                       tiny_clip):
-    from visual_words.transfer.stage import build_maps
+    from visual_words.transfer.stage import run as build_maps
 
     local = _cfg(repo_root, tmp_path, "eval-local")
     write_manifest(manifest_path(local, DATASET),
-                   _draw_manifest(tmp_path / "images", [c.name for c in T.label_concepts(local, DATASET)]))
+                   _draw_manifest(tmp_path / "images", [c.name for c in study_concepts(local, DATASET)]))
     trials = _write_trials(local, {"generation": tiny_sd, "detection": tiny_owl, "classification": tiny_clip})
     build_maps(local, progress=False)
     expected = run_evaluation(local, progress=False)
