@@ -114,7 +114,7 @@ def test_smoke_study_trained_in_half_precision_is_analysed_at_fp32(repo_root, tm
     assert len(sidecars) == 3 * 2  # tasks × concepts (one anchor, δ = 0.5)
     for task, key in (("generation", "tiny-sd"), ("detection", "tiny-owlv2"), ("classification", "tiny-clip")):
         fp32 = load_model(key, precision="fp32", root=repo_root)
-        for sc in (tmp_path / "embeddings" / task).glob("*.json"):
+        for sc in (tmp_path / "embeddings" / task).glob("*.safetensors.json"):
             meta = json.loads(sc.read_text())
             assert meta["token_table_hash"] == fp32.table_identity
             assert meta["token_table_hash"] != table_hash(adapter_for(fp32).token_table().to(dtype))
