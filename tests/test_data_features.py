@@ -195,7 +195,7 @@ def test_cache_keys_differ_by_kind_and_model(tiny_sd, tiny_clip, tiny_clip_eval,
     assert cache.folder("clip_image_embeds", tiny_clip) != cache.folder("clip_image_embeds", tiny_clip_eval)
     with pytest.raises(ValueError, match="unknown feature kind `nope`"):
         cache.get("nope", tiny_clip, m, recs)
-    with pytest.raises(ValueError, match="needs a stable-diffusion model"):
+    with pytest.raises(ValueError, match="tiny-clip.*does not compute `sd_latents`"):
         cache.get("sd_latents", tiny_clip, m, recs)
 
 

@@ -314,10 +314,11 @@ def run_unit(cfg, ev: Evaluator, unit: Unit) -> list[dict]:
 
 def finish(cfg, rows: Sequence[dict], n_new: int, n_reused: int, elapsed_s: float) -> EvalResult:
     """evaluation.csv, summary.csv and provenance.json from all rows (stored + new)."""
-    from visual_words.provenance import write_provenance
+    from visual_words.provenance import record_output, write_provenance
 
     out_dir = cfg.path(cfg.evaluate.out_dir)
     table = write_table(out_dir / TABLE, rows)
+    record_output(table)  # this run's table is the trusted one now (the summary below reads it back)
     summary = write_summary(cfg, table)
     write_provenance(out_dir, cfg, "evaluate", elapsed_s=round(elapsed_s, 2), files=[table, summary])
     return EvalResult(table, summary, len(rows), n_new, n_reused, list(rows))
