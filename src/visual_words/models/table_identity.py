@@ -37,14 +37,13 @@ def identity_of_stored_table(family: str, checkpoint: str, revision: str | None 
     `revision`; `hf-hub:` / `local-dir:` prefixes allowed), or in an all-in-one `single_file` checkpoint (the same
     table under another name, so both forms of one checkpoint have one identity)."""
     if single_file is not None:
-        path = Path(single_file)
-        name = _table_name(_tensor_names(str(path)), path)
-        if name is None:
-            raise TableIdentityError(f"{path}: no `*{TABLE_SUFFIX}` tensor (not a checkpoint with a text tower?)")
-    else:
-        path, name = stored_table_location(family, checkpoint, revision)
-    st = os.stat(path)
-    return _identity_of_file(str(path), name, st.st_size, st.st_mtime_ns)
+        found = _table_in(Path(single_file))
+        if found is None:
+            raise TableIdentityError(f"{single_file}: no `*{TABLE_SUFFIX}` tensor (not a checkpoint with a text "
+                                     "tower?)")
+        return found[1]
+    path, _ = stored_table_location(family, checkpoint, revision)
+    return _table_in(path)[1]
 
 
 def stored_table_location(family: str, checkpoint: str, revision: str | None = None) -> tuple[Path, str]:
@@ -69,9 +68,9 @@ def stored_table_location(family: str, checkpoint: str, revision: str | None = N
             if shard is not None:
                 return shard, name
             continue
-        name = _table_name(_tensor_names(str(found)), found)
-        if name is not None:
-            return found, name
+        table = _table_in(found)
+        if table is not None:
+            return found, table[0]
     raise TableIdentityError(f"{checkpoint}: no stored token table found (looked for a `*{TABLE_SUFFIX}` tensor in "
                              f"{', '.join(files)}{' under ' + subfolder + '/' if subfolder else ''})")
 
@@ -99,21 +98,15 @@ def _find(checkpoint: str, filename: str, revision: str | None) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
-def _tensor_names(path: str) -> set[str]:
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return set(f.keys())
-    return set(_load_pickle(path))
-
-
-def _load_pickle(path: str) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+def _table_in(path: Path) -> tuple[str, str] | None:
+    """(tensor name, identity) of the token table a weights file holds, or None: each version of a file is read
+    once (a pickle is one full load), however often loaders and checks ask."""
+    st = os.stat(path)
+    return _read_table(str(path), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=32)
-def _identity_of_file(path: str, name: str, size: int, mtime_ns: int) -> str:
+def _read_table(path: str, size: int, mtime_ns: int) -> tuple[str, str] | None:
     # size and mtime are part of the cache key only, so a file replaced in place is read again.
     from visual_words.embeddings import table_hash
 
@@ -121,7 +114,8 @@ def _identity_of_file(path: str, name: str, size: int, mtime_ns: int) -> str:
         from safetensors import safe_open
 
         with safe_open(path, framework="pt") as f:
-            table = f.get_tensor(name)
-    else:
-        table = _load_pickle(path)[name]
-    return table_hash(table.to(torch.float32))
+            name = _table_name(f.keys(), Path(path))
+            return None if name is None else (name, table_hash(f.get_tensor(name).to(torch.float32)))
+    weights = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    name = _table_name(weights, Path(path))
+    return None if name is None else (name, table_hash(weights[name].to(torch.float32)))
