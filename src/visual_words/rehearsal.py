@@ -19,9 +19,6 @@ from pathlib import Path
 
 from visual_words.trials import embedding_path, trial_grid
 
-STAGE_OF_ROW = {"prepare": "prepare", "maps": "maps", "train": "train", "evaluate": "evaluate",
-                "analyze": "analyze", "report": "report"}
-
 
 def measured_rates(cfg) -> dict[str, float]:
     """Rates this rehearsal measured: the SD training step (s per step of one trial at `train.batch_size`), the
@@ -71,9 +68,9 @@ def stage_lines(times: dict[str, float], paper_cfg, card: str, rates_file: Path 
         basis.setdefault(stage, []).append(f"{row.stage}: {row.basis}")
     lines = []
     for stage, seconds in times.items():
-        name = STAGE_OF_ROW.get(stage, stage)
-        cost = [f"{hours[(name, d)]:,.2f} {d.upper()}-hours" for d in ("gpu", "cpu") if (name, d) in hours]
-        tail = (f"paper profile on one {card}: {' + '.join(cost)} ({'; '.join(basis[name])})"
+        # plan rows are named "<stage>" or "<stage> (<task>)": a rehearsal stage has the rows of its name
+        cost = [f"{hours[(stage, d)]:,.2f} {d.upper()}-hours" for d in ("gpu", "cpu") if (stage, d) in hours]
+        tail = (f"paper profile on one {card}: {' + '.join(cost)} ({'; '.join(basis[stage])})"
                 if cost else "not part of a paper run")
         lines.append(f"[gpu-rehearsal] {stage:<9} {seconds:8.1f} s here | {tail}")
     lines.append(f"[gpu-rehearsal] paper profile in all: {plan.gpu_hours:,.1f} GPU-hours on one {card} "
