@@ -1,8 +1,8 @@
 """Our SD textual-inversion step vs diffusers' own textual-inversion example, same pipeline, images, batch, steps.
 
 The reference is diffusers' `examples/textual_inversion/textual_inversion.py`, run unmodified as a subprocess from
-`../shared/reference/diffusers-textual-inversion/` (never copied into the project) against the same saved pipeline
-folder. Per step it decodes, resizes and VAE-encodes every image and runs AdamW over the whole token table. Ours
+`$VW_BENCH_SHARED/reference/diffusers-textual-inversion/` (default `../shared`; never copied into the project)
+against the same saved pipeline folder. Per step it decodes, resizes and VAE-encodes every image and runs AdamW over the whole token table. Ours
 (the production adapter + TrialBatch) reads VAE latents computed once per image (data.features.sd_latents) and
 gives gradients and Adam state to the learned vectors only.
 
