@@ -2,9 +2,9 @@
 
 The reference is diffusers' `examples/textual_inversion/textual_inversion.py`, run unmodified as a subprocess from
 `$VW_BENCH_SHARED/reference/diffusers-textual-inversion/` (default `../shared`; never copied into the project)
-against the same saved pipeline folder. Per step it decodes, resizes and VAE-encodes every image and runs AdamW over the whole token table. Ours
-(the production adapter + TrialBatch) reads VAE latents computed once per image (data.features.sd_latents) and
-gives gradients and Adam state to the learned vectors only.
+against the same saved pipeline folder. Per step it decodes, resizes and VAE-encodes every image and runs AdamW
+over the whole token table. Ours (the production adapter + TrialBatch) reads VAE latents computed once per image
+(data.features.sd_latents) and gives gradients and Adam state to the learned vectors only.
 
 Per-step time of the reference = the median interval between advances of its own "Steps" progress bar (its
 start-up — imports, model load — is not counted); `--report_to tensorboard` with tensorboard not installed means
