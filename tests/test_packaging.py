@@ -4,6 +4,7 @@ The container (and any `pip install .`) runs from a wheel, not from src/, so a Y
 package-data globs miss works in every editable-install test and fails only inside the image. Building the wheel
 takes about two seconds.
 """
+
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,18 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     shutil.copytree(PACKAGE, source / "src" / "visual_words", ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
