@@ -98,6 +98,7 @@ def test_generate_tiny(benchmark, report_ratio):
 @pytest.mark.skipif(not FULL, reason="set VW_BENCH_FULL=1 (a GPU) for the full-size SD-2.1 benchmark")
 def test_generate_full_size(benchmark, report_ratio):
     import full_size_models
+    from card_rates import file_card_rates
     from peak import bf16_gemm_tflops, card
     from visual_words.models.loading import resolve_dtype
 
@@ -129,3 +130,6 @@ def test_generate_full_size(benchmark, report_ratio):
                  tflop_per_image=flops / 1e12, achieved_tflops=tflops, bf16_gemm_tflops=peak,
                  fraction_of_gemm=tflops / peak, first_call_s=first, images_per_call=batch,
                  steps=ec.inference_steps, dtype=str(loaded.dtype).replace("torch.", ""), device=name)
+    basis = (f"bench generate: full-size SD-2.1 stand-in (random weights), 768 px, {ec.inference_steps} steps, "
+             f"CFG {ec.guidance_scale}, {batch} images per call")
+    print(file_card_rates({"generate_image_s": ours}, basis))

@@ -213,6 +213,7 @@ def test_sd_step_full_size(benchmark, report_ratio, tmp_path):
     GEMM rate; optional variants (VW_BENCH_VARIANTS=max-autotune,reduce-overhead,channels_last,flash,fp8; each
     compiles for 1-5 min); and diffusers' example on the same pipeline (VW_BENCH_REFERENCE=0 skips it)."""
     import full_size_models
+    from card_rates import file_card_rates
     from peak import bf16_gemm_tflops, card
     from visual_words.models.loading import resolve_dtype
 
@@ -291,3 +292,7 @@ def test_sd_step_full_size(benchmark, report_ratio, tmp_path):
         print(f"diffusers' example on the same pipeline: {theirs * 1e3:.1f} ms/step (median of 15 steps; "
               f"{wall:.1f} s for the whole run with start-up); ours {ratio:.2f}x its time")
     report_ratio("sd-step", ratio, **raw)
+    basis = (f"bench sd-step: full-size SD-2.1 stand-in (random weights), batch {BATCH}, 768 px, {raw['dtype']}, "
+             "median of 10 steps after warm-up")
+    print(file_card_rates({"sd_train_step_s": eager, "sd_train_step_compiled_s": ours, "sd_compile_s": compile_s},
+                          basis))

@@ -49,8 +49,15 @@ for b in "${benches[@]}"; do
     t0=$(date +%s)
     log=$(mktemp)
     env ${ENVS[$b]} timeout "${LIMIT[$b]}" "$PY" -m visual_words bench "$b" 2>&1 | tee "$log" \
-        | grep -E "^(SD-2.1|variant|diffusers|tiny|DFN|OWL|$b ratio)|FAILED|Error|error:" || true
+        | grep -E "^(SD-2.1|variant|diffusers|tiny|DFN|OWL|rates|$b ratio)|FAILED|Error|error:" || true
     summary+=("$(grep -E "^$b ratio=" "$log" | tail -1 || echo "$b: no ratio line (see above)") [$(( $(date +%s) - t0 )) s]")
 done
 echo "=== summary ==="
 printf '%s\n' "${summary[@]}"
+# sd-step and generate file the rates they measured for this card (benchmarks/card_rates.py): `vw plan` reads them
+# with VW_RATES=that file; on the lent machine they come back through $OUT.
+RATES=${VW_RATES:-artifacts/bench/rates.yaml}
+if [ -f "$RATES" ]; then
+    echo "rates for vw plan: $RATES"
+    if [ -n "${OUT:-}" ]; then cp "$RATES" "$OUT/rates.yaml"; fi
+fi

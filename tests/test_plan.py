@@ -12,6 +12,7 @@ from visual_words.config import load_config
 from visual_words.plan import (
     PlanError,
     PlanRefused,
+    add_measured_rates,
     confirm,
     format_plan,
     load_rates_file,
@@ -100,6 +101,23 @@ def test_write_rates_records_a_card_and_the_plan_reads_it(tmp_path):
     assert r["owl_trial_steps_per_s"].value == pytest.approx(1000) and r["owl_trial_steps_per_s"].source == "x1"
     write_rates("h9", {"model_load_s": 5}, basis="new card", path=p, commit="x", peak_bf16_tflops=50)
     assert rates_for("h9", p)["model_load_s"].value == 5
+
+
+def test_measurements_of_one_card_add_up_and_name_each_basis(tmp_path):
+    """The SD step benchmark, the generation benchmark and a rehearsal each file their own keys for a card; none
+    erases another's, and repeating one does not repeat its basis."""
+    target = tmp_path / "bench" / "rates.yaml"  # absent: seeded from the packaged rates file
+    add_measured_rates("h200", {"sd_train_step_s": 0.2, "sd_compile_s": 50}, basis="sd-step", path=target)
+    add_measured_rates("h200", {"generate_image_s": 0.5}, basis="generate", path=target)
+    add_measured_rates("h200", {"sd_train_step_s": 0.1}, basis="sd-step", path=target)
+    entry = load_rates_file(target)["measured"]["h200"]
+    packaged = load_rates_file(None)["measured"]["h200"]
+    added = {"sd_train_step_s": 0.1, "sd_compile_s": 50.0, "generate_image_s": 0.5}
+    assert entry["rates"] == {**packaged["rates"], **added}
+    assert entry["basis"].endswith(" + generate + sd-step") and entry["basis"].startswith(packaged["basis"])
+    assert load_rates_file(target)["cards"] == load_rates_file(None)["cards"]
+    r = rates_for("h200", target)
+    assert r["generate_image_s"].value == 0.5 and r["generate_image_s"].basis == "measured on h200"
 
 
 def test_write_rates_refuses_bad_input_and_writes_nothing(tmp_path):

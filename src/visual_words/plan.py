@@ -235,6 +235,17 @@ def write_rates(card: str, rates: Mapping[str, float], *, basis: str, path: str 
     return write_text(target, text)
 
 
+def add_measured_rates(card: str, rates: Mapping[str, float], *, basis: str, path: str | os.PathLike) -> Path:
+    """Add `rates` to `card`'s measured entry in the rates file at `path` (created from the packaged one if absent),
+    keeping the rates already filed for the card (the SD step, generation and a rehearsal each measure
+    their own keys); the basis names every measurement that contributed."""
+    target = Path(path)
+    old = (load_rates_file(target if target.is_file() else packaged_rates_path()).get("measured") or {}).get(card, {})
+    bases = [b for b in str(old.get("basis", "")).split(" + ") if b and b != basis] + [basis]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write_rates(card, {**old.get("rates", {}), **rates}, basis=" + ".join(bases), path=target)
+
+
 def detect_card() -> str | None:
     """The rates-file name of this machine's first CUDA card, if torch sees one and it is known."""
     try:

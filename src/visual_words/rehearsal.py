@@ -2,7 +2,7 @@
 
 A rehearsal runs the paper's models at full size on a few trials. Its SD trials train one trial per batched step at
 the paper's batch and resolution, exactly as the paper profile does, so their sidecars' wall spans give the SD
-training step's rate on this card. `measured_rates` reads it; `write_measured` files it with `plan.write_rates`
+training step's rate on this card. `measured_rates` reads it; `write_measured` files it with `plan.add_measured_rates`
 under the card's name (in a copy of the rates file, so the packaged one changes only when someone commits it);
 `stage_lines` joins each rehearsal stage's time with the paper profile's projected GPU-hours for the same stage
 (`plan.plan_for`), one line per stage, with the basis of each projection.
@@ -38,20 +38,14 @@ def measured_rates(cfg) -> dict[str, float]:
 
 def write_measured(cfg, card: str, rates_file: Path) -> dict[str, float]:
     """File this rehearsal's rates for `card` into `rates_file` (created from the packaged rates file if absent)."""
-    from visual_words.plan import load_rates_file, write_rates
+    from visual_words.plan import add_measured_rates
 
     rates = measured_rates(cfg)
     if not rates:
         return {}
-    if not rates_file.is_file():
-        import yaml
-
-        rates_file.parent.mkdir(parents=True, exist_ok=True)
-        rates_file.write_text(yaml.safe_dump(load_rates_file(None), sort_keys=False))
-    old = (load_rates_file(rates_file).get("measured") or {}).get(card, {}).get("rates", {})
     basis = (f"benchmarks/gpu_rehearsal.sh: full-size SD-2.1 stand-in, batch {cfg.train.batch_size}, "
              f"{cfg.train.precision}, {cfg.train.steps} steps per trial incl. warm-up (random weights)")
-    write_rates(card, {**old, **rates}, basis=basis, path=rates_file)
+    add_measured_rates(card, rates, basis=basis, path=rates_file)
     return rates
 
 
