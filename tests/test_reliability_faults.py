@@ -255,6 +255,20 @@ def test_disk_full_in_a_stage_is_one_line(tmp_path, repo_root, capsys):
     assert not (tmp_path / "manifests").exists()  # nothing half-written
 
 
+def test_a_full_tracking_store_names_its_file(tmp_path, repo_root):
+    """SQLite says only "database or disk is full"; the user needs to know which disk: the store's file."""
+    from visual_words.config import load_config
+    from visual_words.tracking import ensure_experiment, log_stage_run
+
+    shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")
+    with _tmpfs(tmp_path / "small", "1m") as small:
+        cfg = load_config("smoke", tmp_path / "params.yaml", {"sweep.tracking_uri": f"sqlite:///{small}/mlflow.db"})
+        ensure_experiment(cfg, "report")  # the store exists; then the disk fills up
+        _fill(small)
+        with pytest.raises(DiskFullError, match=f"disk full: {small}/mlflow.db"):
+            log_stage_run(cfg, "report", {f"m{i}": float(i) for i in range(2000)}, params={"x": "y" * 5000})
+
+
 # ---- two runs in one checkout ----------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ MLflow, and orphan RUNNING runs are closed at the end of a sweep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -16,6 +17,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
+
+from visual_words.errors import DiskFullError, is_disk_full
 
 TRIAL_KEY = "trial_key"  # tag: hash of the trial's full config (what makes two runs "the same trial")
 TRIAL_ID = "trial_id"
@@ -32,6 +35,23 @@ def tracking_uri(cfg) -> str:
     return f"sqlite:///{cfg.path('mlflow.db').resolve()}"
 
 
+def _names_a_full_store(write):
+    """A store write that runs out of space says `disk full: <the SQLite file>`: SQLite (through SQLAlchemy and
+    MLflow) only says "database or disk is full". The first argument is a tracking URI or a config."""
+
+    @functools.wraps(write)
+    def wrapper(target, *args, **kwargs):
+        try:
+            return write(target, *args, **kwargs)
+        except Exception as e:
+            uri = target if isinstance(target, str) else tracking_uri(target)
+            if is_disk_full(e) and not isinstance(e, DiskFullError) and uri.startswith("sqlite:///"):
+                raise DiskFullError(uri[len("sqlite:///"):]) from e
+            raise
+
+    return wrapper
+
+
 def experiment_name(cfg, stage: str) -> str:
     return f"{cfg.sweep.experiment_prefix}/{cfg.profile}/{stage}"
 
@@ -40,6 +60,7 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@_names_a_full_store
 def ensure_experiment(cfg, stage: str) -> tuple[str, str]:
     """Create the store (if new) and the stage's experiment in the driver, before any worker touches them.
     Returns (tracking_uri, experiment_id)."""
@@ -75,6 +96,7 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+@_names_a_full_store
 def log_trial_run(uri: str, experiment_id: str, sidecar: dict, embedding_file: str | Path | None,
                   tags: dict[str, str], extra_metrics: dict[str, float] | None = None) -> str:
     """One MLflow run for one trained trial, from its sidecar: params, per-step curves, final metrics, the file.
@@ -145,6 +167,7 @@ def finished_keys(uri: str, experiment_id: str) -> set[str]:
     return {k for k, runs in runs_by_key(uri, experiment_id).items() if any(r.info.status == "FINISHED" for r in runs)}
 
 
+@_names_a_full_store
 def close_orphans(uri: str, experiment_id: str) -> dict[str, int]:
     """End runs left RUNNING by a killed worker: KILLED if a FINISHED twin exists (same trial_key), else FAILED.
 
@@ -168,6 +191,7 @@ def close_orphans(uri: str, experiment_id: str) -> dict[str, int]:
     return counts
 
 
+@_names_a_full_store
 def log_stage_run(cfg, stage: str, metrics: dict[str, float], artifacts: Iterable[str | Path] = (),
                   params: dict | None = None) -> str:
     """One run for a whole stage (maps, analyze, report): its config, headline metrics and output files."""
@@ -197,6 +221,7 @@ def log_stage_run(cfg, stage: str, metrics: dict[str, float], artifacts: Iterabl
     return rid
 
 
+@_names_a_full_store
 def log_evaluation(cfg, table: str | Path) -> dict[str, int]:
     """Put each trial's evaluation (in-domain and transferred) on its training run, and log the evaluate stage.
 
