@@ -20,6 +20,7 @@ import pytest
 
 from visual_words.cli import main
 from visual_words.models import lock as ml
+from visual_words.models import lock_check as lc
 from visual_words.registry import model
 
 # The tiny checkpoints, posing as hub repos of the four families.
@@ -149,7 +150,7 @@ def test_lock_records_commit_and_file_hashes(baked):
 
 def test_check_passes_on_the_baked_cache(baked):
     cache, lock_path, entries, _ = baked
-    assert ml.check_models(entries, lock_path, cache) == [e.key for e in entries]
+    assert lc.check_models(entries, lock_path, cache) == [e.key for e in entries]
 
 
 def test_changed_file_is_detected(baked):
@@ -160,8 +161,8 @@ def test_changed_file_is_detected(baked):
     blob.write_bytes(bytes(data))
     with pytest.raises(ml.ModelLockError, match=r"`hub-tiny-owlv2`: file model.safetensors differs from the lock "
                                                 r"\(sha256"):
-        ml.check_models(entries, lock_path, cache)
-    ml.check_models(entries, lock_path, cache, hashes=False)  # a size-only check cannot see it: hashes are the point
+        lc.check_models(entries, lock_path, cache)
+    lc.check_models(entries, lock_path, cache, hashes=False)  # a size-only check cannot see it: hashes are the point
 
 
 def test_missing_weights_and_files_are_detected(baked):
@@ -170,7 +171,7 @@ def test_missing_weights_and_files_are_detected(baked):
     (ml.repo_dir(cache, "vw-test/tiny-sd") / "snapshots" / commit_of("tiny-sd") / "vae" / "config.json").unlink()
     shutil.rmtree(ml.repo_dir(cache, "vw-test/tiny-clip"))
     with pytest.raises(ml.ModelLockError) as err:
-        ml.check_models(entries, lock_path, cache)
+        lc.check_models(entries, lock_path, cache)
     msg = str(err.value)
     assert "`hub-tiny-sd`: missing file vae/config.json" in msg
     assert "`hub-tiny-clip`: weights missing: vw-test/tiny-clip @ " + commit_of("tiny-clip") in msg
@@ -183,13 +184,13 @@ def test_drift_the_loader_would_see_is_detected(baked):
     snap = ml.repo_dir(cache, "vw-test/tiny-owlv2") / "snapshots" / commit_of("tiny-owlv2")
     # A file the loader ignores (the single safetensors file wins over shards) changes nothing.
     (snap / "model.safetensors.index.json").write_text("{}")
-    assert ml.check_models([owl], lock_path, cache) == ["hub-tiny-owlv2"]
+    assert lc.check_models([owl], lock_path, cache) == ["hub-tiny-owlv2"]
     # Without the single file the loader would read the shard index instead: both sides of that are named.
     (snap / "model.safetensors").unlink()
     # open_clip loads whatever refs/main names: moving it is drift even though the locked snapshot is intact.
     (ml.repo_dir(cache, "vw-test/tiny-clip") / "refs" / "main").write_text("f" * 40)
     with pytest.raises(ml.ModelLockError) as err:
-        ml.check_models([owl, clip], lock_path, cache)
+        lc.check_models([owl, clip], lock_path, cache)
     msg = str(err.value)
     assert "`hub-tiny-owlv2`: missing file model.safetensors" in msg
     assert "`hub-tiny-owlv2`: the loader would also read model.safetensors.index.json, which is not in the lock" in msg
@@ -200,22 +201,22 @@ def test_registry_and_lock_disagreeing_is_detected(baked, tmp_path):
     cache, lock_path, entries, lock = baked
     sd = entries[0]
     with pytest.raises(ml.ModelLockError, match="registry pins commit 0{40}, the lock has " + commit_of("tiny-sd")):
-        ml.check_models([replace(sd, revision="0" * 40)], lock_path, cache)
+        lc.check_models([replace(sd, revision="0" * 40)], lock_path, cache)
     with pytest.raises(ml.ModelLockError, match="registry asks for revision v2, the lock was baked from main"):
-        ml.check_models([replace(sd, revision="v2")], lock_path, cache)
+        lc.check_models([replace(sd, revision="v2")], lock_path, cache)
     edited = lock | {"models": lock["models"] | {sd.key: lock["models"][sd.key] | {"revision": "0" * 40}}}
     (tmp_path / "edited.json").write_text(json.dumps(edited))
     with pytest.raises(ml.ModelLockError, match="the registry pins commit 0{40}, the lock has " + commit_of("tiny-sd")):
-        ml.check_models([replace(sd, revision="0" * 40)], tmp_path / "edited.json", cache)
+        lc.check_models([replace(sd, revision="0" * 40)], tmp_path / "edited.json", cache)
     with pytest.raises(ml.ModelLockError, match="the lock has vw-test/tiny-sd but the registry says other/sd"):
-        ml.check_models([replace(sd, id="other/sd")], lock_path, cache)
+        lc.check_models([replace(sd, id="other/sd")], lock_path, cache)
     with pytest.raises(ml.ModelLockError, match="`hub-tiny-sd` is not in the lock"):
-        ml.check_models([sd], _write(tmp_path / "partial.json", lock, drop="hub-tiny-sd"), cache)
+        lc.check_models([sd], _write(tmp_path / "partial.json", lock, drop="hub-tiny-sd"), cache)
     with pytest.raises(ml.ModelLockError, match="no model lock at .*BAKE_MODELS=1.*vw bake-models"):
-        ml.check_models([sd], tmp_path / "absent.json", cache)
+        lc.check_models([sd], tmp_path / "absent.json", cache)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ml.ModelLockError, match="bad.json: not valid JSON"):
-        ml.check_models([sd], tmp_path / "bad.json", cache)
+        lc.check_models([sd], tmp_path / "bad.json", cache)
 
 
 def _write(path: Path, lock: dict, drop: str) -> Path:
@@ -231,7 +232,7 @@ def test_pinned_commit_needs_no_refs_and_lock_without_download_follows_refs(tmp_
     lock_path = tmp_path / "lock.json"
     # `bake(fetch=False)` = lock what is in the cache; registry keys only, so use the pieces it is made of.
     lock_path.write_text(json.dumps(ml.lock_from_cache([pinned], cache)))
-    assert ml.check_models([pinned], lock_path, cache) == ["hub-tiny-owlv2"]
+    assert lc.check_models([pinned], lock_path, cache) == ["hub-tiny-owlv2"]
     branch = hub_entry("tiny-owlv2", revision="v1")
     with pytest.raises(ml.ModelLockError, match=r"@ v1 is not in the hub cache"):
         ml.lock_from_cache([branch], cache)
@@ -241,10 +242,10 @@ def test_smoke_profile_has_nothing_to_check_and_paper_needs_the_lock(smoke_confi
     from visual_words.config import load_config
 
     monkeypatch.delenv(ml.LOCK_ENV, raising=False)
-    assert ml.check_models_for_config(smoke_config, lock_path=tmp_path / "absent.json") == []
+    assert lc.check_models_for_config(smoke_config, lock_path=tmp_path / "absent.json") == []
     paper = load_config("paper", repo_root / "params.yaml")
     with pytest.raises(ml.ModelLockError, match="no model lock at .*absent.json"):
-        ml.check_models_for_config(paper, lock_path=tmp_path / "absent.json", cache=tmp_path)
+        lc.check_models_for_config(paper, lock_path=tmp_path / "absent.json", cache=tmp_path)
     monkeypatch.setenv(ml.LOCK_ENV, str(tmp_path / "from-env.json"))
     assert ml.default_lock_path(repo_root) == tmp_path / "from-env.json"
 
@@ -288,14 +289,15 @@ def test_check_models_takes_a_config(repo_root, tmp_path, monkeypatch):
     monkeypatch.delenv(ml.LOCK_ENV, raising=False)
     paper = load_config("paper", repo_root / "params.yaml")
     with pytest.raises(ml.ModelLockError, match="no model lock at .*absent.json"):
-        ml.check_models(paper, tmp_path / "absent.json")
+        lc.check_models(paper, tmp_path / "absent.json")
 
 
 def test_module_entry_point_used_by_the_image_build(tmp_path, capsys):
     assert ml.main(["lock", "tiny-sd", "--lock", str(tmp_path / "l.json"), "--cache", str(tmp_path)]) == 2
     assert "nothing to bake" in capsys.readouterr().err
-    assert ml.main(["check", "sd21", "--lock", str(tmp_path / "l.json"), "--cache", str(tmp_path)]) == 2
-    assert "no model lock at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # checking is `vw models check`'s job, not the image build's
+        ml.main(["check", "sd21", "--lock", str(tmp_path / "l.json"), "--cache", str(tmp_path)])
+    assert "invalid choice: 'check'" in capsys.readouterr().err
 
 
 def test_reproduce_paper_stops_at_the_lock_check_before_any_stage(tmp_path, repo_root, monkeypatch, capsys):

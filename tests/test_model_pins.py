@@ -20,6 +20,7 @@ from test_model_lock import FAKE_HUB, blob_of, commit_of, hub_entry, put_snapsho
 from visual_words import registry
 from visual_words.cli import main
 from visual_words.models import lock as ml
+from visual_words.models import lock_check as lc
 from visual_words.models.pins import compare, pins
 
 
@@ -74,11 +75,11 @@ def test_pins_file_is_well_formed_and_names_a_source_for_every_value():
 
 def test_baked_cache_is_ok_and_says_how_it_was_verified(baked):
     cache, lock_path, entries, table = baked
-    lines = [s.line() for s in ml.model_statuses(entries, lock_path, cache, pins_table=table)]
+    lines = [s.line() for s in lc.model_statuses(entries, lock_path, cache, pins_table=table)]
     assert lines[0].startswith("hub-tiny-sd      OK         vw-test/tiny-sd @ ")
     assert "12 files as locked; 12 match the publisher's sha256" in lines[0]
     # Without published values the same bytes are usable but reported as unverified.
-    st = ml.model_statuses(entries[:1], lock_path, cache, pins_table={})[0]
+    st = lc.model_statuses(entries[:1], lock_path, cache, pins_table={})[0]
     assert st.state == "UNVERIFIED" and "unverified (no published hash" in st.detail
 
 
@@ -90,14 +91,14 @@ def test_changed_byte_missing_file_and_wrong_commit_are_one_line_each(baked, tmp
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))
     (ml.repo_dir(cache, "vw-test/tiny-sd") / "snapshots" / commit_of("tiny-sd") / "unet" / "config.json").unlink()
-    statuses = ml.model_statuses([sd, owl], lock_path, cache, pins_table=table)
+    statuses = lc.model_statuses([sd, owl], lock_path, cache, pins_table=table)
     assert [s.state for s in statuses] == ["MISSING", "MISMATCH"]
     assert statuses[0].line().count("\n") == 0 and "missing file unet/config.json" in statuses[0].line()
     assert "file model.safetensors differs from the lock (sha256" in statuses[1].line()
     assert "vw bake-models hub-tiny-owlv2" in statuses[1].line()
     # The registry moving to another commit than the one baked: named, with both commits.
     moved = replace(sd, revision="e" * 40)
-    st = ml.model_statuses([moved], lock_path, cache, pins_table=table)[0]
+    st = lc.model_statuses([moved], lock_path, cache, pins_table=table)[0]
     assert st.state == "MISMATCH" and f"the registry pins commit {'e' * 40}, the lock has {commit_of('tiny-sd')}" \
         in st.line()
 
@@ -113,7 +114,7 @@ def test_bake_refuses_bytes_the_publisher_never_released(baked, tmp_path):
         ml.bake(entries, cache, new_lock, fetch=False, pins_table=bad)
     assert not new_lock.exists()  # nothing locked
     # A lock that was written from other bytes than the publisher's is caught at check time too.
-    st = ml.model_statuses(entries[1:], lock_path, cache, pins_table=bad)[0]
+    st = lc.model_statuses(entries[1:], lock_path, cache, pins_table=bad)[0]
     assert st.state == "MISMATCH" and "is not the publisher's" in st.detail
 
 
@@ -125,18 +126,18 @@ def test_rehearsal_lock_needs_an_explicit_opt_in_and_is_labelled(baked, tmp_path
     wrong = {k: {"files": {n: dict(f, sha256="0" * 64) for n, f in r["files"].items()}} for k, r in table.items()}
     monkeypatch.delenv(ml.REHEARSAL_ENV, raising=False)
     with pytest.raises(ml.ModelLockError, match="is a rehearsal lock"):
-        ml.check_models(entries, rehearsal, cache, pins_table=wrong)
-    st = ml.model_statuses(entries[:1], rehearsal, cache, pins_table=wrong)[0]
+        lc.check_models(entries, rehearsal, cache, pins_table=wrong)
+    st = lc.model_statuses(entries[:1], rehearsal, cache, pins_table=wrong)[0]
     assert st.state == "MISMATCH" and f"{ml.REHEARSAL_ENV}=1" in st.fix
     # Opted in: checked byte for byte against the rehearsal lock, the publisher's pins not applied, labelled.
     monkeypatch.setenv(ml.REHEARSAL_ENV, "1")
-    assert ml.check_models(entries, rehearsal, cache, pins_table=wrong) == [e.key for e in entries]
-    st = ml.model_statuses(entries[:1], rehearsal, cache, pins_table=wrong)[0]
+    assert lc.check_models(entries, rehearsal, cache, pins_table=wrong) == [e.key for e in entries]
+    st = lc.model_statuses(entries[:1], rehearsal, cache, pins_table=wrong)[0]
     assert st.state == "REHEARSAL" and "random weights" in st.detail
     blob = blob_of(cache, entries[1], "model.safetensors")
     blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
     with pytest.raises(ml.ModelLockError, match="differs from the lock"):  # still exact against its own lock
-        ml.check_models(entries, rehearsal, cache)
+        lc.check_models(entries, rehearsal, cache)
     with pytest.raises(ml.ModelLockError, match="lock it without downloading"):
         ml.bake(entries, cache, tmp_path / "x.json", fetch=True, rehearsal=True)
 
@@ -166,7 +167,7 @@ def test_folder_override_is_checked_against_the_real_pins(overrides, tiny_dirs, 
     assert "is not the publisher's (size" in out[0]
     # The pre-run check refuses it too (a folder needs no lock, but it must be the publisher's bytes).
     with pytest.raises(ml.ModelLockError, match="`sd21`: file .* is not the publisher's"):
-        ml.check_models(["sd21"], tmp_path / "absent.json")
+        lc.check_models(["sd21"], tmp_path / "absent.json")
     shutil.rmtree(folder / "unet")
     assert main(["models", "check", "sd21"]) == 2
     assert "no `unet` weights among the repo's files" in capsys.readouterr().out
@@ -216,7 +217,7 @@ def test_single_file_checkpoint_made_from_the_tiny_model(overrides, tiny_dirs, t
     # Listed as published (a pin table written from its bytes), it passes; a changed byte does not.
     table = {"sd21": {"files": {}, "single_file": {sf.name: {
         "sha256": hashlib.sha256(sf.read_bytes()).hexdigest(), "size": sf.stat().st_size, "source": "test"}}}}
-    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", pins_table=table)[0]
+    st = lc.model_statuses(["sd21"], tmp_path / "absent.json", pins_table=table)[0]
     assert st.state == "OK" and f"the publisher's {sf.name} (sha256 matches)" in st.detail
     # The production loader reads it through from_single_file: the same tensors as the diffusers folder.
     loaded, ref = load_model(entry), load_model("tiny-sd")
@@ -229,10 +230,10 @@ def test_single_file_checkpoint_made_from_the_tiny_model(overrides, tiny_dirs, t
     data = bytearray(sf.read_bytes())
     data[-5] ^= 0x01
     sf.write_bytes(bytes(data))
-    assert ml.model_statuses(["sd21"], tmp_path / "absent.json", pins_table=table)[0].state == "MISMATCH"
+    assert lc.model_statuses(["sd21"], tmp_path / "absent.json", pins_table=table)[0].state == "MISMATCH"
     # Without the diffusers configs: one line saying how to get them.
     shutil.rmtree(tmp_path / "configs")
-    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", hashes=False,
+    st = lc.model_statuses(["sd21"], tmp_path / "absent.json", hashes=False,
                            pins_table={"sd21": {"files": {}, "single_file": {sf.name: {"sha256": None,
                                                                                        "size": sf.stat().st_size}}}})[0]
     assert st.state == "MISSING" and "no diffusers configs at" in st.detail and "--configs-only" in st.fix
@@ -248,14 +249,14 @@ def test_single_file_takes_its_configs_from_the_registry_snapshot_by_default(ove
     assert entry.revision == "bb2154823665391b4fb29b0b9cf82a198964ee05" and entry.config is None
     assert ml.single_file_config(entry, cache) == snapshot
     table = {"sd21": {"files": {}, "single_file": {"x.safetensors": {"sha256": None, "size": sf.stat().st_size}}}}
-    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
+    st = lc.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
     assert st.state == "MISSING" and f"no diffusers configs at {snapshot}" in st.detail
     shutil.copytree(tiny_dirs["tiny-sd"], snapshot, ignore=shutil.ignore_patterns("*.safetensors"))
-    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
+    st = lc.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
     assert st.state == "OK" and f"configs from {snapshot}" in st.detail
     # The real pins hold the publisher's scheduler and tokenizer files: the tiny ones there are refused.
     table["sd21"]["files"] = pins()["sd21"]["files"]
-    st = ml.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
+    st = lc.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
     assert st.state == "MISMATCH" and "scheduler/scheduler_config.json is not the publisher's" in st.line()
 
 
@@ -269,6 +270,6 @@ def test_only_the_rehearsal_profile_accepts_a_rehearsal_lock_by_itself(baked, tm
     study = dc_replace(smoke_config.study, models={"generation": entries[0], "detection": entries[1]})
     paper_like = dc_replace(smoke_config, profile="paper", study=study)
     with pytest.raises(ml.ModelLockError, match="is a rehearsal lock"):
-        ml.check_models_for_config(paper_like, rehearsal, cache)
-    assert ml.check_models_for_config(dc_replace(paper_like, profile="rehearsal"), rehearsal, cache) == \
+        lc.check_models_for_config(paper_like, rehearsal, cache)
+    assert lc.check_models_for_config(dc_replace(paper_like, profile="rehearsal"), rehearsal, cache) == \
         [e.key for e in entries]

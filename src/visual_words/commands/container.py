@@ -25,7 +25,7 @@ def cmd_bake_models(args) -> int:
 
 
 def cmd_check_models(args) -> int:
-    from visual_words.models.lock import check_models
+    from visual_words.models.lock_check import check_models
 
     checked = check_models(_keys(args), args.lock, args.cache, hashes=not args.no_hash,
                            accept_rehearsal=True if args.rehearsal else None)

@@ -27,7 +27,7 @@ def cmd_models(args) -> int:
 
 def cmd_models_check(args) -> int:
     """One line per model: source, state, what was found, what to do. Exit 2 when any is missing or wrong."""
-    from visual_words.models.lock import model_statuses
+    from visual_words.models.lock_check import model_statuses
 
     if args.keys:
         keys = args.keys

@@ -30,7 +30,7 @@ def cmd_reproduce(args) -> int:
     root = Path(cfg.root)
     file_profile = yaml.safe_load(Path(cfg.source).read_text()).get("profile")
     t0 = time.time()
-    from visual_words.models.lock import check_models_for_config
+    from visual_words.models.lock_check import check_models_for_config
 
     check_models_for_config(cfg)  # the real checkpoints match the model lock (a no-op for local/tiny models)
     from visual_words.commands.plan import check_budget

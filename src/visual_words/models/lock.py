@@ -6,17 +6,17 @@
   publisher's sha256 and size (registry/pins.yaml, see pins.py) and write the lock only if none differs.
 * **lock** (`models.lock.json`): model key → repo id, registry revision, resolved commit, file → sha256 and size.
   It is computed from the cache itself, so a cache filled by any means (a user's own downloads) can be locked too.
-* **check** (offline, before every `paper` run): each hub model of the profile is in the lock, its snapshot is in
-  the cache at the locked commit, the refs the loader follows point there, the files the loader would read are
-  exactly the locked ones and every sha256 matches. Any difference is a `ModelLockError` naming the model, the file
-  and what to do. A lock made by baking is also compared with the publisher's pins, so the lock cannot vouch for
-  bytes the publisher never released.
+* **check** (offline, before every `paper` run; models/lock_check.py): each hub model of the profile is in the
+  lock, its snapshot is in the cache at the locked commit, the refs the loader follows point there, the files the
+  loader would read are exactly the locked ones and every sha256 matches. Any difference is a `ModelLockError`
+  naming the model, the file and what to do. A lock made by baking is also compared with the publisher's pins, so
+  the lock cannot vouch for bytes the publisher never released.
 * **rehearsal** (`lock --rehearsal`): a lock of a cache whose files are known to be a local build (full-size
   random weights at the registry's ids and commits). It records `"origin": "rehearsal"`; a check accepts it only
   when asked to (`accept_rehearsal`, `--rehearsal`, VW_ACCEPT_REHEARSAL=1, or running the `rehearsal` profile of
-  params.yaml), then checks the cache byte for byte
-  against that lock, skips the publisher's pins (random weights cannot match them) and labels every such model
-  REHEARSAL. Without the opt-in such a lock is an error, so a paper run can never start on rehearsal weights.
+  params.yaml), then checks the cache byte for byte against that lock, skips the publisher's pins (random weights
+  cannot match them) and labels every such model REHEARSAL. Without the opt-in such a lock is an error, so a paper
+  run can never start on rehearsal weights.
 
 The cache layout is huggingface_hub's own (models--ORG--NAME/{blobs,refs,snapshots/<commit>}); loading then goes
 through the unchanged production loader with HF_HUB_OFFLINE=1. This module imports only huggingface_hub, yaml, the
@@ -33,13 +33,13 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from visual_words.errors import UserError
 from visual_words.io import sha256_file, write_json, write_text
-from visual_words.models.pins import compare, pin, single_file_match
+from visual_words.models.pins import compare, pin
 from visual_words.registry import ModelEntry, model, models
 
 LOCK_NAME = "models.lock.json"
@@ -151,11 +151,11 @@ def required_refs(entry: ModelEntry) -> list[str]:
     return refs
 
 
-def _snapshot_listing(snapshot: Path) -> list[str]:
+def snapshot_listing(snapshot: Path) -> list[str]:
     return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
 
 
-def _progress(total: int, desc: str):
+def progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=False,
@@ -219,9 +219,9 @@ def lock_entry(entry: ModelEntry, cache: str | os.PathLike, commit: str | None =
     snapshot = repo_dir(cache, repo_id) / "snapshots" / commit
     if not snapshot.is_dir():
         raise ModelLockError(f"model `{entry.key}`: no snapshot {snapshot} in the hub cache")
-    names = select_files(entry.family, _snapshot_listing(snapshot))
+    names = select_files(entry.family, snapshot_listing(snapshot))
     sizes = {n: (snapshot / n).stat().st_size for n in names}
-    with _progress(sum(sizes.values()), f"hash {entry.key}") as bar:
+    with progress_bar(sum(sizes.values()), f"hash {entry.key}") as bar:
         files = {n: {"sha256": sha256_file(snapshot / n, bar), "size": sizes[n]} for n in names}
     return {"repo_id": repo_id, "family": entry.family, "revision": entry.revision, "commit": commit,
             "bytes": sum(sizes.values()), "files": files}
@@ -311,142 +311,6 @@ def read_lock(path: str | os.PathLike) -> dict[str, Any]:
     return lock
 
 
-def _problems(entry: ModelEntry, rec: dict[str, Any], cache: Path, hashes: bool) -> list[str]:
-    """Everything that differs between the lock record of `entry` and the cache (empty list = as locked)."""
-    key, repo_id, commit = entry.key, hub_repo_id(entry), rec.get("commit", "")
-    if rec.get("repo_id") != repo_id:
-        return [f"`{key}`: the lock has {rec.get('repo_id')} but the registry says {repo_id}; re-bake"]
-    if entry.revision and COMMIT_RE.fullmatch(entry.revision) and commit != entry.revision:
-        return [f"`{key}`: the registry pins commit {entry.revision}, the lock has {commit}; re-bake"]
-    if rec.get("revision") != entry.revision:
-        return [f"`{key}`: the registry asks for revision {entry.revision}, the lock was baked from "
-                f"{rec.get('revision')}; re-bake"]
-    snapshot = repo_dir(cache, repo_id) / "snapshots" / commit
-    if not snapshot.is_dir():
-        return [f"`{key}`: weights missing: {repo_id} @ {commit} is not in the hub cache {cache}"]
-    out = []
-    for ref in required_refs(entry):
-        path = repo_dir(cache, repo_id) / "refs" / ref
-        found = path.read_text().strip() if path.is_file() else "nothing"
-        if found != commit:
-            out.append(f"`{key}`: {path} names {found}, the lock {commit} (the loader would read another snapshot)")
-    locked = rec.get("files") or {}
-    try:
-        loads = set(select_files(entry.family, _snapshot_listing(snapshot)))
-    except ModelLockError as e:
-        loads = set()
-        out.append(f"`{key}`: {e}")
-    out += [f"`{key}`: missing file {n}" for n in sorted(set(locked) - loads) if not (snapshot / n).is_file()]
-    out += [f"`{key}`: the loader would also read {n}, which is not in the lock" for n in sorted(loads - set(locked))]
-    present = [n for n in sorted(locked) if (snapshot / n).is_file()]
-    for n in present:
-        if (snapshot / n).stat().st_size != locked[n]["size"]:
-            out.append(f"`{key}`: file {n} differs from the lock (size {(snapshot / n).stat().st_size} ≠ "
-                       f"{locked[n]['size']})")
-    if hashes and not out:
-        with _progress(sum(locked[n]["size"] for n in present), f"verify {key}") as bar:
-            for n in present:
-                digest = sha256_file(snapshot / n, bar)
-                if digest != locked[n]["sha256"]:
-                    out.append(f"`{key}`: file {n} differs from the lock (sha256 {digest[:12]}… ≠ "
-                               f"{locked[n]['sha256'][:12]}…)")
-    return out
-
-
-@dataclass
-class ModelStatus:
-    """Where one model's weights come from and how they compare with the lock and the publisher's pins."""
-
-    key: str
-    source: str
-    state: str  # OK | UNVERIFIED | REHEARSAL (usable), MISSING | MISMATCH (not)
-    detail: str
-    problems: list[str] = field(default_factory=list)  # every difference, each prefixed with the model key
-    fix: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.state in ("OK", "UNVERIFIED", "REHEARSAL")
-
-    def line(self) -> str:
-        """One line: key, state, source, what was found, and what to do if it is not usable."""
-        return f"{self.key:<16} {self.state:<10} {self.source}: {self.detail}" + (f" → {self.fix}" if self.fix else "")
-
-
-def _bake_fix(key: str) -> str:
-    return f"run `HF_HUB_OFFLINE=0 vw bake-models {key}` (or build the image with --build-arg BAKE_MODELS=1)"
-
-
-def _failed(entry: ModelEntry, source: str, problems: list[str], fix: str) -> ModelStatus:
-    first = problems[0].removeprefix(f"`{entry.key}`: ")
-    # MISSING only when nothing present differs: a wrong byte anywhere makes the copy a MISMATCH
-    missing = all(any(w in p for w in ("missing", "not in the hub cache", "does not exist", "not in the lock",
-                                       "no model lock", "no diffusers configs")) for p in problems)
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return ModelStatus(entry.key, source, "MISSING" if missing else "MISMATCH", first + more, problems, fix)
-
-
-def _judged(entry: ModelEntry, source: str, verdict, n_files: int, what: str) -> ModelStatus:
-    """OK when some file matched a published sha256 and none differed; UNVERIFIED when nothing could be compared."""
-    if verdict.problems:
-        return _failed(entry, source, [f"`{entry.key}`: {p}" for p in verdict.problems],
-                       "this copy is not the published checkpoint: fetch it again from the registry source")
-    state = "OK" if verdict.verified or verdict.size_only else "UNVERIFIED"
-    if not entry.revision and not entry.is_local:
-        state = "UNVERIFIED"
-        what += " (no pinned commit in registry/models.yaml)"
-    return ModelStatus(entry.key, source, state, f"{n_files} files {what}; {verdict.summary()}")
-
-
-def _present(folder: Path, names: Iterable[str], expected: dict[str, Any] | None, hashes: bool) -> dict[str, dict]:
-    """name -> size and (where a published sha256 exists to compare with, and `hashes`) sha256."""
-    files = (expected or {}).get("files") or {}
-    out = {}
-    for n in names:
-        want_hash = hashes and (files.get(n) or {}).get("sha256") is not None
-        out[n] = {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n) if want_hash else None}
-    return out
-
-
-def _folder_status(entry: ModelEntry, expected: dict[str, Any] | None, hashes: bool) -> ModelStatus:
-    folder = entry.local_dir
-    source = f"folder {folder}"
-    if not folder.is_dir():
-        return _failed(entry, source, [f"`{entry.key}`: folder {folder} does not exist"],
-                       f"fix `folder:` in {entry.override or 'registry/models.yaml'}")
-    try:
-        names = select_files(entry.family, _snapshot_listing(folder))
-    except ModelLockError as e:
-        return _failed(entry, source, [f"`{entry.key}`: {e}"], "the folder is not in the library's layout")
-    verdict = compare(expected, _present(folder, names, expected, hashes))
-    return _judged(entry, source, verdict, len(names), "in the folder")
-
-
-def _single_file_status(entry: ModelEntry, expected: dict[str, Any] | None, cache: Path, hashes: bool) -> ModelStatus:
-    path = Path(entry.single_file)
-    source = f"single file {path}"
-    if not path.is_file():
-        return _failed(entry, source, [f"`{entry.key}`: {path} does not exist"], "fix `single_file:` in the overrides")
-    size = path.stat().st_size
-    name, why = single_file_match(expected, size, sha256_file(path) if hashes else None)
-    if name is None:
-        return _failed(entry, source, [f"`{entry.key}`: {path.name}: {why[0]}"],
-                       "use the original checkpoint (docs/models.md)")
-    config = single_file_config(entry, cache)
-    if not (config / "model_index.json").is_file():
-        return _failed(entry, source, [f"`{entry.key}`: no diffusers configs at {config} (model_index.json missing)"],
-                       f"`HF_HUB_OFFLINE=0 vw bake-models {entry.key} --configs-only`, or set `config:` to a folder "
-                       "holding the diffusers configs")
-    small = [n for n in _snapshot_listing(config)
-             if any(fnmatch.fnmatchcase(n, p) for p in bake_files(entry.family)["files"])]
-    verdict = compare(expected, _present(config, small, expected, hashes), complete=False)
-    if verdict.problems:
-        return _judged(entry, source, verdict, len(small), "")
-    checked = "sha256" if hashes else "size"
-    return ModelStatus(entry.key, source, "OK",
-                       f"the publisher's {name} ({checked} matches); configs from {config}: {verdict.summary()}")
-
-
 def single_file_config(entry: ModelEntry, cache: str | os.PathLike | None = None) -> Path:
     """The diffusers config folder a single-file checkpoint loads with: `config:`, else the registry repo's snapshot
     (at its pinned commit) in the hub cache."""
@@ -458,104 +322,6 @@ def single_file_config(entry: ModelEntry, cache: str | os.PathLike | None = None
     except ModelLockError:
         commit = entry.revision or "main"  # not in the cache: the path names what is missing
     return repo_dir(hub_cache_dir(cache), hub_repo_id(repo_entry)) / "snapshots" / commit
-
-
-def accept_rehearsal_default(flag: bool | None) -> bool:
-    return flag if flag is not None else os.environ.get(REHEARSAL_ENV) == "1"
-
-
-def model_status(entry: ModelEntry, lock: dict[str, Any] | None, lock_path: Path, cache: Path, hashes: bool = True,
-                 accept_rehearsal: bool = False, pins_table: dict[str, Any] | None = None) -> ModelStatus:
-    """The status of one model (offline). `lock` None: no lock could be read at `lock_path`."""
-    expected = pin(entry.key) if pins_table is None else pins_table.get(entry.key)
-    if entry.single_file:
-        return _single_file_status(entry, expected, cache, hashes)
-    if entry.local_dir is not None:
-        return _folder_status(entry, expected, hashes)
-    repo_id = hub_repo_id(entry)
-    source = f"{repo_id} @ {entry.revision[:12] if entry.revision else 'main (unpinned)'}"
-    if lock is None:
-        return _failed(entry, source, [f"`{entry.key}`: no model lock at {lock_path}"], _bake_fix(entry.key))
-    rehearsal = lock.get("origin") == "rehearsal"
-    if rehearsal and not accept_rehearsal:
-        return ModelStatus(entry.key, source, "MISMATCH", f"{lock_path} locks a rehearsal build (random weights), "
-                           "not the publisher's checkpoint", [f"`{entry.key}`: {lock_path} is a rehearsal lock"],
-                           f"for a rehearsal run set {REHEARSAL_ENV}=1 (or pass --rehearsal); for the paper, "
-                           + _bake_fix(entry.key))
-    rec = lock["models"].get(entry.key)
-    if rec is None:
-        return _failed(entry, source, [f"`{entry.key}` is not in the lock (it has: "
-                                       f"{', '.join(lock['models']) or 'nothing'}); re-bake"], _bake_fix(entry.key))
-    problems = _problems(entry, rec, cache, hashes)
-    if problems:
-        return _failed(entry, source, problems, _bake_fix(entry.key))
-    n = len(rec.get("files") or {})
-    if rehearsal:
-        return ModelStatus(entry.key, source, "REHEARSAL", f"{n} files as locked by a rehearsal build (random "
-                           "weights; the publisher's hashes are not applied)")
-    verdict = compare(expected, rec.get("files") or {})
-    return _judged(entry, source, verdict, n, "as locked" if hashes else "as locked (sizes only)")
-
-
-def checked_entries(keys) -> list[ModelEntry]:
-    """The entries a check covers: hub models, and paper models pointed at a local copy (they have pins)."""
-    by_key = {}
-    for k in keys:
-        e = k if isinstance(k, ModelEntry) else model(k)
-        by_key[e.key] = e
-    return [e for e in by_key.values() if hub_repo_id(e) is not None or pin(e.key) is not None]
-
-
-def model_statuses(keys, lock_path: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-                   hashes: bool = True, accept_rehearsal: bool | None = None,
-                   pins_table: dict[str, Any] | None = None) -> list[ModelStatus]:
-    """One status per model (what `vw models check` prints); never raises for a missing or broken lock."""
-    entries = checked_entries(keys)
-    lock_path = Path(lock_path) if lock_path else default_lock_path()
-    cache = hub_cache_dir(cache)
-    try:
-        lock = read_lock(lock_path) if any(not e.is_local for e in entries) else None
-    except ModelLockError as e:
-        if lock_path.is_file():  # a lock that is there but unreadable is wrong for every hub model
-            return [ModelStatus(x.key, hub_repo_id(x) or "local", "MISMATCH", str(e), [str(e)], "re-bake")
-                    if not x.is_local else model_status(x, None, lock_path, cache, hashes, False, pins_table)
-                    for x in entries]
-        lock = None
-    return [model_status(e, lock, lock_path, cache, hashes, accept_rehearsal_default(accept_rehearsal), pins_table)
-            for e in entries]
-
-
-def check_models(keys, lock_path: str | os.PathLike | None = None,
-                 cache: str | os.PathLike | None = None, hashes: bool = True, accept_rehearsal: bool | None = None,
-                 pins_table: dict[str, Any] | None = None) -> list[str]:
-    """Verify the models among `keys` against the lock and the publisher's pins; returns the keys checked, raises
-    ModelLockError listing every difference.
-
-    `keys`: registry keys or entries, or a Config (then its study's models and, by default, the lock beside its
-    params.yaml). Tiny checkpoints are skipped (no hub revision, no pins); a paper model pointed at a local folder
-    or single file is checked against its pins. `accept_rehearsal` (default: ${REHEARSAL_ENV}=1) accepts a lock of
-    origin "rehearsal" (see the module doc).
-    """
-    if hasattr(keys, "study"):
-        return check_models_for_config(keys, lock_path, cache, hashes, accept_rehearsal)
-    entries = checked_entries(keys)
-    if not entries:
-        return []
-    lock_path = Path(lock_path) if lock_path else default_lock_path()
-    cache = hub_cache_dir(cache)
-    lock = read_lock(lock_path) if any(not e.is_local for e in entries) else None
-    accept = accept_rehearsal_default(accept_rehearsal)
-    statuses = [model_status(e, lock, lock_path, cache, hashes, accept, pins_table) for e in entries]
-    problems = [p for s in statuses if not s.ok for p in (s.problems or [f"`{s.key}`: {s.detail}"])]
-    if problems:
-        raise ModelLockError(f"the pinned model weights do not match {lock_path} (cache {cache}):\n  - "
-                             + "\n  - ".join(problems)
-                             + "\n  Rebuild the image with --build-arg BAKE_MODELS=1, or re-run "
-                               "`HF_HUB_OFFLINE=0 vw bake-models`; `vw models check` says what each model needs.")
-    for s in statuses:
-        if s.state in ("REHEARSAL", "UNVERIFIED"):
-            print(f"[models] {s.line()}", file=sys.stderr)
-    return [e.key for e in entries]
 
 
 def use_profile_hub_cache(cfg) -> None:
@@ -574,31 +340,16 @@ def config_lock_path(cfg) -> Path:
     return cfg.path(cfg.study.hub_cache) / LOCK_NAME if cfg.study.hub_cache else default_lock_path(cfg.root)
 
 
-def check_models_for_config(cfg, lock_path: str | os.PathLike | None = None,
-                            cache: str | os.PathLike | None = None, hashes: bool = True,
-                            accept_rehearsal: bool | None = None) -> list[str]:
-    """The pre-run check: the real models of the config's study (none for smoke: a no-op). Call before any stage.
-
-    The `rehearsal` profile accepts a rehearsal lock (it exists to run the paper's code paths on random weights);
-    every other profile needs ${REHEARSAL_ENV}=1 for that. A profile with its own hub cache (`study.hub_cache`) is
-    checked against that cache and the lock inside it."""
-    if accept_rehearsal is None and getattr(cfg, "profile", None) == REHEARSAL_PROFILE:
-        accept_rehearsal = True
-    cache = cache or (cfg.path(cfg.study.hub_cache) if cfg.study.hub_cache else None)
-    return check_models(cfg.study.models.values(), lock_path or config_lock_path(cfg), cache, hashes,
-                        accept_rehearsal)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # `python -m visual_words.models.lock`: the image build bakes with this before the project is installed
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m visual_words.models.lock", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["bake", "lock", "check"],
-                   help="bake: download + lock; lock: lock what is in the cache; check: verify the cache")
+    p.add_argument("action", choices=["bake", "lock"],
+                   help="bake: download + lock; lock: lock what is in the cache (`vw models check` verifies it)")
     p.add_argument("--rehearsal", action="store_true",
-                   help="lock: mark the lock as a rehearsal build (random weights); check: accept such a lock")
+                   help="lock: mark the lock as a rehearsal build (random weights)")
     p.add_argument("--configs-only", action="store_true", help="bake: only configs and tokenizer, no lock")
     p.add_argument("keys", nargs="*", help="registry keys (default: every hub model)")
     p.add_argument("--cache", help="hub cache folder (default: huggingface_hub's, HF_HUB_CACHE)")
@@ -607,12 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.keys or [e.key for e in hub_entries()]
     lock = args.lock or os.environ.get(LOCK_ENV) or LOCK_NAME
     try:
-        if args.action == "check":
-            checked = check_models(keys, lock, args.cache, accept_rehearsal=args.rehearsal or None)
-            print(f"models as locked: {', '.join(checked)}")
-        else:
-            bake(keys, args.cache, lock, fetch=args.action == "bake", rehearsal=args.rehearsal,
-                 configs_only=args.configs_only)
+        bake(keys, args.cache, lock, fetch=args.action == "bake", rehearsal=args.rehearsal,
+             configs_only=args.configs_only)
     except (ModelLockError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
