@@ -72,12 +72,33 @@ def test_prepare_asks_the_family_which_features_to_cache(smoke_config):
                      "tiny-clip": ("clip_image_embeds", 2)}
 
 
+def test_sd_latents_are_cached_only_for_the_concepts_sd_trains():
+    """Textual inversion reads only its concept's photos; the other models read every concept (negatives, pool)."""
+    from visual_words.config import load_config
+    from visual_words.data.manifest import ConceptSplit, ImageRecord, Manifest
+    from visual_words.data.prepare import feature_jobs
+
+    first, second = (c.name for c in registry.concepts("coco")[:2])
+    split = {name: ConceptSplit(train=[ImageRecord(file=f"{name}.jpg", width=8, height=8, label=name)],
+                                eval=[ImageRecord(file=f"{name}-eval.jpg", width=8, height=8, label=name)])
+             for name in (first, second)}
+    manifest = Manifest(dataset="coco", source="synthetic", seed=0, image_root=".", concepts=split)
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    narrow = load_config("smoke", params, {"study.grid_by_task": {"generation": {"concepts_per_dataset": 1}}})
+    files = {key: sorted(r.file for r in records) for key, _, records in feature_jobs(narrow, manifest)}
+    assert files["tiny-sd"] == [f"{first}.jpg"]
+    assert files["tiny-clip"] == sorted([f"{first}.jpg", f"{second}.jpg", f"{first}-eval.jpg", f"{second}-eval.jpg"])
+    elsewhere = load_config("smoke", params, {"study.grid_by_task": {"generation": {"datasets": ["pascal"]}}})
+    assert "tiny-sd" not in {key for key, _, _ in feature_jobs(elsewhere, manifest)}
+
+
 def _manifest_of_two_records():
     from visual_words.data.manifest import ConceptSplit, ImageRecord, Manifest
 
-    rec = ImageRecord(file="a.jpg", width=8, height=8, label="cup")
+    concept = registry.concepts("coco")[0].name  # one the smoke grid trains with every model
+    rec = ImageRecord(file="a.jpg", width=8, height=8, label=concept)
     return Manifest(dataset="coco", source="synthetic", seed=0, image_root=".",
-                    concepts={"cup": ConceptSplit(train=[rec], eval=[replace(rec, file="b.jpg")])})
+                    concepts={concept: ConceptSplit(train=[rec], eval=[replace(rec, file="b.jpg")])})
 
 
 def test_no_module_outside_the_families_names_a_family(repo_root):

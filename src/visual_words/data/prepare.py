@@ -106,18 +106,29 @@ def verify_images(m: Manifest, root: Path, progress: bool = True) -> None:
 
 def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
     """(model key, feature kind, records) the study's task models need from a manifest (their families say which
-    features of which splits: `Family.prepared_features`)."""
+    features of which splits: `Family.prepared_features`; a family whose training reads only its own concept's
+    images gets features only for the concepts its task's grid trains)."""
     from visual_words.models.families import family_of
+    from visual_words.trials import grid_of
 
-    train = [r for s in manifest.concepts.values() for r in s.train]
-    both = train + [r for s in manifest.concepts.values() for r in s.eval]
     jobs = []
     for role in ("generation", "detection", "classification"):
         key = cfg.study.models.get(role)
         if not key:
             continue
-        for kind, splits in family_of(registry.model(key)).prepared_features.items():
-            jobs.append((key, kind, both if "eval" in splits else train))
+        family = family_of(registry.model(key))
+        concepts = dict(manifest.concepts)
+        if family.trains_on_own_concept_only:
+            grid = grid_of(cfg, role)
+            trained = ({c.name for c in registry.concepts(manifest.dataset)[: grid["concepts_per_dataset"]]}
+                       if manifest.dataset in grid["datasets"] else set())
+            concepts = {name: split for name, split in concepts.items() if name in trained}
+        train = [r for s in concepts.values() for r in s.train]
+        both = train + [r for s in concepts.values() for r in s.eval]
+        for kind, splits in family.prepared_features.items():
+            records = both if "eval" in splits else train
+            if records:
+                jobs.append((key, kind, records))
     return jobs
 
 

@@ -41,6 +41,9 @@ class Family:
     feature_kinds: ClassVar[tuple[str, ...]] = ()  # the image-side features it computes (data/features.py caches)
     # what `vw data prepare` caches for a study model of this family: feature kind -> splits ("train", "eval")
     prepared_features: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # its training reads only the trained concept's own images (no negatives, no pool of other concepts), so prepare
+    # caches features only for the concepts the task's grid trains
+    trains_on_own_concept_only: ClassVar[bool] = False
     adapter_class: ClassVar[str] = ""  # "module:Class" of its adapter (models/adapters.py)
 
     # -- loading ---------------------------------------------------------------------------------------------

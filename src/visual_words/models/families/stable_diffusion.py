@@ -33,6 +33,7 @@ class StableDiffusion(Family):
     feature_kinds = ("sd_latents", "sd_latents_flip")
     loads_single_file = True
     prepared_features = {"sd_latents": ("train",)}  # training images only: evaluation generates, it reads none
+    trains_on_own_concept_only = True  # textual inversion: the concept's photos, nothing else
     adapter_class = "visual_words.models.adapters:StableDiffusionAdapter"
 
     def load(self, out, ident: str, revision: dict[str, str]):
