@@ -404,7 +404,7 @@ def test_a_damaged_stage_table_is_refused_by_its_readers_and_rebuilt_by_its_stag
     evaluation table refuse a damaged one with one line naming it and the command that rebuilds it."""
     from visual_words.evaluate.runner import COLUMNS, read_table
     from visual_words.provenance import record_output, verify_output, write_provenance
-    from visual_words.report.stage import _read_csv
+    from visual_words.report.stage import read_stage_csv
 
     table = tmp_path / "evaluation.csv"
     table.write_text(",".join(COLUMNS) + "\n" + ",".join(["t", "coco", "cup", "dog", "0.5", "classification",
@@ -413,12 +413,12 @@ def test_a_damaged_stage_table_is_refused_by_its_readers_and_rebuilt_by_its_stag
     eps = tmp_path / "eps_stats.csv"
     eps.write_text("trial_id,rel_dist\nt,0.25\n")
     write_provenance(tmp_path, smoke_config, "evaluate", files=[table, eps])
-    assert read_table(table)["value"].tolist() == [0.85] and _read_csv(eps)["rel_dist"].tolist() == [0.25]
+    assert read_table(table)["value"].tolist() == [0.85] and read_stage_csv(eps)["rel_dist"].tolist() == [0.25]
     table.write_text(table.read_text().replace("0.85", "0.35"))  # plausible, silently wrong
     with pytest.raises(UserError, match=r"evaluation.csv: damaged .*`vw evaluate run` again"):
         read_table(table)
     _flip(eps, offset=-3)
     with pytest.raises(UserError, match="eps_stats.csv: damaged"):
-        _read_csv(eps)
+        read_stage_csv(eps)
     record_output(table)  # the stage (or `vw evaluate summarize`) rewrote it: trusted again
     assert verify_output(table) == table and read_table(table)["value"].tolist() == [0.35]

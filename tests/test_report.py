@@ -1,5 +1,6 @@
-"""The report from small fixed tables: paper numbers, comparison flags, every figure function, the whole stage
-(page, metrics, banner lines), and the page opened in headless Chromium with every image loaded."""
+"""The report from small fixed tables: paper numbers, comparison flags, every figure function, each section
+function on its own (what it returns, no page built), the whole stage (page, metrics, banner lines), and the page
+opened in headless Chromium with every image loaded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import math
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -274,7 +276,7 @@ def check_images_load_in_chromium(out, tmp_path, chromium):
 def test_fig5_rows_are_the_papers_concepts_on_the_paper_grid(repo_root):
     """Fig. 5: generation rows DreamBooth vase, duck_toy, colorful_sneaker; detection rows COCO donut, cup, umbrella."""
     from visual_words.config import load_config
-    from visual_words.report.stage import pick_concepts
+    from visual_words.report.sections.qualitative import pick_concepts
     from visual_words.trials import trial_grid
 
     cfg = load_config("paper", repo_root / "params.yaml")
@@ -284,3 +286,163 @@ def test_fig5_rows_are_the_papers_concepts_on_the_paper_grid(repo_root):
                                                         ("dreambooth", "colorful_sneaker")]
     assert pick_concepts(rc.fig5_detection_concepts, grid, 3) == [("coco", "donut"), ("coco", "cup"),
                                                                   ("coco", "umbrella")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Each section function on its own: data in, a Section out (no builder, no page, no file written)
+
+
+def test_quantitative_section_returns_the_comparison_as_data(small_tables):
+    from visual_words.report.sections.quantitative import quantitative
+
+    cfg, ev, cells = small_tables
+    sec = quantitative(ev, cells, cfg.evaluate, 0.1, cfg.study.datasets, SMOKE_BANNER)
+    assert [f.name for f in sec.figures] == ["fig3", "fig6", "comparison"] and not sec.skipped
+    comp = cmp.compare(cells, paper_table(), 0.1)
+    n = cmp.counts(comp)
+    assert sec.metrics["comparison"] == n and sec.metrics["comparison_ap50"]["compared"] > 0  # ap50 = 0.5 rows
+    assert sec.headline[0] == {"value": f"{n['agree']} / {n['compared']}",
+                               "label": "cells inside the paper's CI / tolerance"}
+    in_domain = cells[(cells["eval_task"] == "detection") & (cells["trained_task"] == "detection")
+                      & np.isinf(cells["delta"])]["mean"].mean()
+    assert sec.metrics["in_domain"]["detection"] == round(in_domain, 4)
+    (table,) = sec.tables
+    assert table.title == "Per cell" and table.header == cmp.COMPARISON_HEADER
+    # the table lists the run's cells (AP@[.50:.95] and AP50 rows), the not-run paper cells only in the CSV
+    assert len(table.rows) == len(comp[comp["status"] != "not run"]) + sec.metrics["comparison_ap50"]["compared"] + \
+        sec.metrics["comparison_ap50"]["not_in_paper"]
+    assert set(sec.csv) == {"cells.csv", "comparison.csv", "transfer_shares.csv"}
+    assert sec.csv["cells.csv"].frame is cells
+    assert sec.pages["comparison.html"].rows == table.rows
+    fig = sec.figures[0].draw()  # the bars carry the cell means
+    first = cells[(cells["eval_task"] == "generation") & (cells["trained_task"] == "generation")
+                  & (cells["dataset"] == cfg.study.datasets[0]) & np.isinf(cells["delta"])]["mean"].iloc[0]
+    assert fig.axes[0].patches[0].get_width() == pytest.approx(first)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_quantitative_section_skips_fig3_without_unconstrained_words(small_tables):
+    from visual_words.report.sections.quantitative import quantitative
+
+    cfg, ev, cells = small_tables
+    finite = ev[~np.isinf(ev["delta"].astype(float))]
+    sec = quantitative(finite, cells[~np.isinf(cells["delta"])], cfg.evaluate, 0.1, cfg.study.datasets)
+    assert [f.name for f in sec.figures] == ["fig6", "comparison"]
+    assert sec.skipped == [("Fig. 3", "no unconstrained (δ = ∞) trials in evaluation.csv")]
+    assert "in_domain" not in sec.metrics  # in-domain headline numbers are of unconstrained words only
+
+
+def test_eps_section_counts_per_delta_never_pooled():
+    from visual_words.report.sections.eps import eps_section
+
+    rows = [(0.5, False, True), (0.5, False, True), (math.inf, False, True), (math.inf, False, False),
+            (0.5, True, False)]
+    eps = pd.DataFrame([{"delta": d, "transferred": moved, "nearest_is_anchor": hit, "trained_task": "generation",
+                         "table_task": "detection" if moved else "generation", "rel_dist": 0.25 * (i + 1),
+                         "anchor_rank": i, "cos_anchor": 0.9} for i, (d, moved, hit) in enumerate(rows)])
+    sec = eps_section(eps)
+    assert sec.metrics["eps"] == {"vectors": 4, "nearest_is_anchor_in_domain": {"0.5": 1.0, "inf": 0.5},
+                                  "nearest_is_anchor_transferred": {"0.5": 0.0}}
+    assert [h["value"] for h in sec.headline] == ["1.00", "0.50", "0.00"]
+    assert sec.headline[1]["label"].endswith("δ = ∞")
+    (table,) = sec.tables
+    assert table.header[:3] == ["trained_task", "table_task", "delta"] and len(table.rows) == 3  # one per group
+    own_inf = next(r["cells"] for r in table.rows if r["cells"][1] == "generation" and r["cells"][2] == "inf")
+    assert own_inf[3] == "2" and own_inf[4] == f"{(0.75 + 1.0) / 2:.3f}"  # vectors, median ‖v−a‖/d_nn
+    assert list(sec.csv) == ["eps_summary.csv"] and len(sec.csv["eps_summary.csv"].frame) == 3
+    (figure,) = sec.figures
+    fig = figure.draw()
+    assert figure.name == "eps_stats" and len(fig.axes) == 4
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_layers_section_one_tsne_figure_per_group_and_skips_fig7_without_truncation():
+    from visual_words.report.sections.layers import layers_section
+
+    tsne = pd.DataFrame([{"table_task": table, "table_model": "m", "dataset": "coco", "source_task": source,
+                          "layer": 1, "num_layers": 2, "concept": "c", "anchor": "a", "x": 0.0, "y": 0.0}
+                         for table, source in (("generation", "generation"), ("detection", "generation"))])
+    sec = layers_section(tsne, None, Path("."), 0.5)
+    assert [f.name for f in sec.figures] == ["tsne_generation_coco_generation", "tsne_detection_coco_generation"]
+    assert sec.figures[1].title.endswith("words trained for generation, transferred into the detection model")
+    assert [s[0] for s in sec.skipped] == ["Fig. 7"]
+
+
+def _gallery(tmp_path, kept):
+    """Two pascal concepts × two anchors × three tasks × δ ∈ {0.5, ∞}; `kept`: the image files that exist."""
+    from PIL import Image
+
+    from visual_words.report.sections.qualitative import Gallery
+    from visual_words.trials import Trial
+
+    trials = tuple(Trial(task, "m", "pascal", concept, anchor, delta) for task in TASKS
+                   for concept in ("airplane", "bird") for anchor in ("airplane", "bicycle")
+                   for delta in (0.5, math.inf))
+    for i, name in enumerate(kept):
+        Image.new("RGB", (8, 8), (40 * i, 90, 0)).save(tmp_path / name)
+    return Gallery(trials=trials, images={name: tmp_path / name for name in kept}, images_dir=tmp_path,
+                   anchors={"pascal": ["airplane", "bicycle"]},
+                   own_anchor={("pascal", "airplane"): "airplane", ("pascal", "bird"): "bird"},
+                   concepts={"pascal": ["airplane", "bird"]},
+                   targets={("pascal", "airplane"): tmp_path / "t.png", ("pascal", "bird"): tmp_path / "t.png"})
+
+
+def test_qualitative_selection_is_data_and_drawing_is_image_grid(tmp_path):
+    from types import SimpleNamespace
+
+    from visual_words.report.sections.qualitative import anchor_row, fig4_columns, fig4_rows, qualitative
+
+    kept = ["generation__pascal__airplane__anchor-airplane__delta-0.5__0.png",  # own anchor, but not at δ = ∞
+            "classification__pascal__airplane__anchor-airplane__delta-0.5__0.png",
+            "generation__pascal__bird__anchor-bicycle__delta-inf__0.png"]  # bird's own anchor is not in the grid
+    g = _gallery(tmp_path, kept)
+    columns = fig4_columns(g, ["pascal/bird", "dreambooth/vase"])  # vase is not in the grid: topped up
+    assert [(c.concept, c.anchor, c.delta) for c in columns] == [("bird", "bicycle", math.inf),
+                                                                  ("airplane", "airplane", 0.5)]
+    rows = fig4_rows(g, columns)
+    assert [label for label, _ in rows] == ["target images", "trained for\ngeneration",
+                                            "classification\n→ generation", "detection\n→ generation"]
+    assert rows[1][1] == [("bird\n(anchor bicycle, δ = ∞)", tmp_path / kept[2]),
+                          ("airplane\n(anchor airplane, δ = 0.5)", tmp_path / kept[0])]
+    assert [p for _, p in rows[2][1]] == [None, tmp_path / kept[1]] and [p for _, p in rows[3][1]] == [None, None]
+    assert anchor_row(g, "pascal", "airplane", 0.5) == [("anchor: airplane", tmp_path / kept[0]),
+                                                        ("anchor: bicycle", None)]
+
+    rc = SimpleNamespace(fig4_concepts=["pascal/bird"], fig5_concepts=["pascal/airplane"],
+                         fig5_detection_concepts=["pascal/bird"])
+    sec = qualitative(g, rc, ["pascal"], 0.5)
+    assert [f.name for f in sec.figures] == ["fig4", "fig5", "grid_pascal"]
+    assert [s[0] for s in sec.skipped] == ["Fig. 5 detection rows / Figs. 8-9"]  # no __det.png kept
+    fig = sec.figures[1].draw()  # fig5: one row (airplane), a column per anchor; the missing one drawn grey
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[1].texts] == ["missing"]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    empty = qualitative(_gallery(tmp_path, []), rc, ["pascal"], 0.5)
+    assert not empty.figures and [s[0] for s in empty.skipped] == ["Fig. 4 / Fig. 5 / appendix grids"]
+
+
+def test_claims_section_rows_headline_and_transfer_table():
+    from visual_words.report.claims import ClaimResult
+    from visual_words.report.sections.claims import claims_section, transfer_table
+
+    results = [ClaimResult("C1", "in-domain works", "cells", "pass", "±0.1", "0.9", value=0.95, checks=1),
+               ClaimResult("C2", "cls→gen transfers", "share", "fail", "±0.1", "0.84",
+                           value={"cls_to_gen": {"max_share": 0.2, "dataset": "coco", "within_tolerance": False}},
+                           checks=1, failed=["cls_to_gen"]),
+               ClaimResult("C5", "needs three datasets", "cells", "not run", "±0.1", "")]
+    sec = claims_section(results)
+    (table,) = sec.tables
+    assert [r["class"] for r in table.rows] == ["ok", "flag", "na"]
+    assert table.rows[0]["cells"][3] == "0.950" and table.rows[1]["cells"][6] == "failed: cls_to_gen"
+    assert sec.headline == [{"value": "1 pass / 1 fail", "label": "paper claims (1 not run, 0 not judged)"}]
+    assert sec.metrics["claims_summary"] == {"pass": 1, "fail": 1, "not run": 1, "not judged": 0}
+    transfer = transfer_table(results, 0.1)
+    assert transfer.id == "paper" and transfer.metrics["transfer_share"] == results[1].value
+    cls_gen = next(r for r in transfer.tables[0].rows if r["cells"][2] != "not run")
+    assert cls_gen["class"] == "flag" and cls_gen["cells"][2:] == ["0.20 (coco)", "-0.64", "outside tolerance"]
+    assert transfer_table(results[:1], 0.1).skipped[0][0] == "transfer claims"

@@ -1,6 +1,6 @@
-"""What a report is made of while it is built: sections of figures and tables, the metrics, the headline numbers
-and what was skipped. Each part of the report (report/stage.py, claims/report.py) adds to one `ReportBuilder`; the
-page template (report/page.html) renders it."""
+"""The page assembly: the sections (report/section.py) are handed over in page order; the builder saves their
+figures and files under the report's folder, gathers headline numbers, metrics and what was skipped, and writes
+index.html (report/page.html), summary.md and metrics.json. All HTML is in the templates (report/*.html)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,22 @@ from typing import Any
 
 import pandas as pd
 
-from visual_words.io import atomic_path
+from visual_words.io import write_json, write_text
 from visual_words.report import figures as F
+from visual_words.report.section import CsvFile, Section, Table
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Section:
+class PageSection:
+    """A section as the page shows it: its figures saved (file names, formats), its tables."""
+
     id: str
     title: str
     text: str = ""
     figures: list[dict] = field(default_factory=list)
-    tables: list[dict] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
 
 
 @dataclass
@@ -31,50 +34,84 @@ class ReportBuilder:
     cfg: Any
     out_dir: Path
     banner: str
-    sections: dict[str, Section] = field(default_factory=dict)
+    sections: dict[str, PageSection] = field(default_factory=dict)  # in page order
     skipped: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     headline: list[dict] = field(default_factory=list)
-    cells: pd.DataFrame | None = None  # our per-cell statistics (the claims are computed from them)
 
-    def section(self, sid: str, title: str, text: str = "") -> Section:
-        if sid not in self.sections:
-            self.sections[sid] = Section(sid, title, text)
-        return self.sections[sid]
+    def __post_init__(self):
+        self.metrics.setdefault("note", self.banner or "run on the real checkpoints")
+        self.metrics.setdefault("profile", self.cfg.profile)
 
-    def figure(self, sid: str, fig, name: str, title: str, caption: str) -> None:
+    def add(self, section: Section) -> None:
+        """Put `section` on the page after those added before (or into the one with its id), writing its figures,
+        CSV files and table pages."""
+        if section.id:
+            page = self.section(section.id, section.title, section.text)
+            for fig in section.figures:
+                page.figures.append(self._save(fig.draw(), fig.name, fig.title, fig.caption))
+            page.tables.extend(section.tables)
+        for name, csv in section.csv.items():
+            csv.write(self.out_dir / name, self.banner)
+        for name, table in section.pages.items():
+            write_text(self.out_dir / name, render("table_page.html", title=table.title, banner=self.banner,
+                                                   header=table.header, rows=table.rows))
+        self.headline.extend(section.headline)
+        self.metrics.update(section.metrics)
+        for what, why in section.skipped:
+            log.warning("report: %s skipped: %s", what, why)
+            self.skipped.append((what, why))
+
+    def _save(self, fig, name: str, title: str, caption: str) -> dict:
         rc = self.cfg.report
         paths = F.save(fig, self.out_dir / "figures", name, rc.formats, rc.dpi)
         src = next((p for p in paths if p.suffix == ".png"), paths[0])
-        self.sections[sid].figures.append({
-            "name": name, "title": title, "caption": caption, "src": f"figures/{src.name}",
-            "files": [{"fmt": p.suffix[1:].upper(), "href": f"figures/{p.name}"} for p in paths]})
+        return {"name": name, "title": title, "caption": caption, "src": f"figures/{src.name}",
+                "files": [{"fmt": p.suffix[1:].upper(), "href": f"figures/{p.name}"} for p in paths]}
+
+    # The claims profile's part (claims/report.py) still adds to the builder through these three; it becomes a
+    # function returning a Section like the others when the two claim checkers are one.
+    def section(self, sid: str, title: str, text: str = "") -> PageSection:
+        if sid not in self.sections:
+            self.sections[sid] = PageSection(sid, title, text)
+        return self.sections[sid]
 
     def table(self, sid: str, title: str, header: list[str], rows: list[dict], note: str = "") -> None:
-        """A table of section `sid` as data: `rows` are {"cells": [...], "class": "ok" | "flag" | "na"}; the page
-        template draws it (all HTML lives in the templates)."""
-        self.sections[sid].tables.append({"title": title, "header": list(header), "rows": rows, "note": note})
-
-    def skip(self, name: str, reason: str) -> None:
-        log.warning("report: %s skipped: %s", name, reason)
-        self.skipped.append((name, reason))
+        self.sections[sid].tables.append(Table(title, list(header), rows, note))
 
     def write_csv(self, df: pd.DataFrame, path: Path) -> None:
-        """A table beside the page, its first line the report's banner (the smoke profile's warning travels with
-        the numbers)."""
-        with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-            if self.banner:
-                f.write(f"# {self.banner}\n")
-            df.to_csv(f, index=False, float_format="%.6g")
+        CsvFile(df).write(path, self.banner)
 
+    def write(self, stages: list[dict]) -> Path:
+        """metrics.json, summary.md and index.html; `stages` = each stage's provenance (its time, commit, file)."""
+        self.metrics["stage_elapsed_s"] = {s["stage"]: s["elapsed_s"] for s in stages if s["elapsed_s"] is not None}
+        write_json(self.out_dir / "metrics.json", self.metrics)
+        write_text(self.out_dir / "summary.md", self.summary_markdown())
+        return write_text(self.out_dir / "index.html", self.page(stages))
 
-def frame_rows(df: pd.DataFrame, digits: int = 3) -> tuple[list[str], list[dict]]:
-    """A DataFrame as a table's header and rows (floats to `digits` places)."""
-    def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    def summary_markdown(self) -> str:
+        lines = ([self.banner, ""] if self.banner else []) + [f"# visual-words report ({self.cfg.profile})", ""]
+        for h in self.headline:
+            lines.append(f"- {h['label']}: **{h['value']}**")
+        if self.skipped:
+            lines += ["", "Figures not drawn:"] + [f"- {n}: {r}" for n, r in self.skipped]
+        return "\n".join(lines) + "\n"
 
-    return [str(c) for c in df.columns], [{"cells": [cell(v) for v in row], "class": ""} for row in
-                                          df.itertuples(index=False)]
+    def page(self, stages: list[dict]) -> str:
+        """index.html from report/page.html."""
+        import datetime as dt
+
+        import yaml
+
+        from visual_words.provenance import git_commit, package_versions
+
+        cfg = self.cfg
+        return render("page.html",
+                      banner=self.banner, profile=cfg.profile, commit=git_commit(cfg.root),
+                      written_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      headline=self.headline, sections=[s for s in self.sections.values() if s.figures or s.tables],
+                      skipped=self.skipped, stages=stages, packages=sorted(package_versions().items()),
+                      config_yaml=yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def render(template: str, **context) -> str:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from visual_words.report.section import CsvFile
 from visual_words.tasks import TASKS, task
 
 KEY = ["dataset", "trained_task", "eval_task", "delta"]
@@ -65,16 +66,16 @@ def counts(comp: pd.DataFrame) -> dict[str, int]:
             "not_run": int(s.get("not run", 0)), "not_in_paper": int(s.get("not in paper", 0))}
 
 
+def csv_file(comp: pd.DataFrame) -> CsvFile:
+    """The comparison as comparison.csv: δ = ∞ written `inf`, four decimals."""
+    out = comp.copy()
+    out["delta"] = ["inf" if math.isinf(d) else d for d in out["delta"]]
+    return CsvFile(out, float_format="%.4f")
+
+
 def write_csv(comp: pd.DataFrame, path, banner: str = "") -> None:
     """CSV; with a banner, its first line is `# <banner>` (pandas reads it back with comment="#")."""
-    from visual_words.io import atomic_path
-
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-        if banner:
-            f.write(f"# {banner}\n")
-        out = comp.copy()
-        out["delta"] = ["inf" if math.isinf(d) else d for d in out["delta"]]
-        out.to_csv(f, index=False, float_format="%.4f")
+    csv_file(comp).write(path, banner)
 
 
 COMPARISON_HEADER = ["figure", "metric", "dataset", "trained for", "δ", "n", "ours [95 % CI]", "paper [CI]", "diff",

@@ -162,7 +162,8 @@ def comparison_scatter(comp: pd.DataFrame, banner: str = "") -> plt.Figure:
     return fig
 
 
-def _delta_label(d: float) -> str:
+def delta_label(d: float) -> str:
+    """δ as the figures and their labels show it (∞ for unconstrained words)."""
     return "∞" if math.isinf(d) else f"{d:g}"
 
 
@@ -183,7 +184,7 @@ def eps_figure(eps: pd.DataFrame, banner: str = "") -> plt.Figure:
     """Where the words land (docs/paper.md §4): in-domain distance to the anchor in units of d_nn; the share whose
     nearest token is the anchor, in-domain and after transfer; the anchor's rank; cosine to the anchor."""
     deltas = sorted(set(float(d) for d in eps["delta"]))
-    labels = [_delta_label(d) for d in deltas]
+    labels = [delta_label(d) for d in deltas]
     own, moved = eps[~eps["transferred"].astype(bool)], eps[eps["transferred"].astype(bool)]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
 
@@ -324,7 +325,7 @@ def fig7(truncation: pd.DataFrame, tsne_rows: pd.DataFrame | None, root: Path, b
         tsne_figure(tsne_rows, "", banner, axes=axes)
     w = first.iloc[0]
     top = _title(fig, banner, f"Fig. 7 - <{w['concept']}> trained from \"{w['anchor']}\" "
-                              f"(δ = {_delta_label(float(w['delta']))}): "
+                              f"(δ = {delta_label(float(w['delta']))}): "
                               "generations with the text encoder truncated, and t-SNE of pooled activations")
     fig.tight_layout(rect=(0, 0, 0.93, top))
     return fig
