@@ -1,5 +1,8 @@
 """ε-ball statistics of vectors against a token table: where a trained (or transferred) token lands.
 
+The engine behind the exact searches of `TokenTable` (models/token_table.py: `ball`, `nearest`, `d_nn`), which is how
+the project calls it; this module works on plain arrays and knows nothing of models.
+
 For each query vector q with an anchor token a in a table W (V × d):
   dist_anchor   ‖q − w_a‖ (fp64)                cos_anchor  cos(q, w_a)
   anchor_rank   #{w : ‖q − w‖ < ‖q − w_a‖}      (0 ⇔ the anchor is q's nearest token: the paper's "snaps to the anchor")

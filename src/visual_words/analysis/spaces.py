@@ -4,11 +4,11 @@ The `analyze` stage (analysis/stage.py) runs these; t-SNE (tsne.py), the truncat
 report read the same spaces and tables from here. ε-ball statistics of every trained vector, in-domain and
 transferred:
 
-For each trained embedding file and each of its n vectors, one row per *space* (token table) the
-vector is looked at in: its own model's table (in-domain) and, with `analyze.transferred`, the other two task
-models' tables after the linear transfer map (`vw maps`). All queries that land in one table are computed in one
-`eps_ball_stats` call. Output: `<analyze.out_dir>/eps_stats.csv` (tidy: one row per vector × space) and
-`provenance.json`.
+For each trained embedding file and each of its n vectors, one row per *space* (token table) the vector is looked
+at in: its own model's table (in-domain) and, with `analyze.transferred`, the other two task models' tables after the
+linear transfer map (`vw maps`). A space is the model's `TokenTable` (models/token_table.py); all queries that land
+in one table are computed in one `TokenTable.ball` call. Output: `<analyze.out_dir>/eps_stats.csv` (tidy: one row per
+vector × space) and `provenance.json`.
 """
 
 from __future__ import annotations
