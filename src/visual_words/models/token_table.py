@@ -62,7 +62,7 @@ FAST_BLOCK = 512  # queries per fp32 GEMM of the approximate search: the [block,
 class TokenTable:
     """One model's frozen input-embedding table (rows = vocabulary ids) with what names and identifies it."""
 
-    weights: torch.Tensor  # [V, d] fp32 CPU; a copy, never the live parameter
+    weights: torch.Tensor  # [V, d] fp32 CPU; a copy, never the live parameter; read-only (searches cache from it)
     identity: str | None = None  # the stored table's identity (D12); None only for tables built in memory
     vocab: dict[str, int] | None = None  # token string -> row id (markers left out), where known
     key: str | None = None  # the registry key of the model it came from
