@@ -24,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
+from visual_words.analysis.eps_ball import eps_ball_stats, prepare_table
+from visual_words.models.token_table import TokenTable
 
 V, D, Q = 49_408, 768, 24_000
 BLOCK = 1024  # analyze.block_size
@@ -39,7 +40,7 @@ def make_data(seed: int = 0):
     table = (rng.standard_normal((V, D), dtype=np.float32) * 0.015
              * rng.lognormal(0, 0.25, (V, 1)).astype(np.float32))
     anchors = rng.integers(0, V, Q)
-    dnn_scale = float(np.median(nearest_other_distance(table, anchors[:256])))  # typical d_nn
+    dnn_scale = float(np.median(TokenTable(table).d_nn(anchors[:256])))  # typical d_nn
     rel = rng.choice(np.array([0.1, 0.2, 0.5, 1.0, 3.0]), Q)
     direction = rng.standard_normal((Q, D), dtype=np.float32)
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)

@@ -27,6 +27,7 @@ import torch
 from visual_words.config import load_config
 from visual_words.evaluate.tasks import GENERATION_PROMPT, NEGATIVE_PROMPT, generate, generation_seed
 from visual_words.models.adapters import adapter_for
+from visual_words.models.token_table import TokenTable
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = os.environ.get("VW_BENCH_FULL", "") not in ("", "0")
@@ -50,7 +51,7 @@ def _baseline(pipe, n_images: int, steps: int, guidance: float, device) -> float
 
 def _ours(cfg, adapter, k: int, device) -> float:
     """Seconds per image of `generate` for k trials × evaluate.images_per_trial images."""
-    vectors = adapter.token_table()[adapter.anchor_id("cat")][None, None].repeat(k, cfg.train.num_vectors, 1)
+    vectors = TokenTable.of(adapter).weights[adapter.anchor_id("cat")][None, None].repeat(k, cfg.train.num_vectors, 1)
     _sync(device)
     t0 = time.perf_counter()
     images = generate(cfg, adapter, vectors, seeds=list(range(k)))

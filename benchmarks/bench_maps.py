@@ -20,18 +20,19 @@ import time
 import numpy as np
 import torch
 
+from visual_words.models.token_table import TokenTable, is_special
 from visual_words.tokenizer import clip_tokenizer
-from visual_words.transfer.fitting import Table, fit_pairs
-from visual_words.transfer.vocab import is_special, shared_rows
+from visual_words.transfer.fitting import fit_pairs
+from visual_words.transfer.vocab import shared_rows
 
 WIDTHS = {"sd21": 1024, "owlv2": 512, "dfn-clip": 768}  # text widths of the paper's three task models
 V = 49408
 
 
-def _tables() -> list[Table]:
+def _tables() -> list[TokenTable]:
     vocab = {t: i for t, i in clip_tokenizer().get_vocab().items() if not is_special(t)}
     g = torch.Generator().manual_seed(0)
-    return [Table(k, torch.randn(V, d, generator=g) * 0.02, vocab, {}) for k, d in WIDTHS.items()]
+    return [TokenTable(torch.randn(V, d, generator=g) * 0.02, vocab=vocab, key=k) for k, d in WIDTHS.items()]
 
 
 def test_bench_maps(benchmark, report_ratio):
@@ -49,7 +50,7 @@ def test_bench_maps(benchmark, report_ratio):
 
     # The same rows, in fp64 (the precision ours solves in), one lstsq per ordered pair.
     rows = {k: shared_rows(t.vocab, t.vocab, V, V)[0] for k, t in by_key.items()}
-    x64 = {k: by_key[k].weight[torch.from_numpy(rows[k])].double().numpy() for k in by_key}
+    x64 = {k: by_key[k].weights[torch.from_numpy(rows[k])].double().numpy() for k in by_key}
     t0 = time.perf_counter()
     ref = {(a, b): np.linalg.lstsq(x64[a], x64[b], rcond=None)[0] for (a, b) in ours}
     t_lstsq = time.perf_counter() - t0

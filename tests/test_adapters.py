@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from visual_words.models.adapters import adapter_for
+from visual_words.models.token_table import TokenTable
 from visual_words.train.targets import signed_cosine_direction
 
 PROMPTS = ["a photo of a {}", "a rendering of the {}.", "{}"]
@@ -20,14 +21,14 @@ def loaded(request):
 
 def _random_vectors(adapter, k, n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    table = adapter.token_table()
+    table = TokenTable.of(adapter).weights
     scale = table.std()
     return table[adapter.anchor_id("cat")] + scale * torch.randn(k, n, adapter.width, generator=g)
 
 
 def test_token_table_is_an_fp32_cpu_copy(loaded):
     a = adapter_for(loaded)
-    table = a.token_table()
+    table = TokenTable.of(a).weights
     assert table.dtype == torch.float32 and table.device.type == "cpu"
     assert table.shape == (49408, loaded.entry.text_width)
     table[0] += 1.0  # a copy: the model's own table is untouched
@@ -44,7 +45,7 @@ def test_anchor_id_uses_the_models_tokenizer(loaded):
 def test_spliced_anchor_equals_the_plain_prompt(loaded):
     """One vector set to the anchor's own embedding gives exactly what the prompt with the anchor word gives."""
     a = adapter_for(loaded)
-    anchor = a.token_table()[a.anchor_id("cat")]
+    anchor = TokenTable.of(a).weights[a.anchor_id("cat")]
     spliced = a.text_outputs(PROMPTS, anchor[None, None])
     plain = a.text_outputs([p.replace("{}", "cat") for p in PROMPTS], None)
     assert spliced.shape == plain.shape
@@ -129,7 +130,7 @@ def test_sd_loss_is_the_schedulers_velocity_mse(tiny_sd):
     t = torch.tensor([[10, 900]])
     prompts = [["a photo of a {}", "a photo of the {}"]]
     batch = {"prompts": prompts, "latents": latents, "noise": noise, "timesteps": t}
-    loss = a.loss(a.token_table()[a.anchor_id("cat")][None, None], batch)
+    loss = a.loss(TokenTable.of(a).weights[a.anchor_id("cat")][None, None], batch)
 
     pipe = tiny_sd.pipeline
     ids = pipe.tokenizer([p.replace("{}", "cat") for p in prompts[0]], padding="max_length", return_tensors="pt")
@@ -172,7 +173,7 @@ def test_a_second_checkpoint_of_a_family_needs_no_code():
 
 def test_clear_errors(tiny_clip, tiny_owl):
     a = adapter_for(tiny_clip)
-    v = a.token_table()[:1][None]
+    v = TokenTable.of(a).weights[:1][None]
     with pytest.raises(ValueError, match="exactly one"):
         a.text_outputs(["a photo of a cat"], v)
     with pytest.raises(ValueError, match="no vectors"):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
+from visual_words.analysis.eps_ball import eps_ball_stats, prepare_table
+from visual_words.models.token_table import TokenTable
 
 EDGE_REL = 1e-9
 
@@ -56,7 +57,7 @@ def random_case(seed, V=1500, d=48, Q=300):
     rng = np.random.default_rng(seed)
     table = (rng.standard_normal((V, d)) * rng.lognormal(0, 0.3, (V, 1))).astype(np.float32)
     anchors = rng.integers(0, V, Q)
-    dnn = nearest_other_distance(table, anchors)
+    dnn = TokenTable(table).d_nn(anchors)
     direction = rng.standard_normal((Q, d))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     rel = rng.choice([0.0, 0.1, 0.5, 1.0, 2.0], Q)  # on the anchor, inside, at, beyond the ε-ball
@@ -117,7 +118,7 @@ def test_duplicate_tokens_tie_by_id_and_d_nn_zero():
           reference(q, np.array([150, 20, 7]), table, np.zeros((3, 0)), k=2) | {"counts": np.zeros((3, 0))})
     assert list(ours["nearest_ids"][0]) == [20, 150]  # equal distances: lower id first
     assert ours["anchor_rank"][0] == 0 and ours["anchor_rank"][1] == 0  # a tie is not "closer"
-    dnn = nearest_other_distance(table, [20, 150, 7])
+    dnn = TokenTable(table).d_nn([20, 150, 7])
     assert dnn[0] == 0 and dnn[1] == 0 and dnn[2] > 0
 
 
@@ -128,7 +129,7 @@ def test_d_nn_equals_reference():
     t64 = table.astype(np.float64)
     d2 = ((t64[ids, None] - t64[None]) ** 2).sum(-1)
     d2[np.arange(len(ids)), ids] = np.inf
-    np.testing.assert_allclose(nearest_other_distance(table, ids), np.sqrt(d2.min(1)), rtol=1e-12)
+    np.testing.assert_allclose(TokenTable(table).d_nn(ids), np.sqrt(d2.min(1)), rtol=1e-12)
 
 
 def test_accepts_torch_tensors():

@@ -29,21 +29,19 @@ def _cfg(repo_root, tmp, **extra):
 
 
 def _write_words(cfg, spaces, skip=()):
-    from visual_words.train.geometry import nearest_other_distance as trainer_d_nn
-
     rng = np.random.default_rng(0)
     for trial in trial_grid(cfg):
         if trial.id in skip:
             continue
         sp = spaces[trial.task]
-        table = torch.from_numpy(sp.table.weights)
+        table = sp.weights
         a = sp.vocab[trial.anchor + "</w>"]
-        d_nn = float(trainer_d_nn(table, [a])[0])  # the trainer's own d_nn, an independent computation
+        d_nn = float(sp.d_nn([a], method="direct")[0])  # the trainer's d_nn, computed apart from the ε-ball engine
         u = rng.standard_normal((2, table.shape[1]))
         u /= np.linalg.norm(u, axis=1, keepdims=True)
         vecs = table[a].double().numpy() + u * np.array(REL[trial.delta])[:, None] * d_nn
         write_embedding(embedding_path(cfg, trial), trial.token, torch.from_numpy(vecs).float(),
-                        {"trial": trial.to_dict(), "token_table_hash": sp.table_hash, "anchor_id": a, "d_nn": d_nn,
+                        {"trial": trial.to_dict(), "token_table_hash": sp.identity, "anchor_id": a, "d_nn": d_nn,
                          "anchor": trial.anchor})
 
 
@@ -91,7 +89,7 @@ def test_eps_table_matches_direct_arithmetic(setup):
         trial = next(t for t in trial_grid(cfg) if t.id == r["trial_id"])
         v = read_embedding(embedding_path(cfg, trial)).single()[1].numpy()[r["vector"]]
         tv = maps[(r["trained_task"], r["table_task"])].apply(v[None])[0].astype(np.float32).astype(np.float64)
-        table = spaces[r["table_task"]].table.weights.astype(np.float64)
+        table = spaces[r["table_task"]].weights.double().numpy()
         d2 = ((table - tv) ** 2).sum(1)
         a = spaces[r["table_task"]].vocab[r["anchor"] + "</w>"]
         assert r["anchor_id"] == a

@@ -30,6 +30,7 @@ from visual_words.evaluate.metrics import (
 )
 from visual_words.evaluate.runner import COLUMNS, read_table, run_evaluation
 from visual_words.models.adapters import adapter_for
+from visual_words.models.token_table import TokenTable
 from visual_words.registry import study_concepts
 from visual_words.trials import Trial
 
@@ -73,7 +74,7 @@ def study(tmp_path_factory, repo_root):
 
 
 def _anchor_vectors(adapter, anchors, n=1):
-    table = adapter.token_table()
+    table = TokenTable.of(adapter).weights
     return torch.stack([table[adapter.anchor_id(a)][None].repeat(n, 1) for a in anchors])
 
 
@@ -171,7 +172,7 @@ def _write_trials(cfg, loaded_by_task):
             path = cfg.path(cfg.train.out_dir) / task / f"{t.slug}.safetensors"
             write_embedding(path, t.token, _anchor_vectors(adapter, [anchor], n=2)[0],
                             {"trial": t.to_dict(), "model_key": loaded.entry.key,
-                             "token_table_hash": table_hash(adapter.token_table()), "anchor": anchor})
+                             "token_table_hash": table_hash(TokenTable.of(adapter).weights), "anchor": anchor})
             out.append(t)
     return out
 
@@ -282,4 +283,4 @@ def test_tokens_from_a_model_outside_the_study_are_transferred_through_maps_fitt
     assert set(df.eval_model) == {"tiny-clip", "tiny-owlv2"}
     for dst in ("tiny-clip", "tiny-owlv2"):
         m = load_map(map_path(cfg, "tiny-clip-w48", dst))
-        assert m.d_src == 48 and m.meta["src_table_hash"] == table_hash(adapter_for(w48).token_table())
+        assert m.d_src == 48 and m.meta["src_table_hash"] == table_hash(TokenTable.of(adapter_for(w48)).weights)

@@ -18,6 +18,7 @@ import torch
 from visual_words import registry
 from visual_words.models.families import families, family, register, unregister
 from visual_words.models.families.hf_clip import HFClip
+from visual_words.models.token_table import TokenTable
 
 
 class ToyClip(HFClip):
@@ -40,15 +41,15 @@ def test_a_family_registered_in_a_test_runs_everywhere_a_family_is_needed(toy_en
     from visual_words.models.adapters import adapter_for
     from visual_words.models.loading import load_model
     from visual_words.models.lock import select_files
+    from visual_words.models.token_table import vocabulary
     from visual_words.train.targets import loss_kind
-    from visual_words.transfer.vocab import vocabulary
 
     assert "toy-clip" in families() and family("toy-clip").task == "classification"
     toy = load_model(toy_entry)
     adapter = adapter_for(toy)
     assert type(adapter).__name__ == "HFClipAdapter"
     assert toy.table_identity == tiny_clip_eval.table_identity  # the same weights file, so the same identity
-    torch.testing.assert_close(adapter.token_table(), adapter_for(tiny_clip_eval).token_table())
+    torch.testing.assert_close(TokenTable.of(adapter).weights, TokenTable.of(adapter_for(tiny_clip_eval)).weights)
     assert vocabulary(toy) == vocabulary(tiny_clip_eval)
     assert loss_kind(toy_entry) == "classification"
     images = [Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (20, 50), (10, 90, 240))]

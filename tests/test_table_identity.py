@@ -17,18 +17,20 @@ from visual_words.embeddings import table_hash
 from visual_words.models.adapters import adapter_for
 from visual_words.models.loading import load_model
 from visual_words.models.table_identity import TableIdentityError, identity_of_stored_table, stored_table_location
+from visual_words.models.token_table import TokenTable
 from visual_words.registry import model
 
 
 @pytest.mark.parametrize("key", ["tiny-sd", "tiny-owlv2", "tiny-clip", "tiny-clip-eval"])
 def test_identity_does_not_depend_on_the_load_precision(repo_root, key):
     ids = {p: load_model(key, precision=p, root=repo_root) for p in ("fp32", "bf16")}
-    fp32_table = adapter_for(ids["fp32"]).token_table()
-    bf16_table = adapter_for(ids["bf16"]).token_table()
+    fp32_table, bf16_table = TokenTable.of(ids["fp32"]), TokenTable.of(ids["bf16"])
     if adapter_for(ids["bf16"]).embedding.weight.dtype == torch.bfloat16:  # open_clip's bf16 keeps it fp32
-        assert table_hash(fp32_table) != table_hash(bf16_table)  # the live tables differ (rounded) …
-    # … the identity does not, and it is the hash of the table as stored (fp32 here)
-    assert ids["fp32"].table_identity == ids["bf16"].table_identity == table_hash(fp32_table)
+        assert table_hash(fp32_table.weights) != table_hash(bf16_table.weights)  # the live tables differ (rounded) …
+    # … the identity does not, and it is the hash of the table as stored (fp32 here); the TokenTable carries it
+    assert ids["fp32"].table_identity == ids["bf16"].table_identity == table_hash(fp32_table.weights)
+    assert fp32_table.identity == bf16_table.identity == ids["fp32"].table_identity
+    assert fp32_table.meta["table_hash"] == fp32_table.identity  # what map sidecars record
 
 
 def test_identity_reads_pickled_and_sharded_checkpoints(repo_root, tmp_path):
@@ -75,6 +77,8 @@ def test_a_model_built_in_memory_must_say_its_identity(repo_root):
     anonymous = replace(loaded, table_identity=None)
     with pytest.raises(ValueError, match="built in memory"):
         adapter_for(anonymous).table_identity
+    with pytest.raises(ValueError, match="built in memory"):
+        TokenTable.of(anonymous)  # a table never travels without its identity
 
 
 def _out_dirs(tmp):
@@ -117,7 +121,7 @@ def test_smoke_study_trained_in_half_precision_is_analysed_at_fp32(repo_root, tm
         for sc in (tmp_path / "embeddings" / task).glob("*.safetensors.json"):
             meta = json.loads(sc.read_text())
             assert meta["token_table_hash"] == fp32.table_identity
-            assert meta["token_table_hash"] != table_hash(adapter_for(fp32).token_table().to(dtype))
+            assert meta["token_table_hash"] != table_hash(TokenTable.of(adapter_for(fp32)).weights.to(dtype))
     assert (tmp_path / "analysis").is_dir() and any((tmp_path / "analysis").glob("*.csv"))
     assert (tmp_path / "reports" / "smoke" / "index.html").is_file()
     rows = (tmp_path / "evaluation" / "evaluation.csv").read_text().splitlines()

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from visual_words.cli import main
 from visual_words.embeddings import read_embedding, sidecar_path, table_hash, write_embedding
 from visual_words.models.adapters import adapter_for
+from visual_words.models.token_table import TokenTable
 from visual_words.transfer import load_map
 
 BIRB = "ti-embeddings/birb-style.learned_embeds.bin"
@@ -31,7 +32,7 @@ def _in_repo(repo_root, monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def clip_table(tiny_clip):
     a = adapter_for(tiny_clip)
-    return a, a.token_table()
+    return a, TokenTable.of(a).weights
 
 
 def _inspect_json(capsys, *argv) -> dict:

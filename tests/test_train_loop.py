@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from visual_words.config import load_config
 from visual_words.embeddings import read_embedding
 from visual_words.models.adapters import adapter_for
+from visual_words.models.token_table import TokenTable
 from visual_words.train.loop import TrialBatch, train_batch, train_trials
 from visual_words.train.targets import TrialData, draw_batch, signed_cosine_direction
 from visual_words.trials import Trial, trial_key
@@ -94,7 +95,8 @@ def test_loss_goes_down_generation(listening_sd, repo_root, tmp_path):
     a = adapter_for(listening_sd)
     data = _data(a, trials)
     eval_batch = draw_batch(a, data, [torch.Generator().manual_seed(99 + i) for i in range(2)], 64)
-    start = a.token_table()[[a.anchor_id(t.anchor) for t in trials]][:, None].repeat(1, cfg.train.num_vectors, 1)
+    anchors = TokenTable.of(a).weights[[a.anchor_id(t.anchor) for t in trials]]
+    start = anchors[:, None].repeat(1, cfg.train.num_vectors, 1)
     results = train_batch(cfg, a, trials, data, progress=False)
     trained = torch.stack([r.vectors for r in results])
     with torch.no_grad():
@@ -121,7 +123,7 @@ def test_constraint_holds_after_every_step(delta, tiny_clip, repo_root, tmp_path
     assert max(rel[trials[2].id]) > 1.0
     for r in results:  # the file holds what was checked
         if r.trial.constrained:
-            anchor = adapter_for(tiny_clip).token_table()[r.meta["anchor_id"]]
+            anchor = TokenTable.of(adapter_for(tiny_clip)).weights[r.meta["anchor_id"]]
             assert float((r.vectors - anchor).norm(dim=-1).max()) <= r.meta["radius"] * (1 + 1e-6)
 
 
@@ -275,7 +277,7 @@ def test_trial_batch_starts_every_vector_at_its_anchor(tiny_owl, repo_root, tmp_
     a = adapter_for(tiny_owl)
     trials = _trials("tiny_owl")
     state = TrialBatch(cfg, a, trials, _data(a, trials))
-    table = a.token_table()
+    table = TokenTable.of(a).weights
     for k, t in enumerate(trials):
         anchor = table[a.anchor_id(t.anchor)]
         assert torch.equal(state.vectors[k], anchor[None].expand(cfg.train.num_vectors, -1))

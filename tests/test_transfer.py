@@ -10,10 +10,10 @@ import scipy.linalg
 import scipy.stats
 import torch
 
+from visual_words.models.token_table import TokenTable
 from visual_words.transfer import (
     LinearMap,
     MapFileError,
-    Table,
     check_tables,
     fit_map,
     fit_pairs,
@@ -157,7 +157,7 @@ def test_r2_and_retrieval_on_a_constructed_case():
     ids = np.array([0, 1, 2, 3])
     # Predictions: 0 and 1 land on themselves; 2 lands next to token 5; 3 lands next to token 4.
     pred = np.array([[0.5, 0.0], [10, 0.5], [0, 19], [19, 0]], dtype=np.float32)
-    assert retrieval_at_1(pred, table, ids) == pytest.approx(0.5)
+    assert retrieval_at_1(pred, TokenTable(table), ids) == pytest.approx(0.5)
     y = table[ids].numpy().astype(np.float64)
     ss_res = ((y - pred) ** 2).sum()
     ss_tot = ((y - y.mean(0)) ** 2).sum()
@@ -171,9 +171,10 @@ def test_map_quality_is_perfect_for_an_exact_map_and_chance_for_noise():
     w = rng.normal(size=(8, 6))
     dst = torch.from_numpy(src @ w).float()
     held = np.arange(350, 400)
-    q = map_quality(LinearMap(w), src[held], dst[held].numpy(), dst, held)
+    q = map_quality(LinearMap(w), src[held], dst[held].numpy(), TokenTable(dst), held)
     assert q == {"r2": pytest.approx(1.0, abs=1e-6), "retrieval_at_1": 1.0, "n_heldout": 50}
-    noise = map_quality(fit_map(src[:350], rng.normal(size=(350, 6))), src[held], dst[held].numpy(), dst, held)
+    noise = map_quality(fit_map(src[:350], rng.normal(size=(350, 6))), src[held], dst[held].numpy(), TokenTable(dst),
+                        held)
     assert noise["r2"] < 0.05 and noise["retrieval_at_1"] < 0.1
 
 
@@ -205,7 +206,7 @@ def test_fit_pairs_shares_products_and_matches_independent_fits():
     a = torch.from_numpy(rng.normal(size=(n, 12))).float()
     b = a @ torch.from_numpy(rng.normal(size=(12, 8))).float() + 0.01 * torch.randn(n, 8)
     c = torch.from_numpy(rng.normal(size=(n, 5))).float()
-    tables = [Table(k, t, vocab, {"table_hash": k * 3}) for k, t in zip("abc", (a, b, c))]
+    tables = [TokenTable(t, identity=k * 3, vocab=vocab, key=k) for k, t in zip("abc", (a, b, c))]
     maps = fit_pairs(tables, holdout_fraction=0.1, seed=0)
     assert set(maps) == {(s, d) for s in "abc" for d in "abc" if s != d}
     rows = np.arange(n - 2)  # every non-special token
@@ -213,7 +214,8 @@ def test_fit_pairs_shares_products_and_matches_independent_fits():
         x, y = dict(zip("abc", (a, b, c)))[s], dict(zip("abc", (a, b, c)))[d]
         np.testing.assert_allclose(lm.weight, fit_map(x[rows], y[rows]).weight, atol=1e-9)
         assert lm.meta["n_fit_tokens"] == n - 2 and lm.meta["quality"]["n_heldout"] == 60
-        assert lm.meta["src_table_hash"] == s * 3 and lm.meta["dst_table_hash"] == d * 3
+        assert lm.meta["src_table_hash"] == s * 3 and lm.meta["dst_table_hash"] == d * 3  # identity carried through
+        assert lm.meta["src_width"] == x.shape[1] and lm.meta["dst_width"] == y.shape[1]
     assert maps[("a", "b")].meta["quality"]["r2"] > 0.99
     assert maps[("a", "b")].meta["quality"]["retrieval_at_1"] > 0.9
     assert maps[("a", "c")].meta["quality"]["r2"] < 0.1

@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from visual_words.cli import main
 from visual_words.config import load_config
 from visual_words.embeddings import table_hash
-from visual_words.transfer import load_map, map_between, map_path, save_map, token_table
+from visual_words.models.token_table import TokenTable
+from visual_words.transfer import load_map, map_between, map_path, save_map
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,9 @@ def test_vw_maps_writes_every_ordered_pair_with_provenance(repo_root, tmp_path, 
     back = load_map(map_path(cfg, "tiny-clip-w48", "tiny-clip"))
     assert (fwd.d_src, fwd.d_dst) == (32, 48) and (back.d_src, back.d_dst) == (48, 32)
     assert fwd.meta["n_fit_tokens"] == 49406  # 49,408 minus <|startoftext|> and <|endoftext|>
-    assert fwd.meta["src_table_hash"] == table_hash(token_table(tiny_clip))
-    assert fwd.meta["dst_table_hash"] == table_hash(token_table(tiny_clip_w48))
+    src = TokenTable.of(tiny_clip)
+    assert fwd.meta["src_table_hash"] == table_hash(src.weights) == src.identity
+    assert fwd.meta["dst_table_hash"] == table_hash(TokenTable.of(tiny_clip_w48).weights)
     assert fwd.meta["quality"]["n_heldout"] == 4941
     # Random, unrelated tables: nothing to transfer, and the quality says so.
     assert abs(fwd.meta["quality"]["r2"]) < 0.02 and fwd.meta["quality"]["retrieval_at_1"] < 0.01
@@ -64,7 +65,7 @@ def test_map_between_fits_on_demand_caches_and_handles_stale_files(repo_root, tm
     lm = map_between(cfg, tiny_clip, tiny_clip_w48)
     assert path.is_file() and lm.weight.shape == (32, 48)
     # Applying it maps a token row of one model into the other model's width.
-    assert lm.apply(token_table(tiny_clip)[320:321]).shape == (1, 48)
+    assert lm.apply(TokenTable.of(tiny_clip).weights[320:321]).shape == (1, 48)
     again = map_between(cfg, tiny_clip, tiny_clip_w48, fit_missing=False)
     np.testing.assert_array_equal(again.weight, lm.weight)
     # A map whose recorded table hash no longer matches (changed checkpoint) is refused, or refitted on request.
@@ -84,4 +85,3 @@ def test_map_between_fits_on_demand_caches_and_handles_stale_files(repo_root, tm
         map_between(other, tiny_clip, tiny_clip_w48, fit_missing=False)
     assert map_between(other, tiny_clip, tiny_clip_w48).meta["holdout_seed"] == 1
     assert load_map(path).meta["reuse_key"] != refit.meta["reuse_key"]
-    assert torch.is_tensor(token_table(tiny_clip))

@@ -1,5 +1,8 @@
 """ε-ball statistics of vectors against a token table: where a trained (or transferred) token lands.
 
+The engine behind the exact searches of `TokenTable` (models/token_table.py: `ball`, `nearest`, `d_nn`), which is how
+the project calls it; this module works on plain arrays and knows nothing of models.
+
 For each query vector q with an anchor token a in a table W (V × d):
   dist_anchor   ‖q − w_a‖ (fp64)                cos_anchor  cos(q, w_a)
   anchor_rank   #{w : ‖q − w‖ < ‖q − w_a‖}      (0 ⇔ the anchor is q's nearest token: the paper's "snaps to the anchor")
@@ -223,13 +226,3 @@ def _scan_numba(q, anchors, tab: PreparedTable, qn, tol, thr_lo, thr_hi, target,
         if bar is not None:
             bar.close()
 
-
-def nearest_other_distance(table, ids) -> np.ndarray:
-    """d_nn: the L2 distance from each token `ids[i]` to its nearest *other* token of the same table (D9)."""
-    tab = prepare_table(table)
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    if tab.shape[0] < 2:
-        raise ValueError("d_nn needs a table of at least 2 tokens")
-    st = eps_ball_stats(tab.weights[ids], ids, tab, k=2)
-    first_is_self = st["nearest_ids"][:, 0] == ids
-    return np.where(first_is_self, st["nearest_dists"][:, 1], st["nearest_dists"][:, 0])

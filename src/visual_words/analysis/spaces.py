@@ -4,11 +4,11 @@ The `analyze` stage (analysis/stage.py) runs these; t-SNE (tsne.py), the truncat
 report read the same spaces and tables from here. ε-ball statistics of every trained vector, in-domain and
 transferred:
 
-For each trained embedding file and each of its n vectors, one row per *space* (token table) the
-vector is looked at in: its own model's table (in-domain) and, with `analyze.transferred`, the other two task
-models' tables after the linear transfer map (`vw maps`). All queries that land in one table are computed in one
-`eps_ball_stats` call. Output: `<analyze.out_dir>/eps_stats.csv` (tidy: one row per vector × space) and
-`provenance.json`.
+For each trained embedding file and each of its n vectors, one row per *space* (token table) the vector is looked
+at in: its own model's table (in-domain) and, with `analyze.transferred`, the other two task models' tables after the
+linear transfer map (`vw maps`). A space is the model's `TokenTable` (models/token_table.py); all queries that land
+in one table are computed in one `TokenTable.ball` call. Output: `<analyze.out_dir>/eps_stats.csv` (tidy: one row per
+vector × space) and `provenance.json`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
 from visual_words.embeddings import EmbeddingFileError, read_embedding
+from visual_words.models.token_table import TokenTable
 from visual_words.trials import TASKS, Trial, embedding_path, trial_grid
 
 log = logging.getLogger(__name__)
@@ -35,34 +35,20 @@ COLUMNS = [
 ]  # + n_within_<f>dnn per analyze.ball_factors, + nearest_tokens / nearest_dists (k nearest, "|"-joined)
 
 
-@dataclass
-class Space:
-    """One model's token table, prepared for queries, with what is needed to name and check things in it."""
-
-    task: str
-    key: str
-    table: Any  # PreparedTable
-    table_hash: str
-    vocab: dict[str, int]  # token -> id
-    names: dict[int, str]  # id -> readable token
-
-    def name(self, token_id: int) -> str:
-        return self.names.get(int(token_id), f"#{int(token_id)}")
-
-
-def load_spaces(cfg, tasks=TASKS) -> dict[str, Space]:
-    """The token tables of the study's task models (the model objects are dropped at once: SD-2.1 is GBs)."""
+def load_spaces(cfg, tasks=TASKS, keep: dict | None = None) -> dict[str, TokenTable]:
+    """The token tables of the study's task models, by task. Each model is loaded once, at fp32. With `keep` (a dict)
+    the loaded models stay in it by task, on `study.device`, for the part that runs their text towers (t-SNE), which
+    then loads none again; without it each model is dropped as soon as its table is copied (SD-2.1 is GBs)."""
     from visual_words.models.loading import load_model
-    from visual_words.transfer import table_of
 
     spaces = {}
     for task in tasks:
-        key = cfg.study.models[task]
-        loaded = load_model(key, device="cpu", precision="fp32", root=cfg.root)
-        t = table_of(loaded)
+        device = cfg.study.device if keep is not None else "cpu"
+        loaded = load_model(cfg.study.models[task], device=device, precision="fp32", root=cfg.root)
+        spaces[task] = TokenTable.of(loaded)
+        if keep is not None:
+            keep[task] = loaded
         del loaded
-        names = {i: tok.replace("</w>", "") for tok, i in t.vocab.items()}
-        spaces[task] = Space(task, key, prepare_table(t.weight), t.meta["table_hash"], t.vocab, names)
     return spaces
 
 
@@ -74,7 +60,7 @@ class Trained:
     anchor_id: int
 
 
-def find_trained(cfg, spaces: dict[str, Space]) -> tuple[list[Trained], int]:
+def find_trained(cfg, spaces: dict[str, TokenTable]) -> tuple[list[Trained], int]:
     """The trial grid's finished embedding files, checked against their model's table; (found, missing count)."""
     found, missing = [], 0
     for trial in trial_grid(cfg):
@@ -86,12 +72,12 @@ def find_trained(cfg, spaces: dict[str, Space]) -> tuple[list[Trained], int]:
         _, vectors = emb.single()
         space = spaces[trial.task]
         have = emb.meta.get("token_table_hash")
-        if have is not None and have != space.table_hash:
+        if have is not None and have != space.identity:
             raise EmbeddingFileError(f"{path}: trained on a token table with hash {have}, but model `{space.key}` now "
-                                     f"has {space.table_hash} (the checkpoint changed); retrain or restore it")
-        if vectors.shape[1] != space.table.shape[1]:
+                                     f"has {space.identity} (the checkpoint changed); retrain or restore it")
+        if vectors.shape[1] != space.width:
             raise EmbeddingFileError(f"{path}: vectors of width {vectors.shape[1]}, model `{space.key}` has width "
-                                     f"{space.table.shape[1]}")
+                                     f"{space.width}")
         anchor_id = emb.meta.get("anchor_id")
         if anchor_id is None:
             anchor_id = _anchor_id(space, trial.anchor, path)
@@ -99,30 +85,30 @@ def find_trained(cfg, spaces: dict[str, Space]) -> tuple[list[Trained], int]:
     return found, missing
 
 
-def _anchor_id(space: Space, word: str, where: Any) -> int:
-    for tok in (word + "</w>", word):
-        if tok in space.vocab:
-            return int(space.vocab[tok])
+def _anchor_id(space: TokenTable, word: str, where: Any) -> int:
+    found = space.token_id(word)
+    if found is not None:
+        return found
     raise ValueError(f"{where}: anchor `{word}` is not a single token of model `{space.key}`")
 
 
-def load_maps(cfg, spaces: dict[str, Space]) -> dict[tuple[str, str], Any]:
+def load_maps(cfg, spaces: dict[str, TokenTable]) -> dict[tuple[str, str], Any]:
     """The transfer map between every ordered pair of task models, checked against the tables at hand."""
     from visual_words.transfer import check_tables, load_map, map_path
 
     maps = {}
-    for src in spaces.values():
-        for dst in spaces.values():
-            if src.task == dst.task:
+    for src_task, src in spaces.items():
+        for dst_task, dst in spaces.items():
+            if src_task == dst_task:
                 continue
             path = map_path(cfg, src.key, dst.key)
             lmap = load_map(path)  # FileNotFoundError names the file and `vw maps`
-            check_tables(lmap, src.table_hash, dst.table_hash, str(path))
-            maps[(src.task, dst.task)] = lmap
+            check_tables(lmap, src.identity, dst.identity, str(path))
+            maps[(src_task, dst_task)] = lmap
     return maps
 
 
-def eps_table(cfg, spaces: dict[str, Space], trained: list[Trained], maps: dict | None, progress: bool = False):
+def eps_table(cfg, spaces: dict[str, TokenTable], trained: list[Trained], maps: dict | None, progress: bool = False):
     """The tidy ε-ball table (a pandas DataFrame, COLUMNS + counts + nearest lists) for the given vectors."""
     import pandas as pd
 
@@ -147,13 +133,12 @@ def eps_table(cfg, spaces: dict[str, Space], trained: list[Trained], maps: dict 
             continue
         anchors = np.array([m[3] for m in meta], dtype=np.int64)
         uniq, inverse = np.unique(anchors, return_inverse=True)
-        d_nn = nearest_other_distance(space.table, uniq)[inverse]
+        d_nn = space.d_nn(uniq)[inverse]
         deltas = np.array([m[0].trial.delta for m in meta], dtype=np.float64)
         radii = np.column_stack([np.where(np.isinf(deltas), np.inf, deltas * d_nn)]
                                 + [f * d_nn for f in ac.ball_factors])
-        k = min(ac.nearest_k, space.table.shape[0])
-        st = eps_ball_stats(np.stack(queries), anchors, space.table, radii, k=k, block_size=ac.block_size,
-                            progress=progress)
+        k = min(ac.nearest_k, len(space))
+        st = space.ball(np.stack(queries), anchors, radii, k=k, block_size=ac.block_size, progress=progress)
         rows = {
             "trial_id": [m[0].trial.id for m in meta],
             "dataset": [m[0].trial.dataset for m in meta],

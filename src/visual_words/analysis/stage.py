@@ -27,7 +27,8 @@ def run(cfg, parts=PARTS, progress: bool = True) -> dict[str, Path | None]:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown analyze part `{unknown[0]}` (known: {', '.join(PARTS)})")
-    spaces = load_spaces(cfg)
+    models: dict | None = {} if "tsne" in parts else None  # t-SNE runs the text towers of the models loaded here
+    spaces = load_spaces(cfg, keep=models)
     trained, missing = find_trained(cfg, spaces)
     if not trained:
         raise FileNotFoundError(f"no trained embeddings under {cfg.path(cfg.train.out_dir)} for profile "
@@ -43,7 +44,8 @@ def run(cfg, parts=PARTS, progress: bool = True) -> dict[str, Path | None]:
     if "tsne" in parts:
         from visual_words.analysis.tsne import run_tsne
 
-        written["tsne"] = run_tsne(cfg, spaces, trained, maps, progress=progress)
+        written["tsne"] = run_tsne(cfg, spaces, trained, maps, progress=progress, models=models)
+    models = None  # release what t-SNE did not use before the truncated encoder loads SD again
     if "truncation" in parts:
         from visual_words.analysis.truncation import run_truncation
 

@@ -91,8 +91,9 @@ def tsne_rows(cfg, adapter, table_task: str, groups, progress: bool = False) -> 
     return rows
 
 
-def run_tsne(cfg, spaces, trained, maps, progress: bool = True):
-    """The stage part: every (task model, dataset, word source) group at δ = tsne_delta -> tsne.csv."""
+def run_tsne(cfg, spaces, trained, maps, progress: bool = True, models: dict | None = None):
+    """The stage part: every (task model, dataset, word source) group at δ = tsne_delta -> tsne.csv. `models`: the
+    task models `load_spaces` kept (fp32, study.device), used and released here; a model not in it is loaded."""
     import pandas as pd
 
     from visual_words.analysis.spaces import write_table
@@ -118,9 +119,11 @@ def run_tsne(cfg, spaces, trained, maps, progress: bool = True):
                     words.append((tr.trial, np.asarray(v, dtype=np.float32)))
                 if words:
                     groups.append((dataset, source, words))
+        loaded = (models or {}).pop(table_task, None)
         if not groups:
             continue
-        loaded = load_model(space.key, device=cfg.study.device, precision="fp32", root=cfg.root)
+        if loaded is None:
+            loaded = load_model(space.key, device=cfg.study.device, precision="fp32", root=cfg.root)
         rows += tsne_rows(cfg, adapter_for(loaded), table_task, groups, progress)
         del loaded
     df = pd.DataFrame(rows, columns=["table_task", "table_model", "dataset", "source_task", "transferred", "layer",

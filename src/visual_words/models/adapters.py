@@ -1,7 +1,7 @@
-"""One adapter per model family behind one interface (docs/design.md §3): token table, splicing, outputs, loss.
+"""One adapter per model family behind one interface (docs/design.md §3): tokenizer, splicing, outputs, loss.
 
     adapter = adapter_for(loaded)                       # the family's adapter (models/families/)
-    adapter.token_table()                               # [V, d] fp32 cpu copy of the input-embedding table
+    TokenTable.of(adapter)                              # its token table (models/token_table.py)
     adapter.anchor_id("cat")                            # single-token id through the model's own tokenizer
     adapter.text_outputs(["a photo of a {}"], vecs)     # vecs [K, n, d] -> K trials in one forward
     adapter.pooled_hidden_states(prompts, vecs)         # [layers+1, K, P, d] at the end-of-text token
@@ -65,10 +65,6 @@ class Adapter:
             raise ValueError(f"model `{self.entry.key}` was built in memory without a table identity; set "
                              "LoadedModel.table_identity from its table before casting it")
         return self.loaded.table_identity
-
-    def token_table(self) -> torch.Tensor:
-        """The frozen input-embedding table [V, d] as an fp32 CPU copy (never the live parameter)."""
-        return self.embedding.weight.detach().to("cpu", torch.float32).clone()
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of `text` without start/end tokens."""

@@ -11,9 +11,9 @@ CLI: `vw inspect FILE [--model M]`, `vw transfer FILE --from M1 --to M2` (comman
 from visual_words.toolkit.facts import paper_finding
 from visual_words.toolkit.inspection import fitting_models, format_report, inspect_embedding, select_tokens
 from visual_words.toolkit.models import entry_for_folder, resolve_model
-from visual_words.toolkit.neighbours import PAPER_DELTAS, nearest_by_cosine, vector_stats
+from visual_words.toolkit.neighbours import PAPER_DELTAS, vector_stats
 from visual_words.toolkit.transfer import TransferResult, default_output, transfer_embedding
 
 __all__ = ["PAPER_DELTAS", "TransferResult", "default_output", "entry_for_folder", "fitting_models",
-           "format_report", "inspect_embedding", "nearest_by_cosine", "paper_finding", "resolve_model",
+           "format_report", "inspect_embedding", "paper_finding", "resolve_model",
            "select_tokens", "transfer_embedding", "vector_stats"]

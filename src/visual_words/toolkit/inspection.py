@@ -77,13 +77,14 @@ def inspect_embedding(emb: Embedding, loaded: Any = None, init: str | None = Non
     adapter = width = None
     if loaded is not None:
         from visual_words.models.adapters import adapter_for
+        from visual_words.models.token_table import TokenTable
 
         adapter = adapter_for(loaded)
-        table = adapter.token_table()
-        width = int(table.shape[1])
+        table = TokenTable.of(adapter)
+        width = table.width
         e = loaded.entry
         report["model"] = {"key": e.key, "family": e.family, "id": e.id, "width": width,
-                           "vocab_size": int(table.shape[0]), "table_hash": adapter.table_identity}
+                           "vocab_size": len(table), "table_hash": table.identity}
         recorded = emb.meta.get("token_table_hash")
         if recorded and recorded != report["model"]["table_hash"]:
             report["notes"].append(f"the file records token-table hash {recorded} "

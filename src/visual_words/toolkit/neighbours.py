@@ -1,5 +1,6 @@
 """Where vectors sit in a model's token table: nearest words by L2 and by cosine, and the ε-ball statistics
-(distance to an init word in units of its d_nn, rank, tokens inside δ-balls) from `analysis.eps_ball`."""
+(distance to an init word in units of its d_nn, rank, tokens inside δ-balls), all from the table's own searches
+(`TokenTable`, models/token_table.py)."""
 
 from __future__ import annotations
 
@@ -7,40 +8,30 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from visual_words.analysis.eps_ball import eps_ball_stats, nearest_other_distance, prepare_table
+from visual_words.models.token_table import TokenTable
 
 PAPER_DELTAS = (0.1, 0.2, 0.5, 1.0)  # the paper's ε-ball radii, in units of d_nn(init) (docs/paper.md §4.1)
 
 
-def nearest_by_cosine(vectors: torch.Tensor, table: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k rows of `table` with the highest cosine similarity to each vector: (ids [n, k], cosines [n, k])."""
-    q = F.normalize(torch.as_tensor(vectors, dtype=torch.float32), dim=1)
-    t = F.normalize(torch.as_tensor(table, dtype=torch.float32), dim=1)
-    top = (q @ t.T).topk(min(k, t.shape[0]), dim=1)
-    return top.indices.numpy(), top.values.to(torch.float64).numpy()
-
-
-def vector_stats(vectors: torch.Tensor, table, name_of: Callable[[int], str], init_id: int | None = None,
+def vector_stats(vectors: torch.Tensor, table: TokenTable, name_of: Callable[[int], str], init_id: int | None = None,
                  k: int = 5, deltas: Sequence[float] = PAPER_DELTAS) -> list[dict]:
-    """One dict per vector of `vectors` [n, d] against `table` [V, d]: norm, nearest words (L2, cosine), how far the
+    """One dict per vector of `vectors` [n, d] against `table`: norm, nearest words (L2, cosine), how far the
     nearest word is in units of its own d_nn, and, given `init_id`, the ε-ball statistics around that init word."""
-    tab = prepare_table(table)
     vecs = torch.as_tensor(vectors, dtype=torch.float32)
     n = vecs.shape[0]
-    k = max(1, min(k, tab.shape[0]))
+    k = max(1, min(k, len(table)))
     deltas = sorted(float(d) for d in deltas)
     # eps_ball_stats measures against an anchor; without an init word the anchor fields are not used.
     anchors = np.full(n, init_id if init_id is not None else 0, dtype=np.int64)
     radii = None
     if init_id is not None:
-        d_nn_init = float(nearest_other_distance(tab, [init_id])[0])
+        d_nn_init = float(table.d_nn([init_id])[0])
         radii = np.outer(np.full(n, d_nn_init), deltas)
-    st = eps_ball_stats(vecs, anchors, tab, radii, k=k)
-    cos_ids, cos_vals = nearest_by_cosine(vecs, tab.weights, k)
+    st = table.ball(vecs, anchors, radii, k=k)
+    cos_ids, cos_vals = table.nearest(vecs, k, metric="cosine")
     top = st["nearest_ids"][:, 0]
-    d_nn_top = nearest_other_distance(tab, top)
+    d_nn_top = table.d_nn(top)
     out = []
     for i in range(n):
         row = {

@@ -99,6 +99,7 @@ def transfer_embedding(emb: Embedding, src: Any, dst: Any, cfg: Any, out: str | 
                        name: str | None = None, force: bool = False, k: int = 5) -> TransferResult:
     """Map `emb`'s token from loaded model `src` into `dst` and write it to `out` (+ sidecar), atomically."""
     from visual_words.models.adapters import adapter_for
+    from visual_words.models.token_table import TokenTable
     from visual_words.provenance import provenance
     from visual_words.transfer import map_between, map_path
 
@@ -124,7 +125,7 @@ def transfer_embedding(emb: Embedding, src: Any, dst: Any, cfg: Any, out: str | 
     if not torch.isfinite(mapped).all():
         raise EmbeddingFileError(f"{emb.path}: token `{tok_name}` maps to non-finite values through {map_file}")
 
-    dst_table = da.token_table()
+    dst_table = TokenTable.of(da)
     anchor = emb.meta.get("anchor")
     init_id = None
     if anchor:
@@ -141,7 +142,7 @@ def transfer_embedding(emb: Embedding, src: Any, dst: Any, cfg: Any, out: str | 
     src_hash = lmap.meta.get("src_table_hash") or sa.table_identity
     meta = {
         "model_key": dst.entry.key, "model_id": dst.entry.id, "model_revision": dst.entry.revision,
-        "token_table_hash": da.table_identity, "num_vectors": int(mapped.shape[0]),
+        "token_table_hash": dst_table.identity, "num_vectors": int(mapped.shape[0]),
         **({"anchor": anchor} if anchor else {}),
         "transferred_from": {"file": str(emb.path), "format": emb.format, "token": tok_name,
                              "model_key": src.entry.key, "model_id": src.entry.id,

@@ -27,9 +27,10 @@ from visual_words.embeddings import damage, read_embedding, sidecar_path, write_
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.models.speed import SpeedOptions
+from visual_words.models.token_table import TokenTable
 from visual_words.reuse import checkpoint_key
 from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from visual_words.train.geometry import nearest_other_distance, nearest_tokens, project_, radii, relative_distance
+from visual_words.train.geometry import project_, radii, relative_distance
 from visual_words.train.targets import TrialData, build_trial_data, draw_batch, loss_kind
 from visual_words.trials import Trial, embedding_path, trial_key
 
@@ -104,11 +105,12 @@ class TrialBatch:
         tc = cfg.train
         self.cfg, self.adapter, self.trials, self.data = cfg, adapter, list(trials), list(data)
         adapter.accelerate(SpeedOptions.from_section(tc, "train"))  # SD UNet: compile, attention, layout, fp8
-        self.table = adapter.token_table()
-        self.table_hash = adapter.table_identity
+        self.table = TokenTable.of(adapter)
+        self.table_hash = self.table.identity
         self.anchor_ids = [adapter.anchor_id(t.anchor) for t in self.trials]
-        self.anchors = self.table[self.anchor_ids]  # [K, d] fp32
-        self.d_nn = nearest_other_distance(self.table, self.anchor_ids)  # [K] fp64
+        self.anchors = self.table.weights[self.anchor_ids]  # [K, d] fp32
+        # [K] fp64, by fp64 differences: the radii every trained word so far was projected with (token_table.py)
+        self.d_nn = torch.from_numpy(self.table.d_nn(self.anchor_ids, method="direct"))
         self.radius = radii([t.delta for t in self.trials], self.d_nn)
         device = adapter.device
         self.vectors = self.anchors[:, None].repeat(1, tc.num_vectors, 1).to(device).requires_grad_(True)
@@ -122,8 +124,6 @@ class TrialBatch:
         self.step_count = 0
         self.curves: list[dict[str, list]] = [{"step": [], "loss": [], "rel_dist": [], "nearest_token": []}
                                               for _ in self.trials]
-        self._table_dev = self.table.to(device)
-        self._table_sq = (self._table_dev * self._table_dev).sum(1)
 
     # -- one step -------------------------------------------------------------------------------------------
 
@@ -142,7 +142,8 @@ class TrialBatch:
 
     def log(self, losses: torch.Tensor) -> list[dict[str, Any]]:
         rel = relative_distance(self.vectors, self.anchors, self.d_nn).max(1).values  # the constraint bounds each
-        nearest = nearest_tokens(self._table_dev, self.vectors, self._table_sq).cpu()
+        nearest = self.table.nearest(self.vectors, exact=False, device=self.adapter.device).ids
+        nearest = nearest.reshape(self.vectors.shape[:-1])  # [K, n]
         out = []
         for k, curve in enumerate(self.curves):
             entry = {"loss": float(losses[k]), "rel_dist": float(rel[k]),

@@ -8,12 +8,11 @@
 
 from visual_words.transfer.estimators import ESTIMATORS, LinearMap, Moments, fit_from_moments, fit_map, moments
 from visual_words.transfer.files import MapFileError, check_tables, load_map, map_path, save_map
-from visual_words.transfer.fitting import Table, fit_pairs, table_of
+from visual_words.transfer.fitting import fit_pairs
 from visual_words.transfer.maps import map_between, study_model_keys
 from visual_words.transfer.quality import holdout_split, map_quality, r2, retrieval_at_1
-from visual_words.transfer.vocab import shared_rows, token_table, vocabulary
+from visual_words.transfer.vocab import shared_rows
 
-__all__ = ["ESTIMATORS", "LinearMap", "MapFileError", "Moments", "Table", "check_tables",
-           "fit_from_moments", "fit_map", "fit_pairs", "holdout_split", "load_map", "map_between", "map_path",
-           "map_quality", "moments", "r2", "retrieval_at_1", "save_map", "shared_rows", "study_model_keys",
-           "table_of", "token_table", "vocabulary"]
+__all__ = ["ESTIMATORS", "LinearMap", "MapFileError", "Moments", "check_tables", "fit_from_moments", "fit_map",
+           "fit_pairs", "holdout_split", "load_map", "map_between", "map_path", "map_quality", "moments", "r2",
+           "retrieval_at_1", "save_map", "shared_rows", "study_model_keys"]

@@ -9,25 +9,15 @@ final map (all shared tokens: fit + held-out moments) both come from the same pr
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
+from visual_words.models.token_table import TokenTable
 from visual_words.transfer.estimators import LinearMap, Moments, fit_from_moments, gram
 from visual_words.transfer.quality import holdout_split, map_quality
 from visual_words.transfer.vocab import shared_rows
-
-
-@dataclass
-class Table:
-    """One model's token table and its vocabulary (token string -> row id)."""
-
-    key: str
-    weight: torch.Tensor  # [V, d] fp32
-    vocab: dict[str, int]
-    meta: dict[str, Any]  # model_id, revision, table_hash … (copied into the map sidecars)
 
 
 def _digest(ids: np.ndarray) -> str:
@@ -37,7 +27,7 @@ def _digest(ids: np.ndarray) -> str:
 class _Products:
     """Caches row blocks (fp64), their Gram matrices and cross products, keyed by (table, row ids)."""
 
-    def __init__(self, tables: dict[str, Table]):
+    def __init__(self, tables: dict[str, TokenTable]):
         self.tables = tables
         self._rows: dict[tuple[str, str], np.ndarray] = {}
         self._gram: dict[tuple[str, str], np.ndarray] = {}
@@ -46,7 +36,7 @@ class _Products:
     def rows(self, key: str, ids: np.ndarray) -> tuple[str, np.ndarray]:
         d = _digest(ids)
         if (key, d) not in self._rows:
-            self._rows[(key, d)] = self.tables[key].weight[torch.from_numpy(ids)].to(torch.float64).numpy()
+            self._rows[(key, d)] = self.tables[key].weights[torch.from_numpy(ids)].to(torch.float64).numpy()
         return d, self._rows[(key, d)]
 
     def moments(self, src: str, src_ids: np.ndarray, dst: str, dst_ids: np.ndarray) -> Moments:
@@ -60,7 +50,7 @@ class _Products:
         return Moments(self._gram[(src, ds)], self._cross[(src, ds, dst, dd)], x.sum(0), y.sum(0), x.shape[0])
 
 
-def fit_pairs(tables: Iterable[Table], pairs: Iterable[tuple[str, str]] | None = None, estimator: str = "ols",
+def fit_pairs(tables: Iterable[TokenTable], pairs: Iterable[tuple[str, str]] | None = None, estimator: str = "ols",
               ridge_alpha: float = 1.0, holdout_fraction: float = 0.1, seed: int = 0, quality: bool = True,
               progress: bool = False) -> dict[tuple[str, str], LinearMap]:
     """Fit a map for each ordered pair (default: all of them) on the non-special tokens both tables share.
@@ -81,7 +71,7 @@ def fit_pairs(tables: Iterable[Table], pairs: Iterable[tuple[str, str]] | None =
         it = tqdm(pairs, desc="maps", unit="map")
     for src, dst in it:
         ta, tb = tables[src], tables[dst]
-        src_ids, dst_ids = shared_rows(ta.vocab, tb.vocab, ta.weight.shape[0], tb.weight.shape[0])
+        src_ids, dst_ids = shared_rows(ta.vocab, tb.vocab, len(ta), len(tb))
         q = {"r2": None, "retrieval_at_1": None, "n_heldout": 0}
         if quality and holdout_fraction > 0:
             fit_pos, held_pos = holdout_split(len(src_ids), holdout_fraction, seed)
@@ -89,7 +79,7 @@ def fit_pairs(tables: Iterable[Table], pairs: Iterable[tuple[str, str]] | None =
             m_held = products.moments(src, src_ids[held_pos], dst, dst_ids[held_pos])
             probe = fit_from_moments(m_fit, estimator, ridge_alpha)
             q = map_quality(probe, products.rows(src, src_ids[held_pos])[1], products.rows(dst, dst_ids[held_pos])[1],
-                            tb.weight, dst_ids[held_pos])
+                            tb, dst_ids[held_pos])
             m_all = m_fit + m_held
         else:
             m_all = products.moments(src, src_ids, dst, dst_ids)
@@ -104,14 +94,3 @@ def fit_pairs(tables: Iterable[Table], pairs: Iterable[tuple[str, str]] | None =
         out[(src, dst)] = lmap
     return out
 
-
-def table_of(loaded: Any) -> Table:
-    """A loaded model's token table, vocabulary and identity (registry key, hub id, revision, table identity)."""
-    from visual_words.models.adapters import adapter_for
-    from visual_words.transfer.vocab import token_table, vocabulary
-
-    w = token_table(loaded)
-    e = loaded.entry
-    return Table(key=e.key, weight=w, vocab=vocabulary(loaded),
-                 meta={"model_id": e.id, "model_revision": e.revision, "table_hash": adapter_for(loaded).table_identity,
-                       "width": int(w.shape[1])})

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from visual_words.models.token_table import TokenTable
 from visual_words.reuse import map_key
 from visual_words.tasks import TASKS
 from visual_words.transfer.estimators import LinearMap
 from visual_words.transfer.files import MapFileError, check_tables, load_map, map_path, save_map
-from visual_words.transfer.fitting import fit_pairs, table_of
+from visual_words.transfer.fitting import fit_pairs
 
 QUALITY_FILE = "quality.csv"
 
@@ -38,8 +39,8 @@ def map_between(cfg, src: Any, dst: Any, fit_missing: bool = True, cache_dir: Pa
     for next time: in ``cache_dir`` when given (the toolkit's user cache: ``vw transfer`` never writes into the
     DVC-tracked ``maps.out_dir``), else at ``map_path``. A damaged map file is reported and refitted, never used.
     ``fit_missing=False`` makes a missing, stale or damaged file an error."""
-    ta, tb = table_of(src), table_of(dst)
-    src_hash, dst_hash = ta.meta["table_hash"], tb.meta["table_hash"]
+    ta, tb = TokenTable.of(src), TokenTable.of(dst)
+    src_hash, dst_hash = ta.identity, tb.identity
     key = map_key(cfg, src_hash, dst_hash)
     study = map_path(cfg, src.entry.key, dst.entry.key)
     save_to = study if cache_dir is None else Path(cache_dir) / study.name

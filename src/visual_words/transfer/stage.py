@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from visual_words.io import atomic_path
+from visual_words.models.token_table import TokenTable
 from visual_words.provenance import write_provenance
 from visual_words.reuse import map_key
 from visual_words.transfer.estimators import LinearMap
 from visual_words.transfer.files import map_path, save_map
-from visual_words.transfer.fitting import fit_pairs, table_of
+from visual_words.transfer.fitting import fit_pairs
 from visual_words.transfer.maps import QUALITY_FILE, load_for_maps, study_model_keys
 
 
@@ -26,7 +27,7 @@ def run(cfg, model_keys: list[str] | None = None, progress: bool = True) -> dict
     tables = []
     for key in keys:
         loaded = load_for_maps(key, cfg)
-        tables.append(table_of(loaded))
+        tables.append(TokenTable.of(loaded))
         del loaded  # only the table is needed; free the model (SD-2.1 is GBs)
     m = cfg.maps
     maps = fit_pairs(tables, estimator=m.estimator, ridge_alpha=m.ridge_alpha, holdout_fraction=m.holdout_fraction,

@@ -8,27 +8,9 @@ the tokens both vocabularies have, so any two checkpoints with overlapping vocab
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import torch
 
-from visual_words.tokenizer import BOS, EOS
-
-
-def is_special(token: str) -> bool:
-    """CLIP BPE's markers (``<|startoftext|>``, ``<|endoftext|>``) and any other ``<|…|>`` control token."""
-    return token in (BOS, EOS) or (token.startswith("<|") and token.endswith("|>"))
-
-
-def vocabulary(loaded: Any) -> dict[str, int]:
-    """token string -> id of a loaded model's tokenizer (HF tokenizers and open_clip's own), without its
-    start/end markers (HF spells them ``<|startoftext|>``, open_clip ``<start_of_text>``). The pad token is kept:
-    SD-2.1's and OWLv2's pad with "!", an ordinary word."""
-    from visual_words.models.families import family_of
-
-    vocab, markers = family_of(loaded).vocabulary(loaded)
-    return {t: i for t, i in vocab.items() if t not in markers and not is_special(t)}
+from visual_words.models.token_table import is_special
 
 
 def shared_rows(vocab_src: dict[str, int], vocab_dst: dict[str, int], n_src: int, n_dst: int
@@ -42,9 +24,3 @@ def shared_rows(vocab_src: dict[str, int], vocab_dst: dict[str, int], n_src: int
     arr = np.asarray(pairs, dtype=np.int64)
     return arr[:, 0], arr[:, 1]
 
-
-def token_table(loaded: Any) -> torch.Tensor:
-    """A model's frozen input-embedding table ``[V, d]`` (fp32, cpu), as its family's adapter gives it."""
-    from visual_words.models.adapters import adapter_for
-
-    return adapter_for(loaded).token_table()
