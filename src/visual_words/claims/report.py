@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from visual_words.claims.check import check_claims
+from visual_words.claims.interval import check_claims
 
 STATUS_CLASS = {"pass": "ok", "fail": "flag", "inconclusive": "na", "not run": "na"}
 
@@ -26,7 +26,7 @@ def claims_part(rb, evaluation: pd.DataFrame | None, eps: pd.DataFrame | None) -
     for c in results:
         for p in c.parts:
             rows.append({"claim": c.id, "claim_status": c.status, "claim_power": round(c.power, 4), "part": p.name,
-                         "rule": p.kind, "status": p.status, "ours": p.value, "ci_low": p.ci[0], "ci_high": p.ci[1],
+                         "rule": p.rule, "status": p.status, "ours": p.value, "ci_low": p.ci[0], "ci_high": p.ci[1],
                          "paper": p.reference, "accept_low": p.accept[0], "accept_high": p.accept[1],
                          "cells": p.cells, "power": round(p.power, 4), "power_method": p.method})
     table = pd.DataFrame(rows)
@@ -42,7 +42,7 @@ def claims_part(rb, evaluation: pd.DataFrame | None, eps: pd.DataFrame | None) -
             first = [f"{c.id}: {c.text}", c.status, f"{c.power:.2f}"] if i == 0 else ["", "", ""]
             ci = "" if math.isnan(p.ci[0]) else f" [{_num(p.ci[0], 2)}, {_num(p.ci[1], 2)}]"
             rows.append({"class": STATUS_CLASS.get(p.status, "na"), "cells": [
-                *first, p.name, p.kind, _num(p.value) + ci, _num(p.reference),
+                *first, p.name, p.rule, _num(p.value) + ci, _num(p.reference),
                 f"[{_num(p.accept[0], 2)}, {_num(p.accept[1], 2)}]", p.cells, f"{p.power:.3f} ({p.method})",
                 p.status]})
     sec = rb.section("claims-profile", "Claims checked by this profile",

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from visual_words.claims.point import nearest_is_anchor_by_delta, transfer_shares
 from visual_words.io import write_json, write_text
 from visual_words.report import compare as cmp
 from visual_words.report import figures as F
 from visual_words.report.banner import banner_for
 from visual_words.report.builder import ReportBuilder, frame_rows, render
-from visual_words.report.claims import nearest_is_anchor_by_delta, transfer_shares
 from visual_words.report.paper import paper_table
 from visual_words.tasks import TASKS, short, task
 
@@ -143,9 +143,9 @@ def ap50_comparison(evaluation: pd.DataFrame, paper: pd.DataFrame, cfg) -> pd.Da
 
 
 def claims_part(rb: ReportBuilder, eps: pd.DataFrame | None) -> None:
-    """Every claim of ARTIFACT.md §5 computed and flagged (report/claims.yaml, report/claims.py)."""
+    """Every claim of ARTIFACT.md §5 judged by its point rule (claims/claims.yaml, claims/point.py)."""
 
-    from visual_words.report.claims import evaluate_claims
+    from visual_words.claims.point import evaluate_claims
 
     results = evaluate_claims(rb.cells, eps, rb.cfg.report.tolerance)
     if rb.cells is not None:
@@ -166,7 +166,7 @@ def claims_part(rb: ReportBuilder, eps: pd.DataFrame | None) -> None:
         for r in results]
     rb.section("claims", "The paper's claims, computed (ARTIFACT.md §5)")
     rb.table("claims", "Claims", ["#", "claim", "status", "ours", "paper", "tolerance", "details"], rows,
-             note="Definitions: src/visual_words/report/claims.yaml; metrics.json `claims` holds the same rows. "
+             note="Definitions: src/visual_words/claims/claims.yaml; metrics.json `claims` holds the same rows. "
                   "Not run = this profile has none of the claim's cells.")
     rb.headline.insert(0, {"value": f"{counts['pass']} pass / {counts['fail']} fail",
                            "label": f"paper claims ({counts['not run']} not run, {counts['not judged']} not judged)"})
@@ -174,7 +174,7 @@ def claims_part(rb: ReportBuilder, eps: pd.DataFrame | None) -> None:
 
 def transfer_table(rb: ReportBuilder, results) -> None:
     """The paper's six "reaches up to X % of in-domain" numbers next to ours (best dataset): the pairs of claims
-    C2-C4, as metrics.json `transfer_share` and a table."""
+    C2-C4d, as metrics.json `transfer_share` and a table."""
 
     from visual_words.report.paper import claims
 
@@ -197,7 +197,7 @@ def transfer_table(rb: ReportBuilder, results) -> None:
     rb.table("paper", "Transfer as a share of in-domain (the paper's §5 headline claims)",
              ["paper claim", "paper", "ours (best dataset)", "diff", "status"], rows,
              note=f"Share = transferred mean / in-domain mean of the evaluated task, unconstrained words; best "
-                  f"dataset. Agrees within ±{rb.cfg.report.tolerance:g} (claims C2-C4). File: transfer_shares.csv "
+                  f"dataset. Agrees within ±{rb.cfg.report.tolerance:g} (claims C2-C4d). File: transfer_shares.csv "
                   "(every dataset).")
 
 
