@@ -1,21 +1,26 @@
-"""Every claim of ARTIFACT.md §5 is computed and flagged: a synthetic evaluation table built from the paper's own
-numbers passes every claim; one change per claim, built to break it, makes exactly that claim fail."""
+"""The claims' one definition (claims/claims.yaml) and its point check on every profile: a synthetic evaluation
+table built from the paper's own numbers passes every claim; one change per claim, built to break it, makes that
+claim fail; every claim id used anywhere (checkers, params.yaml, ARTIFACT.md, the code) is defined in the file."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
+from visual_words.claims import ClaimSpecError, load_claims, parse_claims
+from visual_words.claims.point import RULES, evaluate_claims, transfer_shares
 from visual_words.evaluate.stats import summarize
-from visual_words.report.claims import definitions, evaluate_claims, transfer_shares
 from visual_words.report.paper import paper_table
 
 TOL = 0.1
 TRIALS = 3  # trials per cell: all at the cell's value, so our CI is the value itself
-COMPUTED = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10", "C11"]
+COMPUTED = ["C1", "C2", "C3", "C4a", "C4b", "C4c", "C4d", "C5", "C6", "C7", "C8", "C9", "C10", "C11"]
 
 
 def _paper_values() -> dict[tuple, float]:
@@ -54,7 +59,7 @@ def _status(results) -> dict[str, str]:
 def test_the_paper_numbers_pass_every_computed_claim():
     results = evaluate_claims(_cells(_paper_values()), _eps(), TOL)
     status = _status(results)
-    assert [r.id for r in results] == [d["id"] for d in definitions()]
+    assert [r.id for r in results] == list(load_claims())
     assert {c: status[c] for c in COMPUTED} == {c: "pass" for c in COMPUTED}, \
         {r.id: (r.failed, r.detail) for r in results if r.status != "pass"}
     assert status["C12"] == status["C13"] == "not judged" and status["A1"] == "not run"
@@ -79,7 +84,10 @@ BREAKS = {  # claim -> a change of the paper's table that breaks it
     "C1": lambda v: _set(v, [("imagenet", "generation", "generation", INF)], 0.5),
     "C2": lambda v: _set(v, [(d, "classification", "generation", INF) for d in DS], 0.2),
     "C3": lambda v: _set(v, [(d, "generation", "classification", INF) for d in DS], 0.05),
-    "C4": lambda v: _set(v, [(d, "detection", "generation", INF) for d in DS], 0.9),
+    "C4a": lambda v: _set(v, [(d, "detection", "generation", INF) for d in DS], 0.9),
+    "C4b": lambda v: _set(v, [(d, "classification", "detection", INF) for d in DS], 0.02),
+    "C4c": lambda v: _set(v, [(d, "generation", "detection", INF) for d in DS], 0.6),
+    "C4d": lambda v: _set(v, [(d, "detection", "classification", INF) for d in DS], 0.01),
     "C5": lambda v: _set(v, [(d, "detection", e, INF) for d in DS for e in ("generation", "classification")], 0.9),
     "C6": lambda v: _set(v, [("coco", "detection", "classification", INF)], 0.9),
     "C7": lambda v: _set(v, [("imagenet", "generation", "generation", 0.1)], 0.5),
@@ -89,7 +97,7 @@ BREAKS = {  # claim -> a change of the paper's table that breaks it
 }
 
 
-@pytest.mark.parametrize("claim", sorted(BREAKS, key=lambda c: int(c[1:])))
+@pytest.mark.parametrize("claim", list(BREAKS))
 def test_a_table_built_to_fail_a_claim_fails_it(claim):
     results = {r.id: r for r in evaluate_claims(_cells(BREAKS[claim](_paper_values())), _eps(), TOL)}
     assert results[claim].status == "fail" and results[claim].failed, results[claim]
@@ -138,14 +146,125 @@ def test_the_report_computes_and_flags_every_claim(repo_root, tmp_path):
     page = run_report(cfg)
     metrics = json.loads((page.parent / "metrics.json").read_text())
     claims = metrics["claims"]
-    assert set(claims) == {d["id"] for d in definitions()}
+    assert set(claims) == set(load_claims())
     assert {c: claims[c]["status"] for c in COMPUTED if c != "C11"} == {c: "pass" for c in COMPUTED if c != "C11"}
     assert claims["C11"]["status"] == "not run"  # no ε-ball table in this run
     assert claims["C8"]["tolerance"] == "max − min ≤ 0.1" and claims["C1"]["tolerance"] == "paper CI, else ±0.1"
     assert metrics["claims_summary"]["fail"] == 0
     html = page.read_text()
     assert "The paper&#39;s claims, computed" in html or "The paper's claims, computed" in html
-    assert html.count('<tr class="ok"><td>C') == 10
+    assert html.count('<tr class="ok"><td>C') == 13
     comp = pd.read_csv(page.parent / "comparison.csv", comment="#")
     assert (comp["metric"] == "ap50").sum() == 12 + 48  # every detection cell of Fig. 3 and Fig. 6, by AP50 too
 
+
+
+# ---- one definition per claim ------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+CLAIM_ID = re.compile(r"\b[CA]\d{1,2}[a-z]?(?:-[a-z]+)*\b")  # C1 … C13, C4a, A1, and dashed (old sub-claim) ids
+NOT_A_CLAIM = {"C99"}  # test_claims_profile's deliberately unknown id
+
+
+def _first_column_ids(text: str, heading: str) -> list[str]:
+    """The claim ids in the first column of the first table after `heading`."""
+    ids, started = [], False
+    for line in text.split(heading, 1)[1].splitlines():
+        if line.startswith("|"):
+            started = True
+            m = CLAIM_ID.match(line.split("|")[1].strip())
+            ids += [m.group(0)] if m else []
+        elif started:
+            break
+    return ids
+
+
+def test_every_claim_id_used_anywhere_is_in_the_definition_file():
+    """The point check, the interval check (a profile's `report.claims`), ARTIFACT.md's tables and every claim id
+    written in the code, params, docs and tests all use claims.yaml's ids, and nothing else."""
+    from visual_words.claims import claims_of
+    from visual_words.config import load_config
+
+    defined = load_claims()
+    assert [r.id for r in evaluate_claims(None, None, TOL)] == list(defined)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    named = {"base": raw["report"]["claims"]} | {
+        name: (body.get("report") or {}).get("claims", []) for name, body in raw["profiles"].items()}
+    with_parts = [cid for cid, c in defined.items() if c.parts]
+    for profile, ids in named.items():
+        assert set(ids) <= set(with_parts), (profile, ids)
+    claims_profile = named["claims"]
+    assert [c.id for c in claims_of(load_config("claims", REPO / "params.yaml"))] == claims_profile
+    artifact = (REPO / "ARTIFACT.md").read_text()
+    assert _first_column_ids(artifact, "## 5. Claims") == list(defined)
+    assert _first_column_ids(artifact, "**What it checks**") == claims_profile  # §3b
+    files = [*(REPO / "src").rglob("*.py"), *(REPO / "src").rglob("*.yaml"), *(REPO / "src").rglob("*.html"),
+             *(REPO / "tests").glob("*.py"), *(REPO / "docs").glob("*.md"), REPO / "params.yaml",
+             REPO / "ARTIFACT.md", REPO / "README.md"]
+    unknown = sorted({f"{f.relative_to(REPO)}: {m}" for f in files for m in CLAIM_ID.findall(f.read_text())
+                      if m not in defined and m not in NOT_A_CLAIM})
+    assert not unknown
+
+
+def _point_reads(claim, trained: str, evaluated: str, delta: float) -> bool:
+    """Whether the claim's point rule reads the paper cell (trained, evaluated, δ): what claims.yaml's header says
+    each rule selects."""
+    args, in_domain = claim.point.args, trained == evaluated
+    if claim.point.rule in ("cells", "range"):
+        sel = args["select"]
+        return (sel.get("figure", "fig3" if math.isinf(delta) else "fig6") == ("fig3" if math.isinf(delta) else "fig6")
+                and sel.get("in_domain", in_domain) == in_domain and delta <= sel.get("max_delta", INF)
+                and delta == sel.get("delta", delta))
+    if claim.point.rule == "share":
+        return math.isinf(delta) and (trained, evaluated) in (tuple(args["pair"]), (args["pair"][1],) * 2)
+    if claim.point.rule == "ordering":
+        return math.isinf(delta)
+    if claim.point.rule == "spread":
+        return in_domain and delta in [float(d) for d in args["deltas"]]
+    return False
+
+
+def _part_reads(part) -> list[tuple]:
+    """The cells (trained, evaluated, δ) an interval part reads, as claims/design.py groups them."""
+    from visual_words.claims import TASKS
+
+    if part.rule == "order":
+        return [(s, t, d) for s in (part.low, part.high, *TASKS) for t in TASKS for d in part.deltas
+                if s in (part.low, part.high) or s == t]  # the two tasks' transfers, every in-domain cell
+    cells = [c for c in (part.cell, part.versus) if c is not None]
+    if part.rule == "share":  # the transferred cell and the evaluated task's in-domain one
+        cells += [type(part.cell)(part.cell.eval, part.cell.eval, part.cell.deltas)]
+    return [(c.trained, c.eval, d) for c in cells for d in c.deltas]
+
+
+def test_every_interval_part_reads_only_cells_its_claims_point_rule_reads():
+    """A claim's two rules are about the same cells: the interval check pools a subset of what the point rule
+    judges one by one (so a pass of one and a fail of the other disagree about the same data)."""
+    for claim in load_claims().values():
+        for part in claim.parts:
+            if part.rule == "exact":
+                assert claim.point.rule == "eps_share" and part.max_delta == claim.point.args["max_delta"]
+                continue
+            outside = [c for c in _part_reads(part) if not _point_reads(claim, *c)]
+            assert not outside, (claim.id, part.name, outside)
+
+
+def test_each_point_rule_has_its_function():
+    from visual_words.claims import POINT_RULES
+
+    assert set(RULES) == set(POINT_RULES)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("C1: {text: a, point: {rule: reported}}\nC1: {text: b, point: {rule: reported}}", r"`C1` is defined twice"),
+    ("C1: {text: a, point: {rule: guess}}", r"`C1\.point\.rule` must be one of cells"),
+    ("C1: {text: a, point: {rule: share}}", r"`C1\.point`: rule share needs `pair`"),
+    ("C1: {text: a, point: {rule: reported}, parts: [{name: p, rule: at_most}]}",
+     r"`C1\.parts\[0\]`: rule at_most needs `cell`"),
+    ("C1: {text: a, point: {rule: reported}, parts: [{name: p, rule: at_most, cell: {trained: x, eval: y}}]}",
+     r"`C1\.parts\[0\]\.cell` needs trained/eval tasks"),
+    ("C1: {text: a, point: {rule: reported}, tolerence: 0.1}", r"`C1` needs `text` and `point`"),
+])
+def test_a_bad_definition_names_the_entry(text, message):
+    with pytest.raises(ClaimSpecError, match=message):
+        parse_claims(text)

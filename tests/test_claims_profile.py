@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from visual_words.claims import ClaimSpecError, claims_of
-from visual_words.claims.check import check_claims, power_table
 from visual_words.claims.design import paper_cells
+from visual_words.claims.interval import check_claims, power_table
 from visual_words.config import ConfigError, load_config
 from visual_words.trials import TASKS, trial_grid
 
@@ -67,6 +67,12 @@ def test_unknown_claim_id_names_params(claims_cfg):
         claims_of(_with_claims(claims_cfg, ["C99"]))
 
 
+def test_a_claim_without_parts_cannot_be_named_by_a_profile(claims_cfg):
+    """C6 (every Fig. 3 transferred cell) has only a point rule: there is nothing to pool, so no power to state."""
+    with pytest.raises(ClaimSpecError, match=r"claim `C6` has no interval check .* these have one: C1, C2, C3, C4a"):
+        claims_of(_with_claims(claims_cfg, ["C1", "C6"]))
+
+
 def test_every_checked_claim_has_power_of_at_least_0_9(claims_cfg):
     table = {c.id: c for c in power_table(claims_cfg)}
     assert set(table) == set(claims_cfg.report.claims)
@@ -77,13 +83,13 @@ def test_every_checked_claim_has_power_of_at_least_0_9(claims_cfg):
     # the references come from the paper's numbers, not typed in: cls→gen on PASCAL = 0.84 / 1.00
     assert table["C2"].parts[0].reference == pytest.approx(0.84)
     assert table["C2"].parts[0].method == "exact binomial"
-    assert table["C4-cls-det"].parts[0].method.startswith("simulation")
+    assert table["C4b"].parts[0].method.startswith("simulation")
 
 
 def test_claims_left_out_lack_power_at_this_budget(claims_cfg):
     """gen→cls and gen→det shares rest on 10 SD words: the profile cannot decide them (why they are left out)."""
-    table = {c.id: c.power for c in power_table(_with_claims(claims_cfg, ["C3", "C4-gen-det"]))}
-    assert table["C3"] < 0.6 and table["C4-gen-det"] < 0.6
+    table = {c.id: c.power for c in power_table(_with_claims(claims_cfg, ["C3", "C4c"]))}
+    assert table["C3"] < 0.6 and table["C4c"] < 0.6
 
 
 def test_exact_binomial_power_by_hand(claims_cfg):
@@ -120,7 +126,7 @@ def _simulated_tables(cfg, reps, rng):
 
 def test_power_agrees_with_a_simulation_of_the_papers_numbers(claims_cfg):
     """Run the real checker on tables simulated from the paper's numbers: the share of passes is the power."""
-    cfg = _with_claims(claims_cfg, ["C3", "C4-gen-det", "C7", "C8", "C9", "C4-det-cls"])
+    cfg = _with_claims(claims_cfg, ["C3", "C4c", "C7", "C8", "C9", "C4d"])
     powers = power_table(cfg)
     reps = 300
     passes = {c.id: 0 for c in powers}
@@ -165,17 +171,32 @@ def test_checker_says_inconclusive_and_not_run(claims_cfg):
     assert {r.id: r for r in check_claims(cfg, missing, eps)}["C7"].status == "not run"
 
 
+def test_claims_profile_section_is_data(claims_cfg):
+    """The section without a page: one table row and one CSV row per part, the verdict in the headline and
+    metrics; a claim without its table is `not run` and coloured as such."""
+    from visual_words.report.sections.claims_profile import claims_profile_section
+
+    cfg = _with_claims(claims_cfg, ["C1", "C11"])
+    sec = claims_profile_section(cfg, _table(cfg, lambda t, ev: 1.0 if t.task == ev else 0.0), None)
+    parts = sec.csv["claims.csv"].frame
+    assert list(parts["claim"]) == ["C1"] * 3 + ["C11"] and list(parts["status"]) == ["pass"] * 3 + ["not run"]
+    (table,) = sec.tables
+    assert [r["class"] for r in table.rows] == ["ok", "ok", "ok", "na"] and len(table.rows[0]["cells"]) == 11
+    assert sec.headline == [{"value": "1 / 2", "label": "checked claims pass"}]
+    assert sec.metrics["claims_profile"]["C11"]["status"] == "not run" and sec.id == "claims-profile"
+
+
 def test_exact_and_simulated_power_agree_on_a_small_design(claims_cfg, monkeypatch):
     """A small design makes multi-dataset shares of accuracies exact; forcing the simulation path must agree."""
     from visual_words.claims import power as P
 
     cfg = _with_claims(load_config("claims", PARAMS, {"study.concepts_per_dataset": 2, "study.anchors_per_concept": 2}),
-                       ["C4-det-cls", "C8", "C5"])
+                       ["C4d", "C8", "C5"])
     exact = {c.id: c for c in power_table(cfg)}
-    assert exact["C4-det-cls"].parts[0].method == "exact binomial"
+    assert exact["C4d"].parts[0].method == "exact binomial"
     monkeypatch.setattr(P, "EXACT_LIMIT", 0)
     simulated = {c.id: c for c in power_table(cfg)}
-    assert simulated["C4-det-cls"].parts[0].method.startswith("simulation")
+    assert simulated["C4d"].parts[0].method.startswith("simulation")
     for cid in exact:
         assert simulated[cid].power == pytest.approx(exact[cid].power, abs=0.015), cid
 

@@ -427,7 +427,7 @@ def test_qualitative_selection_is_data_and_drawing_is_image_grid(tmp_path):
 
 
 def test_claims_section_rows_headline_and_transfer_table():
-    from visual_words.report.claims import ClaimResult
+    from visual_words.claims.point import PointResult as ClaimResult
     from visual_words.report.sections.claims import claims_section, transfer_table
 
     results = [ClaimResult("C1", "in-domain works", "cells", "pass", "±0.1", "0.9", value=0.95, checks=1),

@@ -85,10 +85,10 @@ def paper_cells() -> dict[Unit, PaperCell]:
     return out
 
 
-def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: float) -> PartDesign:
-    """`part` on a design: `datasets` in the profile's order, `counts` = design_counts(cfg)."""
+def design_part(part: Part, datasets: list[str], counts: Counter, tol: float) -> PartDesign:
+    """`part` on a design: `datasets` in the profile's order, `counts` = design_counts(cfg), `tol` = its claim's
+    tolerance."""
     paper = paper_cells()
-    tol = tolerance if part.tol is None else part.tol
 
     def units(cell: CellSpec, only=None) -> list[Unit]:
         out = []
@@ -100,13 +100,13 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
         return out
 
     groups: dict[str, list[Unit]] = {}
-    if part.kind in ("at_least", "at_most"):
+    if part.rule in ("at_least", "at_most"):
         groups["cell"] = units(part.cell)
         stat = lambda g: g["cell"]  # noqa: E731
-    elif part.kind == "close":
+    elif part.rule == "close":
         groups["cell"], groups["versus"] = units(part.cell), units(part.versus)
         stat = lambda g: g["cell"] - g["versus"]  # noqa: E731
-    elif part.kind == "share":
+    elif part.rule == "share":
         c = part.cell
         own = CellSpec(c.eval, c.eval, c.deltas)
         used = [ds for ds in datasets if units(c, [ds]) and units(own, [ds])]
@@ -115,7 +115,7 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
 
         def stat(g, used=used):
             return np.max(_stack([_ratio(g[f"{ds} transferred"], g[f"{ds} in-domain"]) for ds in used]), axis=0)
-    elif part.kind == "order":
+    elif part.rule == "order":
         targets = {s: [t for t in ("generation", "detection", "classification") if t != s]
                    for s in (part.low, part.high)}
         cells = {(s, t): CellSpec(s, t, part.deltas) for s in targets for t in targets[s]}
@@ -134,7 +134,7 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
         def stat(g, used=used):
             return np.min(_stack([share_of(g, ds, part.high) - share_of(g, ds, part.low) for ds in used]), axis=0)
     else:
-        raise ValueError(f"design_part: kind {part.kind!r} has no cells")
+        raise ValueError(f"design_part: rule {part.rule!r} has no cells")
 
     n = {u: counts[(u[0], u[1], u[3])] for us in groups.values() for u in us}
     pc = {u: paper[u] for u in n}
@@ -142,7 +142,7 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tolerance: flo
     reference = float(stat(paper_group_means(groups, n, pc))) if runnable else math.nan
     accept = {"at_least": (reference - tol, math.inf), "at_most": (-math.inf, reference + tol),
               "close": (-tol, tol), "share": (reference - tol, reference + tol),
-              "order": (1e-12, math.inf)}[part.kind]
+              "order": (1e-12, math.inf)}[part.rule]
     return PartDesign(part, groups, n, pc, stat, accept, reference)
 
 

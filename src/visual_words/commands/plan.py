@@ -53,7 +53,7 @@ def cmd_plan(args) -> int:
 
         print(format_plan(plan))
         if cfg.report.claims:  # what the run will decide, and how surely, next to what it costs
-            from visual_words.claims.check import format_power_table, power_table
+            from visual_words.claims.interval import format_power_table, power_table
 
             print(format_power_table(power_table(cfg)))
     return 0

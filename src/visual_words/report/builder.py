@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from visual_words.io import write_json, write_text
 from visual_words.report import figures as F
-from visual_words.report.section import CsvFile, Section, Table
+from visual_words.report.section import Section, Table
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +67,11 @@ class ReportBuilder:
         return {"name": name, "title": title, "caption": caption, "src": f"figures/{src.name}",
                 "files": [{"fmt": p.suffix[1:].upper(), "href": f"figures/{p.name}"} for p in paths]}
 
-    # The claims profile's part (claims/report.py) still adds to the builder through these three; it becomes a
-    # function returning a Section like the others when the two claim checkers are one.
     def section(self, sid: str, title: str, text: str = "") -> PageSection:
+        """The page's section `sid` (made, after those before it, on first use)."""
         if sid not in self.sections:
             self.sections[sid] = PageSection(sid, title, text)
         return self.sections[sid]
-
-    def table(self, sid: str, title: str, header: list[str], rows: list[dict], note: str = "") -> None:
-        self.sections[sid].tables.append(Table(title, list(header), rows, note))
-
-    def write_csv(self, df: pd.DataFrame, path: Path) -> None:
-        CsvFile(df).write(path, self.banner)
 
     def write(self, stages: list[dict]) -> Path:
         """metrics.json, summary.md and index.html; `stages` = each stage's provenance (its time, commit, file)."""

@@ -27,6 +27,7 @@ from visual_words.report.banner import banner_for
 from visual_words.report.builder import ReportBuilder
 from visual_words.report.section import skipped
 from visual_words.report.sections.claims import artifact_claims
+from visual_words.report.sections.claims_profile import claims_profile_section
 from visual_words.report.sections.eps import eps_section
 from visual_words.report.sections.layers import layers_section
 from visual_words.report.sections.qualitative import Gallery, qualitative
@@ -120,12 +121,10 @@ def run(cfg) -> Path:
     eps = read_stage_csv(an / "eps_stats.csv")
 
     rb = ReportBuilder(cfg, out_dir, banner)
-    if cfg.report.claims:  # a profile that checks claims with stated power (visual_words.claims): first on the page
-        from visual_words.claims.report import claims_part as profile_claims_part
-
-        profile_claims_part(rb, evaluation, eps)
     claims, transfer = artifact_claims(cells, eps, cfg.report.tolerance)
     sections = [  # in page order
+        # a profile that checks claims with stated power (`report.claims`): its verdicts come first
+        *([claims_profile_section(cfg, evaluation, eps)] if cfg.report.claims else []),
         claims,
         quantitative(evaluation, cells, ec, cfg.report.tolerance, cfg.study.datasets, banner) if cells is not None
         else skipped("Fig. 3, Fig. 6, comparison", f"{evaluation_file} not found (run `vw evaluate run`)"),

@@ -1,11 +1,11 @@
-"""The claims section: every claim of ARTIFACT.md §5 computed and flagged (report/claims.yaml, report/claims.py),
+"""The claims section: every claim of ARTIFACT.md §5 computed and flagged (claims/claims.yaml, claims/point.py),
 and the paper's "reaches up to X % of in-domain" numbers next to ours as a table of the quantitative section."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from visual_words.report.claims import evaluate_claims
+from visual_words.claims.point import evaluate_claims
 from visual_words.report.section import Section, Table
 from visual_words.report.sections import quantitative
 from visual_words.tasks import short
@@ -23,7 +23,7 @@ def artifact_claims(cells: pd.DataFrame | None, eps: pd.DataFrame | None, tolera
 
 
 def claims_section(results) -> Section:
-    """`results`: report.claims.evaluate_claims's ClaimResults, one row each."""
+    """`results`: claims.point.evaluate_claims's PointResults, one row each."""
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "not run", "not judged")}
     rows = [{"class": STATUS_CLASS.get(r.status, "na"), "cells": [
         r.id, r.claim, r.status, _value(r.value), r.expected, r.tolerance,
@@ -32,7 +32,7 @@ def claims_section(results) -> Section:
     return Section(
         ID, TITLE,
         tables=[Table("Claims", ["#", "claim", "status", "ours", "paper", "tolerance", "details"], rows,
-                      note="Definitions: src/visual_words/report/claims.yaml; metrics.json `claims` holds the same "
+                      note="Definitions: src/visual_words/claims/claims.yaml; metrics.json `claims` holds the same "
                            "rows. Not run = this profile has none of the claim's cells.")],
         headline=[{"value": f"{counts['pass']} pass / {counts['fail']} fail",
                    "label": f"paper claims ({counts['not run']} not run, {counts['not judged']} not judged)"}],
@@ -48,7 +48,7 @@ def _value(v) -> str:
 
 def transfer_table(results, tolerance: float) -> Section:
     """The paper's six "reaches up to X % of in-domain" numbers next to ours (best dataset): the pairs of claims
-    C2-C4, as metrics.json `transfer_share` and a table of the quantitative section."""
+    C2-C4d, as metrics.json `transfer_share` and a table of the quantitative section."""
     from visual_words.report.paper import claims
 
     values = {k: v for r in results if r.test == "share" and isinstance(r.value, dict) for k, v in r.value.items()}
@@ -69,4 +69,4 @@ def transfer_table(results, tolerance: float) -> Section:
         "Transfer as a share of in-domain (the paper's §5 headline claims)",
         ["paper claim", "paper", "ours (best dataset)", "diff", "status"], rows,
         note=f"Share = transferred mean / in-domain mean of the evaluated task, unconstrained words; best "
-             f"dataset. Agrees within ±{tolerance:g} (claims C2-C4). File: transfer_shares.csv (every dataset).")])
+             f"dataset. Agrees within ±{tolerance:g} (claims C2-C4d). File: transfer_shares.csv (every dataset).")])

@@ -7,8 +7,8 @@ from functools import partial
 
 import pandas as pd
 
+from visual_words.claims.point import nearest_is_anchor_by_delta
 from visual_words.report import figures as F
-from visual_words.report.claims import nearest_is_anchor_by_delta
 from visual_words.report.section import CsvFile, Figure, Section, Table, frame_rows
 
 ID, TITLE = "eps", "Where the words land: ε-ball statistics"

@@ -9,9 +9,9 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from visual_words.claims.point import transfer_shares
 from visual_words.report import compare as cmp
 from visual_words.report import figures as F
-from visual_words.report.claims import transfer_shares
 from visual_words.report.paper import paper_table
 from visual_words.report.section import CsvFile, Figure, Section, Table
 from visual_words.tasks import TASKS, short, task

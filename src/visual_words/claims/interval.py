@@ -1,4 +1,5 @@
-"""Check the claims a profile names (`report.claims`) on its evaluation / analysis tables, with their power.
+"""The interval check: the claims a profile names (`report.claims`), each by its parts (claims.yaml), on the
+profile's evaluation / analysis tables, with their power.
 
 Per part: the statistic on our trials, its 95 % percentile-bootstrap CI (trials resampled within each cell), and
   pass          the statistic lies inside the acceptance interval (the paper's value ± tolerance, per rule)
@@ -25,7 +26,7 @@ from visual_words.claims.power import PartPower, claim_power, part_power
 @dataclass
 class PartResult:
     name: str
-    kind: str
+    rule: str
     status: str
     value: float
     ci: tuple[float, float]
@@ -36,14 +37,14 @@ class PartResult:
     method: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "status": self.status, "ours": _r(self.value),
+        return {"name": self.name, "rule": self.rule, "status": self.status, "ours": _r(self.value),
                 "ci": [_r(self.ci[0]), _r(self.ci[1])], "paper": _r(self.reference),
                 "accept": [_r(self.accept[0]), _r(self.accept[1])], "cells": self.cells, "power": _r(self.power),
                 "power_method": self.method}
 
 
 @dataclass
-class ClaimResult:
+class IntervalResult:
     id: str
     text: str
     status: str
@@ -61,11 +62,11 @@ def _r(x, digits: int = 4):
 
 def designs(cfg, claim: Claim, counts=None) -> list[PartDesign | None]:
     counts = counts if counts is not None else design_counts(cfg)
-    return [None if p.kind == "exact" else design_part(p, list(cfg.study.datasets), counts, cfg.report.tolerance)
-            for p in claim.parts]
+    tol = claim.tol(cfg.report.tolerance)
+    return [None if p.rule == "exact" else design_part(p, list(cfg.study.datasets), counts, tol) for p in claim.parts]
 
 
-def power_table(cfg) -> list[ClaimResult]:
+def power_table(cfg) -> list[IntervalResult]:
     """Each claim the profile names with its parts' cell sizes, the paper's reference and the power (no data)."""
     out = []
     counts = design_counts(cfg)
@@ -74,7 +75,7 @@ def power_table(cfg) -> list[ClaimResult]:
         for p, d in zip(claim.parts, designs(cfg, claim, counts)):
             pw = _exact_power(cfg) if d is None else part_power(d)
             parts.append(_result(p, d, "planned", math.nan, (math.nan, math.nan), pw))
-        out.append(ClaimResult(claim.id, claim.text, "planned", claim_power([_pp(x) for x in parts]), parts))
+        out.append(IntervalResult(claim.id, claim.text, "planned", claim_power([_pp(x) for x in parts]), parts))
     return out
 
 
@@ -98,13 +99,13 @@ def _grids(cfg):
 
 def _result(p, d: PartDesign | None, status, value, ci, pw: PartPower) -> PartResult:
     if d is None:
-        return PartResult(p.name, p.kind, status, value, ci, 1.0, (1.0, 1.0),
+        return PartResult(p.name, p.rule, status, value, ci, 1.0, (1.0, 1.0),
                           f"in-domain vectors, δ <= {p.max_delta:g}", pw.power, pw.method)
-    return PartResult(p.name, p.kind, status, value, ci, d.reference, d.accept, d.cells_text(), pw.power, pw.method)
+    return PartResult(p.name, p.rule, status, value, ci, d.reference, d.accept, d.cells_text(), pw.power, pw.method)
 
 
 def check_claims(cfg, evaluation=None, eps=None, resamples: int = 1000, seed: int = 0,
-                 powers: list[ClaimResult] | None = None) -> list[ClaimResult]:
+                 powers: list[IntervalResult] | None = None) -> list[IntervalResult]:
     """The claims of `cfg.report.claims` on this run: `evaluation` = evaluation.csv as a DataFrame
     (evaluate.runner.read_table), `eps` = eps_stats.csv as a DataFrame (either may be None: its parts are "not
     run"). `resamples` = 0 skips the CIs (a part is then pass or inconclusive). `powers` = power_table(cfg), when
@@ -132,7 +133,7 @@ def check_claims(cfg, evaluation=None, eps=None, resamples: int = 1000, seed: in
         statuses = [x.status for x in parts]
         status = ("not run" if "not run" in statuses else "fail" if "fail" in statuses
                   else "pass" if all(s == "pass" for s in statuses) else "inconclusive")
-        out.append(ClaimResult(claim.id, claim.text, status, planned.power, parts))
+        out.append(IntervalResult(claim.id, claim.text, status, planned.power, parts))
     return out
 
 
@@ -181,14 +182,14 @@ def _check_exact(p, eps, pw: PartPower) -> PartResult:
     return r
 
 
-def format_power_table(results: list[ClaimResult]) -> str:
+def format_power_table(results: list[IntervalResult]) -> str:
     """The claims a profile checks, one line per part: rule, the paper's value, the agreeing interval, cell sizes
     and power (what `vw plan` prints for a profile with `report.claims`)."""
     lines = ["[claims] power = probability of a pass if the paper is right (src/visual_words/claims/power.py)"]
     for c in results:
         lines.append(f"[claims] {c.id}: power {c.power:.2f} - {c.text}")
         for p in c.parts:
-            lines.append(f"[claims]   {p.name}: {p.kind}, paper {_fmt(p.reference)}, agrees in [{_fmt(p.accept[0])}, "
+            lines.append(f"[claims]   {p.name}: {p.rule}, paper {_fmt(p.reference)}, agrees in [{_fmt(p.accept[0])}, "
                          f"{_fmt(p.accept[1])}], {p.cells}; power {p.power:.3f} ({p.method})")
     return "\n".join(lines)
 
