@@ -268,3 +268,9 @@ def test_each_point_rule_has_its_function():
 def test_a_bad_definition_names_the_entry(text, message):
     with pytest.raises(ClaimSpecError, match=message):
         parse_claims(text)
+
+
+def test_a_share_claim_without_the_papers_number_names_the_entry():
+    (claim,) = parse_claims("C1: {text: a, point: {rule: share, pair: [generation, generation]}}").values()
+    with pytest.raises(ClaimSpecError, match=r"`C1`: the paper gives no share for generation → generation"):
+        evaluate_claims(None, None, 0.1, [claim])

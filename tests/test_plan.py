@@ -114,7 +114,8 @@ def test_measurements_of_one_card_add_up_and_name_each_basis(tmp_path):
     packaged = load_rates_file(None)["measured"]["h200"]
     added = {"sd_train_step_s": 0.1, "sd_compile_s": 50.0, "generate_image_s": 0.5}
     assert entry["rates"] == {**packaged["rates"], **added}
-    assert entry["basis"].endswith(" + generate + sd-step") and entry["basis"].startswith(packaged["basis"])
+    carried = f"{packaged['basis']} ({packaged['date']} @ {packaged['commit'][:12]})"  # its own date and commit
+    assert entry["basis"] == f"{carried} + generate + sd-step"
     assert load_rates_file(target)["cards"] == load_rates_file(None)["cards"]
     r = rates_for("h200", target)
     assert r["generate_image_s"].value == 0.5 and r["generate_image_s"].basis == "measured on h200"

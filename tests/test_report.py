@@ -97,7 +97,7 @@ def test_comparison_flags_cells_outside_the_ci_or_tolerance():
 def test_comparison_csv_starts_with_the_banner(tmp_path):
     comp = cmp.compare(pd.DataFrame(columns=["dataset", "trained_task", "eval_task", "delta", "n", "mean", "ci_low",
                                              "ci_high"]), paper_table(), 0.1)
-    cmp.write_csv(comp, tmp_path / "c.csv", SMOKE_BANNER)
+    cmp.csv_file(comp).write(tmp_path / "c.csv", SMOKE_BANNER)
     assert (tmp_path / "c.csv").read_text().splitlines()[0] == f"# {SMOKE_BANNER}"
     back = pd.read_csv(tmp_path / "c.csv", comment="#")
     assert len(back) == 180 and set(back["status"]) == {"not run"}
@@ -427,14 +427,14 @@ def test_qualitative_selection_is_data_and_drawing_is_image_grid(tmp_path):
 
 
 def test_claims_section_rows_headline_and_transfer_table():
-    from visual_words.claims.point import PointResult as ClaimResult
+    from visual_words.claims.point import PointResult
     from visual_words.report.sections.claims import claims_section, transfer_table
 
-    results = [ClaimResult("C1", "in-domain works", "cells", "pass", "±0.1", "0.9", value=0.95, checks=1),
-               ClaimResult("C2", "cls→gen transfers", "share", "fail", "±0.1", "0.84",
+    results = [PointResult("C1", "in-domain works", "cells", "pass", "±0.1", "0.9", value=0.95, checks=1),
+               PointResult("C2", "cls→gen transfers", "share", "fail", "±0.1", "0.84",
                            value={"cls_to_gen": {"max_share": 0.2, "dataset": "coco", "within_tolerance": False}},
                            checks=1, failed=["cls_to_gen"]),
-               ClaimResult("C5", "needs three datasets", "cells", "not run", "±0.1", "")]
+               PointResult("C5", "needs three datasets", "cells", "not run", "±0.1", "")]
     sec = claims_section(results)
     (table,) = sec.tables
     assert [r["class"] for r in table.rows] == ["ok", "flag", "na"]

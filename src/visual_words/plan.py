@@ -238,10 +238,14 @@ def write_rates(card: str, rates: Mapping[str, float], *, basis: str, path: str 
 def add_measured_rates(card: str, rates: Mapping[str, float], *, basis: str, path: str | os.PathLike) -> Path:
     """Add `rates` to `card`'s measured entry in the rates file at `path` (created from the packaged one if absent),
     keeping the rates already filed for the card (the SD step, generation and a rehearsal each measure
-    their own keys); the basis names every measurement that contributed."""
+    their own keys); the basis names every measurement that contributed. The entry gets today's date and commit,
+    so rates carried over from the packaged file keep theirs in the basis."""
     target = Path(path)
     old = (load_rates_file(target if target.is_file() else packaged_rates_path()).get("measured") or {}).get(card, {})
-    bases = [b for b in str(old.get("basis", "")).split(" + ") if b and b != basis] + [basis]
+    carried = str(old.get("basis", ""))
+    if old and not target.is_file():
+        carried = f"{carried} ({old.get('date', '?')} @ {str(old.get('commit', '?'))[:12]})"
+    bases = [b for b in carried.split(" + ") if b and b != basis] + [basis]
     target.parent.mkdir(parents=True, exist_ok=True)
     return write_rates(card, {**old.get("rates", {}), **rates}, basis=" + ".join(bases), path=target)
 

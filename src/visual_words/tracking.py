@@ -14,11 +14,12 @@ import hashlib
 import json
 import math
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from visual_words.errors import DiskFullError, is_disk_full
+from visual_words.errors import DiskFullError
 
 TRIAL_KEY = "trial_key"  # tag: hash of the trial's full config (what makes two runs "the same trial")
 TRIAL_ID = "trial_id"
@@ -37,19 +38,32 @@ def tracking_uri(cfg) -> str:
 
 def _names_a_full_store(write):
     """A store write that runs out of space says `disk full: <the SQLite file>`: SQLite (through SQLAlchemy and
-    MLflow) only says "database or disk is full". The first argument is a tracking URI or a config."""
+    MLflow) only says "database or disk is full". The first argument is a tracking URI or a config. A full disk
+    met elsewhere (an artifact copied into mlruns/) keeps its own path."""
 
     @functools.wraps(write)
     def wrapper(target, *args, **kwargs):
         try:
             return write(target, *args, **kwargs)
         except Exception as e:
-            uri = target if isinstance(target, str) else tracking_uri(target)
-            if is_disk_full(e) and not isinstance(e, DiskFullError) and uri.startswith("sqlite:///"):
-                raise DiskFullError(uri[len("sqlite:///"):]) from e
+            if _sqlite_full(e):
+                uri = target if isinstance(target, str) else tracking_uri(target)
+                if uri.startswith("sqlite:///"):
+                    raise DiskFullError(uri[len("sqlite:///"):]) from e
             raise
 
     return wrapper
+
+
+def _sqlite_full(e: BaseException | None) -> bool:
+    """True when SQLite itself (anywhere in `e`'s chain) said the database or disk is full."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def experiment_name(cfg, stage: str) -> str:

@@ -63,6 +63,13 @@ def grid_of(cfg, task: str) -> dict:
     return base | dict(s.grid_by_task.get(task, {}))
 
 
+def trained_concepts(cfg, task: str, dataset: str) -> list:
+    """The registry concepts of `dataset` that `task`'s grid trains words for (none where its grid skips the
+    dataset)."""
+    g = grid_of(cfg, task)
+    return registry.concepts(dataset)[: g["concepts_per_dataset"]] if dataset in g["datasets"] else []
+
+
 def trial_grid(cfg) -> list[Trial]:
     """All trials of a profile: for each task's model, dataset, concept (first N) and anchor (first M of the
     dataset's anchor list): every δ of the study, plus δ = ∞ when `study.unconstrained` (per task as
@@ -75,7 +82,7 @@ def trial_grid(cfg) -> list[Trial]:
         g = grid_of(cfg, task)
         deltas = list(g["deltas"]) + ([math.inf] if g["unconstrained"] else [])
         for ds in g["datasets"]:
-            concepts = registry.concepts(ds)[: g["concepts_per_dataset"]]
+            concepts = trained_concepts(cfg, task, ds)
             anchors = registry.anchors(ds)[: g["anchors_per_concept"]]
             for c in concepts:
                 for a in anchors:

@@ -9,7 +9,8 @@
   cells it reads; its statistic's 95 % bootstrap CI against the acceptance interval gives pass / fail /
   inconclusive / not run, and its power (the probability of a pass if the paper is right) is computed for the
   profile's cell sizes -> an `IntervalResult` (`vw plan` prints the power table).
-- `report.py`: the interval check's report section (claims.csv, metrics.json `claims_profile`).
+- Their report sections: `report/sections/claims.py` (point) and `report/sections/claims_profile.py` (interval:
+  claims.csv, metrics.json `claims_profile`).
 
 The two results stay two types: a point result says which of many cells disagree, an interval result carries CIs
 and power per part; what they share (id, text, status) comes from the same `Claim`.
@@ -25,7 +26,8 @@ from typing import Any
 
 import yaml
 
-TASKS = ("generation", "detection", "classification")
+from visual_words.tasks import TASKS
+
 # point rule -> the keys it needs (claims.yaml's header says what each rule does)
 POINT_RULES: dict[str, tuple[str, ...]] = {
     "cells": ("select",), "share": ("pair",), "ordering": ("order", "min_datasets"), "range": ("select",),

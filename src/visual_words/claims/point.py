@@ -19,10 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from visual_words.claims import Claim, load_claims
-from visual_words.tasks import short
+from visual_words.claims import SOURCE, Claim, ClaimSpecError, load_claims
+from visual_words.tasks import TASKS, short
 
-TASKS = ("generation", "detection", "classification")
 STATUSES = ("pass", "fail", "not run", "not judged")
 
 
@@ -75,7 +74,10 @@ def transfer_shares(cells: pd.DataFrame) -> pd.DataFrame:
 def _share(claim, cells, eps, tolerance, ctx) -> PointResult:
     tol = claim.tol(tolerance)
     tr, ev = claim.point.args["pair"]
-    p = next(c for c in ctx["paper_claims"] if (c["trained"], c["eval"]) == (tr, ev))
+    p = next((c for c in ctx["paper_claims"] if (c["trained"], c["eval"]) == (tr, ev)), None)
+    if p is None:
+        raise ClaimSpecError(f"{SOURCE}: `{claim.id}`: the paper gives no share for {tr} → {ev} "
+                             "(report/paper_numbers.yaml `claims`)")
     key = f"{short(tr)}_to_{short(ev)}"
     expected, detail = f"{key} {p['value']:.2f} ({p['dataset']})", "best dataset's transferred ÷ in-domain mean, δ = ∞"
     shares = ctx["shares"]

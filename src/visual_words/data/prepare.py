@@ -9,7 +9,8 @@
 4. Only when every dataset succeeded, write the manifests (each atomically) and provenance.json: a failed prepare
    leaves the previous manifests as they were.
 5. With `prepare.precompute_features`, fill the feature cache (`features.py`) for the study's task models: SD
-   latents of the training images, OWL and CLIP embeddings of the training and held-out images.
+   latents of the training images of the concepts SD trains, OWL and CLIP embeddings of the training and held-out
+   images.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
     features of which splits: `Family.prepared_features`; a family whose training reads only its own concept's
     images gets features only for the concepts its task's grid trains)."""
     from visual_words.models.families import family_of
-    from visual_words.trials import grid_of
+    from visual_words.trials import trained_concepts
 
     jobs = []
     for role in ("generation", "detection", "classification"):
@@ -119,9 +120,7 @@ def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
         family = family_of(registry.model(key))
         concepts = dict(manifest.concepts)
         if family.trains_on_own_concept_only:
-            grid = grid_of(cfg, role)
-            trained = ({c.name for c in registry.concepts(manifest.dataset)[: grid["concepts_per_dataset"]]}
-                       if manifest.dataset in grid["datasets"] else set())
+            trained = {c.name for c in trained_concepts(cfg, role, manifest.dataset)}
             concepts = {name: split for name, split in concepts.items() if name in trained}
         train = [r for s in concepts.values() for r in s.train]
         both = train + [r for s in concepts.values() for r in s.eval]

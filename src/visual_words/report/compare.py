@@ -73,11 +73,6 @@ def csv_file(comp: pd.DataFrame) -> CsvFile:
     return CsvFile(out, float_format="%.4f")
 
 
-def write_csv(comp: pd.DataFrame, path, banner: str = "") -> None:
-    """CSV; with a banner, its first line is `# <banner>` (pandas reads it back with comment="#")."""
-    csv_file(comp).write(path, banner)
-
-
 COMPARISON_HEADER = ["figure", "metric", "dataset", "trained for", "δ", "n", "ours [95 % CI]", "paper [CI]", "diff",
                      "basis", "status"]
 

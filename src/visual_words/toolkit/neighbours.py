@@ -22,7 +22,7 @@ def vector_stats(vectors: torch.Tensor, table: TokenTable, name_of: Callable[[in
     n = vecs.shape[0]
     k = max(1, min(k, len(table)))
     deltas = sorted(float(d) for d in deltas)
-    # eps_ball_stats measures against an anchor; without an init word the anchor fields are not used.
+    # TokenTable.ball measures against an anchor; without an init word the anchor fields are not used.
     anchors = np.full(n, init_id if init_id is not None else 0, dtype=np.int64)
     radii = None
     if init_id is not None:

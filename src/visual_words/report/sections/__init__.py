@@ -1,5 +1,6 @@
 """The report's sections, each a function from data to a `Section` (report/section.py), in page order:
 
+    claims_profile.claims_profile_section(cfg, …)   the claims a profile checks with stated power (report.claims)
     claims.artifact_claims(cells, eps, tolerance)   every ARTIFACT.md §5 claim judged; transfer shares
     quantitative.quantitative(evaluation, cells, …) cells, ours next to the paper, Fig. 3, Fig. 6, headline numbers
     eps.eps_section(eps, banner)                    where the words land: ε-ball statistics
