@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from visual_words.errors import UserError
+from visual_words.tasks import TASKS
 
 PARAMS_FILE = "params.yaml"
 
@@ -392,8 +393,8 @@ def _check_grid_by_task(study: dict, hints: dict, source: str) -> dict:
     out = {}
     for task, sub in study["grid_by_task"].items():
         where = f"study.grid_by_task.{task}"
-        if task not in ("generation", "detection", "classification"):
-            raise ConfigError(f"{source}: `{where}`: unknown task (generation, detection, classification)")
+        if task not in TASKS:
+            raise ConfigError(f"{source}: `{where}`: unknown task ({', '.join(TASKS)})")
         if not isinstance(sub, dict):
             raise ConfigError(f"{source}: `{where}` must be a mapping of {', '.join(GRID_KEYS)}")
         unknown = sorted(set(sub) - set(GRID_KEYS))

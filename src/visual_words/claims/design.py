@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from visual_words.claims import CellSpec, Part
+from visual_words.tasks import TASKS
 
 Unit = tuple[str, str, str, float]  # dataset, trained task, evaluated task, δ
 ACCURACY = {"generation", "classification"}  # eval tasks whose per-trial metric is an accuracy (AP otherwise)
@@ -116,10 +117,10 @@ def design_part(part: Part, datasets: list[str], counts: Counter, tol: float) ->
         def stat(g, used=used):
             return np.max(_stack([_ratio(g[f"{ds} transferred"], g[f"{ds} in-domain"]) for ds in used]), axis=0)
     elif part.rule == "order":
-        targets = {s: [t for t in ("generation", "detection", "classification") if t != s]
+        targets = {s: [t for t in TASKS if t != s]
                    for s in (part.low, part.high)}
         cells = {(s, t): CellSpec(s, t, part.deltas) for s in targets for t in targets[s]}
-        owns = {t: CellSpec(t, t, part.deltas) for t in ("generation", "detection", "classification")}
+        owns = {t: CellSpec(t, t, part.deltas) for t in TASKS}
         used = [ds for ds in datasets if all(units(c, [ds]) for c in cells.values())
                 and all(units(c, [ds]) for c in owns.values())]
         for ds in used:

@@ -28,6 +28,7 @@ from visual_words.io import write_text
 from visual_words.preprocess import load_rgb
 from visual_words.provenance import write_provenance
 from visual_words.registry import study_concepts
+from visual_words.tasks import TASKS
 
 DATASETS = ("imagenet", "dreambooth", "coco", "pascal")
 FOLDERS = {"coco": "coco", "pascal": "pascal", "dreambooth": "dreambooth"}  # below prepare.data_root
@@ -113,7 +114,7 @@ def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
     from visual_words.trials import trained_concepts
 
     jobs = []
-    for role in ("generation", "detection", "classification"):
+    for role in TASKS:
         key = cfg.study.models.get(role)
         if not key:
             continue

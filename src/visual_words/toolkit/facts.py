@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from visual_words.tasks import task
+from visual_words.tasks import TASKS, task
 
 # Widths of the text encoders community textual-inversion files are trained for (beyond our registry).
 COMMUNITY_WIDTHS: dict[int, tuple[str, ...]] = {
@@ -31,7 +31,6 @@ def _fig3() -> dict[tuple[str, str], tuple[float, ...]]:
     return {(r["eval"], r["trained"]): tuple(first(r[d]) for d in data["datasets"]) for r in data["fig3"]}
 
 
-TASKS = ("generation", "detection", "classification")
 
 SNAP_QUOTE = ("embeddings snap to the nearest word in the embedding space known to both models, and all fine-grain "
               "optimization is lost")

@@ -24,8 +24,8 @@ def eps_section(eps: pd.DataFrame, banner: str = "") -> Section:
     # per δ, never pooled: inside δ ≤ 0.5 the share is 1 by construction, so pooling would hide the other radii
     own_by, moved_by = nearest_is_anchor_by_delta(eps, False), nearest_is_anchor_by_delta(eps, True)
     headline = [{"value": f"{v:.2f}", "label": f"share of trained vectors whose nearest token is the anchor, "
-                                               f"δ = {_delta(d)}"} for d, v in own_by.items()]
-    headline += [{"value": f"{v:.2f}", "label": f"the same after transfer, δ = {_delta(d)} "
+                                               f"δ = {F.delta_label(float(d))}"} for d, v in own_by.items()]
+    headline += [{"value": f"{v:.2f}", "label": f"the same after transfer, δ = {F.delta_label(float(d))} "
                                                 "(the paper: words snap to the nearest shared word)"}
                  for d, v in moved_by.items()]
     return Section(
@@ -43,8 +43,3 @@ def eps_section(eps: pd.DataFrame, banner: str = "") -> Section:
         metrics={"eps": {"vectors": int(len(own)), "nearest_is_anchor_in_domain": own_by,
                          "nearest_is_anchor_transferred": moved_by or None}},
         headline=headline)
-
-
-def _delta(key: str) -> str:
-    """A δ key of nearest_is_anchor_by_delta ("inf", "0.5") as the page writes it."""
-    return "∞" if key == "inf" else key

@@ -89,12 +89,12 @@ def pick_concepts(wanted: Sequence[str], available: list[tuple[str, str]], n: in
 def fig4_columns(g: Gallery, wanted: Sequence[str]) -> list[Column]:
     """Per chosen concept, its own-anchor unconstrained word; else the first anchor / δ whose generation word has
     a kept image (concepts with none are left out)."""
-    columns = []
+    columns, deltas = [], g.deltas()
     for ds, concept in pick_concepts(wanted, g.grid_concepts(), max(1, len(wanted))):
         own = g.own_anchor[(ds, concept)]
         anchors = g.anchors[ds]
         for anchor in ([own] if own in anchors else []) + [a for a in anchors if a != own]:
-            delta = next((d for d in g.deltas() if g.kept(g.trial("generation", ds, concept, anchor, d))), None)
+            delta = next((d for d in deltas if g.kept(g.trial("generation", ds, concept, anchor, d))), None)
             if delta is not None:
                 columns.append(Column(ds, concept, anchor, delta,
                                       {t: g.trial(t, ds, concept, anchor, delta) for t in TASKS}))
