@@ -21,13 +21,13 @@ from visual_words.evaluate.runner import (
     EVAL_ORDER,
     EvalResult,
     Evaluator,
-    Item,
     Unit,
     finish,
     plan,
     read_items,
     run_unit,
 )
+from visual_words.trained import TrainedWord
 from visual_words.trials import TASKS
 
 
@@ -64,7 +64,7 @@ def evaluate_unit(cfg, unit: Unit) -> list[dict]:
 
 
 def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
-                       items: Sequence[Item] | None = None) -> EvalResult:
+                       items: Sequence[TrainedWord] | None = None) -> EvalResult:
     """runner.run_evaluation's result, with the units run as Ray tasks; raises EvaluationError naming the trials
     of any failed unit (after every other unit has finished and written its rows)."""
     from tqdm import tqdm
