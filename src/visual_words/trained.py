@@ -13,6 +13,7 @@ the embedding file format.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from visual_words.embeddings import CONTENT_HASH, EmbeddingFileError, read_embedding
+from visual_words.embeddings import CONTENT_HASH, EmbeddingFileError, read_embedding, sidecar_path
 from visual_words.io import sha256_file
 from visual_words.trials import Trial, embedding_path, trial_grid
 
@@ -51,6 +52,21 @@ class TrainedWord:
     def file_digest(self) -> str:
         """sha256 of the file's bytes: the sidecar's record (read_embedding has checked it against the bytes)."""
         return str(self.meta.get(CONTENT_HASH) or sha256_file(self.path))
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar of the trained word at ``path``, or None when the word or its sidecar is missing or the sidecar
+    is not a JSON object (the word is then not finished: the sidecar is written last). Cheap: the vectors are not
+    read, nor the bytes checked (``read_word`` does both)."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not (path.is_file() and side.is_file()):
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def trial_from_dict(d: dict[str, Any]) -> Trial:

@@ -12,7 +12,6 @@ same trajectory as alone (up to the floating-point effect of batch shape on kern
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -32,7 +31,7 @@ from visual_words.reuse import checkpoint_key
 from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import project_, radii, relative_distance
 from visual_words.train.targets import TrialData, build_trial_data, draw_batch, loss_kind
-from visual_words.trained import read_word
+from visual_words.trained import read_sidecar, read_word
 from visual_words.trials import Trial, embedding_path, trial_key
 
 # on_step(trial, step, {"loss": float, "rel_dist": float, "nearest_token": [str, …]}) at every logged step: `loss`
@@ -63,16 +62,10 @@ def is_done(cfg, trial: Trial, table: str | None = None) -> bool:
     file's bytes are the ones the sidecar records (a damaged file is trained again, never used) and, with `table`
     (the loaded model's token-table identity), the sidecar's `token_table_hash` equals it."""
     path = output_path(cfg, trial)
-    side = sidecar_path(path)
-    if not (path.is_file() and side.is_file()):
+    meta = read_sidecar(path)
+    if meta is None or meta.get("trial_key") != trial_key(cfg, trial):
         return False
-    try:
-        meta = json.loads(side.read_text())
-        if not isinstance(meta, dict) or meta.get("trial_key") != trial_key(cfg, trial):
-            return False
-        if table is not None and meta.get("token_table_hash") != table:
-            return False
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    if table is not None and meta.get("token_table_hash") != table:
         return False
     return damage(path) is None
 
