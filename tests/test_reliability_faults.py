@@ -336,10 +336,10 @@ def test_local_ray_cluster_listens_on_loopback_only(smoke_config, monkeypatch):
 
     import psutil
 
-    from visual_words.sweep import _ray_init
+    from visual_words.ray_tasks import start_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray = _ray_init(smoke_config)
+    ray = start_ray(smoke_config)
     try:
         @ray.remote
         def pid():

@@ -284,7 +284,7 @@ def plan_for(cfg, card: str | None = None, gpus: int = 1, rates_file: str | os.P
     per_task = Counter(t.task for t in grid)
     n = len(grid)
     tc, ec, pc = cfg.train, cfg.evaluate, cfg.prepare
-    from visual_words.report.banner import uses_tiny_models
+    from visual_words.registry import uses_tiny_models
 
     raw = load_rates_file(rates_file)
     used = {x.source for x in r.values() if x.source}

@@ -1,4 +1,4 @@
-"""One module per `vw` subcommand group; each defines `register(subparsers)` (discovered by cli.py).
+"""One module per `vw` subcommand group; each defines `register(subparsers)` (discovered by commands/main.py).
 
 Shared argument helpers live here so every stage takes --profile / --set the same way.
 """

@@ -41,10 +41,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from visual_words.code_versions import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
 from visual_words.io import content_hash, save_safetensors, write_json
 from visual_words.models.loading import LoadedModel
 from visual_words.preprocess import load_rgb
-from visual_words.reuse import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
 
 OWL_KEYS = ("class_embeds", "logit_shift", "logit_scale", "boxes", "image_size")
 DIGEST_KEY = "tensors_sha256"  # header field of a cache entry: tensor_digest of its tensors (checked on read)

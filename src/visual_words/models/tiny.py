@@ -20,9 +20,6 @@ from visual_words.registry import ModelEntry
 from visual_words.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE
 
 MARKER = "tiny-model.json"  # written last: a folder without it is an interrupted build and is rebuilt
-# OpenAI CLIP's image normalisation (open_clip's OPENAI_DATASET_MEAN/STD), used by all CLIP-family preprocessors.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def text_config(entry: ModelEntry) -> dict:
