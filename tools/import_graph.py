@@ -8,12 +8,16 @@ Counts every import grimp finds, lazy ones inside functions included:
 
 `python tools/import_graph.py` prints the figures; `--check` also exits 1, naming every circle, when any part or
 file imports back up a loop (the layers contract in pyproject.toml says which way imports run; this says no loops).
+With `--check`, the imports the contracts in pyproject.toml ignore (`ignore_imports`, each with its reason) are
+left out here too. import-linter's acyclic_siblings contract checks siblings; this also catches a package's
+`__init__` and one of its own modules importing each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -27,14 +31,24 @@ def _top(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
-def graphs(package: str = PACKAGE) -> tuple[nx.DiGraph, nx.DiGraph]:
-    """(module graph, top-level part graph); self-edges dropped."""
-    imports = grimp.build_graph(package, cache_dir=None)
+def ignored_imports(pyproject: Path = Path(__file__).resolve().parents[1] / "pyproject.toml") -> set[tuple]:
+    """(importer, imported) of every `ignore_imports` entry of the import-linter contracts."""
+    contracts = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
+    return {tuple(s.strip() for s in entry.split("->")) for c in contracts for entry in c.get("ignore_imports", [])}
+
+
+def graphs(package: str = PACKAGE, type_checking: bool = False, ignore: set[tuple] = frozenset()
+           ) -> tuple[nx.DiGraph, nx.DiGraph]:
+    """(module graph, top-level part graph); self-edges and the `ignore`d imports dropped. Imports under
+    `if TYPE_CHECKING:` never run and are left out unless `type_checking` (the contracts leave them out too)."""
+    imports = grimp.build_graph(package, cache_dir=None, exclude_type_checking_imports=not type_checking)
     modules, parts = nx.DiGraph(), nx.DiGraph()
     for importer in imports.modules:
         modules.add_node(importer)
         parts.add_node(_top(importer))
         for imported in imports.find_modules_directly_imported_by(importer):
+            if (importer, imported) in ignore:
+                continue
             if importer != imported:
                 modules.add_edge(importer, imported)
             if _top(importer) != _top(imported):
@@ -56,8 +70,9 @@ def line_count(package: str = PACKAGE) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 when any import loop exists")
+    parser.add_argument("--type-checking", action="store_true", help="count imports under `if TYPE_CHECKING:`")
     args = parser.parse_args(argv)
-    modules, parts = graphs()
+    modules, parts = graphs(type_checking=args.type_checking, ignore=ignored_imports() if args.check else set())
     part_loops, file_loops = loops(parts), loops(modules)
     n_files, n_lines = line_count()
     print(f"packages in a loop: {sum(map(len, part_loops))} (in {len(part_loops)} loop(s))")
