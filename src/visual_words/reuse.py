@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 from typing import Any, Mapping, Sequence
 
 from visual_words.code_versions import code_versions
 from visual_words.config import OUTPUTS, SECTIONS
+from visual_words.io import json_digest
 
 # ---- declared settings -------------------------------------------------------------------------------------------
 
@@ -57,10 +56,6 @@ def declared_settings(cfg, output: str) -> dict[str, Any]:
 
 
 # ---- content digests ---------------------------------------------------------------------------------------------
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=16)
@@ -110,7 +105,7 @@ def _eval_reads_cached(version: tuple | None, task: str, dataset: str, concept: 
                     seen.add(r.file)
                     images.append(_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)})
         reads["images"] = images
-    return _digest({"dataset": dataset, "reads": reads})
+    return json_digest({"dataset": dataset, "reads": reads})
 
 
 def _image(m, rec) -> dict[str, Any]:
@@ -140,7 +135,7 @@ def train_reads(m, task: str, concept: str) -> str:
         reads = {"concepts": {c: [_image(m, r) for r in s.train] for c, s in m.concepts.items()}, "target": concept}
     else:
         raise ValueError(f"unknown task `{task}`")
-    return _digest({"dataset": m.dataset, "reads": reads})
+    return json_digest({"dataset": m.dataset, "reads": reads})
 
 
 def eval_reads(cfg, task: str, dataset: str, concept: str) -> str:
@@ -169,7 +164,7 @@ def model_identity(key: str) -> dict[str, Any]:
 def _key(output: str, cfg, parts: dict[str, Any], versions: Mapping | None, length: int = 16) -> str:
     spec = {"output": output, "settings": declared_settings(cfg, output), "code": code_versions(output, versions),
             **parts}
-    return _digest(spec)[:length]
+    return json_digest(spec)[:length]
 
 
 def trial_key(cfg, trial, data_digest: str | None = None, versions: Mapping | None = None) -> str:
@@ -185,7 +180,7 @@ def trial_key(cfg, trial, data_digest: str | None = None, versions: Mapping | No
 def checkpoint_key(trial_keys: Sequence[str], table_hash: str, data_digests: Sequence[str]) -> str:
     """A trial batch's checkpoint: its trials' keys in batch order (Adam is element-wise, but a checkpoint holds
     the whole batch), the token table it was trained on and the tensors its losses read."""
-    return _digest({"trials": list(trial_keys), "table": table_hash, "data": list(data_digests)})[:20]
+    return json_digest({"trials": list(trial_keys), "table": table_hash, "data": list(data_digests)})[:20]
 
 
 def evaluation_key(cfg, trial, eval_task: str, eval_model: str, embedding_digest: str, map_digest: str | None,
