@@ -8,6 +8,8 @@ whose projection exceeds `sweep.confirm_above_gpu_hours` (see `confirm`).
 
 The full-size benchmarks record a card's rates with `write_rates` (one `measured` entry per card: date, commit,
 basis, the numbers), so a projection can always name where its numbers come from.
+
+Layer: beside train and transfer (docs/design.md §9); it may import models, data, reuse and the foundations.
 """
 
 from __future__ import annotations

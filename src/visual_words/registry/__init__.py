@@ -1,4 +1,8 @@
-"""Model and concept registries: facts kept as data (models.yaml, concepts.yaml), read here."""
+"""Model and concept registries: facts kept as data (models.yaml, concepts.yaml), read here.
+
+Layer: foundations (docs/design.md, "Layers"; `make lint` enforces it). It may import only other foundation modules
+(errors, io, config, tasks, …); never models or above.
+"""
 
 from __future__ import annotations
 
