@@ -33,7 +33,6 @@ test: install lint ## run the linter and the test suite (HF_HUB_OFFLINE=1)
 lint: install ## ruff (line length, import order, unused names) + the layers: imports run only down, no loops
 	$(PY) -m ruff check src tests benchmarks tools
 	$(VENV)/bin/lint-imports
-	$(PY) tools/import_graph.py --check
 
 test-quick: install ## run the quick subset (no slow tests)
 	$(PY) -m pytest -q -m "not slow"

@@ -1,4 +1,4 @@
-"""Import-graph figures and the no-circles check for `make lint` (kept outside the package on purpose).
+"""Import-graph figures: packages in a loop, files in circles, modules, lines (kept outside the package on purpose).
 
 Counts every import grimp finds, lazy ones inside functions included:
 - packages in a loop: the top-level parts of visual_words (a subpackage or a single module) that sit in an import
@@ -6,18 +6,15 @@ Counts every import grimp finds, lazy ones inside functions included:
 - files in circles: the modules that sit in an import cycle with another module;
 - modules and lines of the package.
 
-`python tools/import_graph.py` prints the figures; `--check` also exits 1, naming every circle, when any part or
-file imports back up a loop (the layers contract in pyproject.toml says which way imports run; this says no loops).
-With `--check`, the imports the contracts in pyproject.toml ignore (`ignore_imports`, each with its reason) are
-left out here too. import-linter's acyclic_siblings contract checks siblings; this also catches a package's
-`__init__` and one of its own modules importing each other.
+`python tools/import_graph.py` prints the figures and names every loop and circle. The checks that fail the build
+are elsewhere: `make lint` (import-linter: the layers contract and no loops between siblings, pyproject.toml) and
+tests/test_stages.py (no import circle among files).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 import grimp
@@ -31,24 +28,15 @@ def _top(module: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
-def ignored_imports(pyproject: Path = Path(__file__).resolve().parents[1] / "pyproject.toml") -> set[tuple]:
-    """(importer, imported) of every `ignore_imports` entry of the import-linter contracts."""
-    contracts = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]["contracts"]
-    return {tuple(s.strip() for s in entry.split("->")) for c in contracts for entry in c.get("ignore_imports", [])}
-
-
-def graphs(package: str = PACKAGE, type_checking: bool = False, ignore: set[tuple] = frozenset()
-           ) -> tuple[nx.DiGraph, nx.DiGraph]:
-    """(module graph, top-level part graph); self-edges and the `ignore`d imports dropped. Imports under
-    `if TYPE_CHECKING:` never run and are left out unless `type_checking` (the contracts leave them out too)."""
+def graphs(package: str = PACKAGE, type_checking: bool = False) -> tuple[nx.DiGraph, nx.DiGraph]:
+    """(module graph, top-level part graph); self-edges dropped. Imports under `if TYPE_CHECKING:` never run and
+    are left out unless `type_checking` (the contracts leave them out too)."""
     imports = grimp.build_graph(package, cache_dir=None, exclude_type_checking_imports=not type_checking)
     modules, parts = nx.DiGraph(), nx.DiGraph()
     for importer in imports.modules:
         modules.add_node(importer)
         parts.add_node(_top(importer))
         for imported in imports.find_modules_directly_imported_by(importer):
-            if (importer, imported) in ignore:
-                continue
             if importer != imported:
                 modules.add_edge(importer, imported)
             if _top(importer) != _top(imported):
@@ -69,10 +57,9 @@ def line_count(package: str = PACKAGE) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 when any import loop exists")
     parser.add_argument("--type-checking", action="store_true", help="count imports under `if TYPE_CHECKING:`")
     args = parser.parse_args(argv)
-    modules, parts = graphs(type_checking=args.type_checking, ignore=ignored_imports() if args.check else set())
+    modules, parts = graphs(type_checking=args.type_checking)
     part_loops, file_loops = loops(parts), loops(modules)
     n_files, n_lines = line_count()
     print(f"packages in a loop: {sum(map(len, part_loops))} (in {len(part_loops)} loop(s))")
@@ -81,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, found in (("package loop", part_loops), ("file circle", file_loops)):
         for members in found:
             print(f"  {kind}: {' <-> '.join(m.removeprefix(PACKAGE + '.') for m in members)}")
-    return 1 if args.check and (part_loops or file_loops) else 0
+    return 0
 
 
 if __name__ == "__main__":
