@@ -60,7 +60,7 @@ def register(sub) -> None:
     p.set_defaults(func=lambda a: p.print_help() or 0)
 
     r = esub.add_parser(
-        "run", help="evaluate every trained embedding on all three tasks (the DVC `evaluate` stage)",
+        "run", help="evaluate every trained word of the grid on all three tasks (the DVC `evaluate` stage)",
         description="For each trained word of the profile's trial grid (an embedding file under train.out_dir that "
         "is not one is skipped, and one line says how many), evaluates the token in its own model and transferred "
         "into the two other task models through the maps stage's maps (v_x = T v_y per vector; a word trained in a "

@@ -1,5 +1,5 @@
-"""The evaluate stage: every trained embedding on all three tasks, in-domain and transferred (docs/paper.md §5.2:
-the paper's Eq. 3).
+"""The evaluate stage: every trained word of the profile's grid on all three tasks, in-domain and transferred
+(docs/paper.md §5.2: the paper's Eq. 3).
 
 For each trained word of the profile's trial grid (``<train.out_dir>/<task>/<slug>.safetensors``, read by
 ``visual_words.trained``; any other file in that folder is skipped and counted in one line) and each evaluated task,
