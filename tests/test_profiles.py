@@ -69,6 +69,33 @@ def test_dvc_yaml_names_the_default_profiles_own_folders(repo_root):
     assert f"{cfg.evaluate.out_dir}/evaluation.csv" in paths("report", "deps")
 
 
+def test_stages_read_only_the_grids_words_and_count_the_rest_in_one_line(repo_root, tmp_path, capsys):
+    import torch
+
+    from visual_words.embeddings import write_embedding
+    from visual_words.trained import grid_words, read_sidecar
+    from visual_words.trials import embedding_path, trial_grid
+
+    cfg = load_config("smoke", repo_root / "params.yaml", {"train.out_dir": str(tmp_path / "emb")})
+    grid = trial_grid(cfg)
+    for k, trial in enumerate(grid[:2]):
+        write_embedding(embedding_path(cfg, trial), trial.token, torch.full((2, 32), float(k)),
+                        {"trial": trial.to_dict(), "model_key": trial.model, "token_table_hash": "ab" * 8})
+    strays = [tmp_path / "emb" / "classification" / "x.safetensors", tmp_path / "emb" / "old" / "y.safetensors"]
+    for p in strays:
+        write_embedding(p, "<x>", torch.ones(1, 32), {})
+    words, missing = grid_words(cfg, "evaluate")
+    assert [w.trial.id for w in words] == [t.id for t in grid[:2]] and missing == len(grid) - 2
+    assert [float(w.vectors[0, 0]) for w in words] == [0.0, 1.0] and words[0].model_key == grid[0].model
+    assert capsys.readouterr().err.splitlines() == [
+        f"[evaluate] skipped 2 embedding files under {tmp_path / 'emb'} outside profile smoke's trial grid "
+        "(e.g. x.safetensors)"]
+    assert read_sidecar(embedding_path(cfg, grid[0]))["token_table_hash"] == "ab" * 8
+    assert read_sidecar(embedding_path(cfg, grid[2])) is None  # not trained yet
+    (tmp_path / "emb" / "old" / "y.safetensors.json").write_text("[1, 2]")
+    assert read_sidecar(strays[1]) is None  # a sidecar that is not a JSON object: not a finished word
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Two profiles in one workspace, on the tiny models
 
