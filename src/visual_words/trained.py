@@ -3,12 +3,13 @@
 The train stage writes each trial's word to ``<train.out_dir>/<task>/<slug>.safetensors`` (trials.embedding_path)
 with a JSON sidecar (embeddings.py: the format; the sidecar records the trial, the model it was trained in and that
 model's token-table identity). Training (a finished trial read back), evaluation and the analysis all read words
-through ``read_word``, and the stages that read a profile's words find them with ``grid_words``: the files of the
-profile's own trial grid and nothing else. Any other embedding file in the folder (a word of another grid, a stray
-copy) is skipped and counted in one printed line, so words of another run are never pooled into this one's results.
+through ``read_word``; the sweep and the trainer's "is it done?" read just the sidecar through ``read_sidecar``. The
+stages that read a profile's words find them with ``grid_words``: the files of the profile's own trial grid and
+nothing else. Any other embedding file in the folder (a word of another grid, a stray copy) is skipped and counted
+in one printed line, so words of another run are never pooled into this one's results.
 
-Layer: just below the stages that read trained words (train, evaluate, analysis); imports only the trial grid and
-the embedding file format.
+Layer: the foundations (beside trials.py and embeddings.py, the only modules of ours it imports, with io.py), so
+train, evaluate and analysis, which all sit above, share it.
 """
 
 from __future__ import annotations
