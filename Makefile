@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= 1
 PROFILE ?= smoke
 
-.PHONY: help install demo test test-quick lint rehearse bench docker-test clean
+.PHONY: help install demo test test-quick lint rehearse bench docker-test clean clean-profile
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,5 +48,10 @@ bench: install ## run every benchmark (pytest-benchmark); each prints `NAME rati
 docker-test: ## build the image and run the smoke study inside it with --network none
 	bash docker/test.sh
 
-clean: ## remove generated outputs (artifacts/, reports/<profile>/, mlflow store); keeps .venv and data/
-	rm -rf artifacts mlruns mlartifacts mlflow.db reports/smoke reports/paper reports/rehearsal reports/claims
+clean: ## remove generated outputs (artifacts/, every reports/<profile>/, mlflow store); keeps .venv and data/
+	rm -rf artifacts mlruns mlartifacts mlflow.db
+	[ ! -d reports ] || find reports -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+
+clean-profile: ## remove one profile's outputs (PROFILE=smoke): artifacts/$(PROFILE)/, reports/$(PROFILE)/
+	@test -n "$(PROFILE)" || { echo "make clean-profile: set PROFILE=<name>"; exit 2; }
+	rm -rf artifacts/$(PROFILE) reports/$(PROFILE)

@@ -23,7 +23,8 @@ def test_data_dvc_tracks_the_raw_folder_and_the_stage_never_writes_under_data():
     assert stage["cmd"] == "vw data prepare"
     assert stage["params"] == ["profile", "study", "prepare", "profiles"]
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
-    assert outs == ["artifacts/manifests", "artifacts/synthetic"] and not any(o.startswith("data/") for o in outs)
+    assert outs == ["artifacts/${profile}/manifests", "artifacts/${profile}/synthetic"]
+    assert not any(o.startswith("data/") for o in outs)
     assert all((REPO / d).exists() for d in stage["deps"])  # every dep exists in a fresh clone
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert not params["prepare"]["synthetic_root"].startswith("data/")
@@ -57,8 +58,8 @@ def test_dvc_repro_prepare_on_a_fresh_checkout(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Running stage 'prepare'" in run.stdout
     for ds in ("coco", "pascal"):
-        assert (ws / "artifacts" / "manifests" / f"{ds}.json").is_file()
-    assert (ws / "artifacts" / "synthetic" / "coco" / "annotations" / "instances_train2017.json").is_file()
+        assert (ws / "artifacts" / "smoke" / "manifests" / f"{ds}.json").is_file()  # the params file's profile's
+    assert (ws / "artifacts" / "smoke" / "synthetic" / "coco" / "annotations" / "instances_train2017.json").is_file()
     assert list((ws / "artifacts" / "cache").glob("*/*/model.json"))
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
     assert "prepare" in lock["stages"]

@@ -253,34 +253,62 @@ def test_missing_maps_and_embeddings_are_clear_errors(study, repo_root, tmp_path
     empty = load_config("smoke", repo_root / "params.yaml", {"train.out_dir": str(tmp_path / "none")})
     with pytest.raises(FileNotFoundError, match="no trained embedding files"):
         run_evaluation(empty, progress=False)
-    bad = tmp_path / "classification" / "x.safetensors"
-    write_embedding(bad, "<x>", torch.zeros(1, 32), {"anchor": "cat"})
     from visual_words.embeddings import EmbeddingFileError
+    from visual_words.trials import embedding_path, trial_grid
 
-    with pytest.raises(EmbeddingFileError, match="sidecar lacks trial, model_key, token_table_hash"):
-        run_evaluation(load_config("smoke", repo_root / "params.yaml", {"train.out_dir": str(tmp_path)}),
-                       progress=False)
+    cfg_bad = load_config("smoke", repo_root / "params.yaml", {"train.out_dir": str(tmp_path)})
+    first, second = trial_grid(cfg_bad)[:2]
+    write_embedding(embedding_path(cfg_bad, first), "<x>", torch.zeros(1, 32), {"anchor": "cat"})
+    with pytest.raises(EmbeddingFileError, match="the sidecar lacks trial, token_table_hash"):
+        run_evaluation(cfg_bad, progress=False)
+    # a file in one trial's place whose sidecar names another trial is refused, never scored as this one
+    write_embedding(embedding_path(cfg_bad, first), "<x>", torch.zeros(1, 32),
+                    {"trial": second.to_dict(), "token_table_hash": "0" * 16})
+    with pytest.raises(EmbeddingFileError, match=f"its sidecar names trial {second.id}, but this is the file of "
+                                                  f"trial {first.id}"):
+        run_evaluation(cfg_bad, progress=False)
     assert registry.model(cfg.study.models["evaluator"]).family == "hf-clip"
 
 
 @pytest.mark.slow
-def test_tokens_from_a_model_outside_the_study_are_transferred_through_maps_fitted_on_demand(study, repo_root,
-                                                                                             tmp_path):
+def test_a_word_of_a_model_outside_the_study_needs_vw_maps_first_and_evaluation_writes_no_map(study, repo_root,
+                                                                                              tmp_path, capsys):
+    from visual_words.cli import main
     from visual_words.models.loading import load_model
-    from visual_words.transfer.files import load_map, map_path
+    from visual_words.transfer.files import MapFileError, load_map, map_path
 
     base, _ = study
-    cfg = load_config("smoke", repo_root / "params.yaml", {
-        **{k: str(base.path(getattr(getattr(base, k.split(".")[0]), k.split(".")[1])))
-           for k in ("prepare.manifests_dir", "prepare.cache_dir")},
-        "train.out_dir": str(tmp_path / "emb"), "maps.out_dir": str(tmp_path / "maps"),
-        "evaluate.out_dir": str(tmp_path / "ev"), "maps.holdout_fraction": 0.0, "study.datasets": [DATASET]})
+    overrides = {**{k: str(base.path(_get(base, k))) for k in ("prepare.manifests_dir", "prepare.cache_dir")},
+                 "train.out_dir": str(tmp_path / "emb"), "maps.out_dir": str(tmp_path / "maps"),
+                 "evaluate.out_dir": str(tmp_path / "ev"), "maps.holdout_fraction": 0.0, "study.datasets": [DATASET]}
+    cfg = load_config("smoke", repo_root / "params.yaml", overrides)
+    args = ["--params", str(cfg.source), "--profile", "smoke",
+            *[a for k, v in overrides.items() for a in ("--set", f"{k}={v if isinstance(v, str) else v!r}")]]
     w48 = load_model("tiny-clip-w48")  # an open_clip checkpoint of another width, not one of the study's models
     _write_trials(cfg, {"classification": w48})
+    maps_dir = tmp_path / "maps"
+
+    # Without its maps: one line naming the command to run, and evaluation fits and writes nothing.
+    with pytest.raises(MapFileError, match="run `vw maps --models tiny-clip-w48 tiny-clip` first"):
+        run_evaluation(cfg, tasks=["classification", "detection"], progress=False)
+    assert main(["evaluate", "run", "--quiet", "--no-tracking", "--tasks", "classification", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "a model outside this study" in err and "vw maps --models tiny-clip-w48" in err
+    assert not maps_dir.exists() or not list(maps_dir.glob("*.safetensors"))
+
+    # `vw maps --models SRC DST` adds its pairs to the folder and to quality.csv, keeping the rows already there.
+    for dst in ("tiny-clip", "tiny-owlv2"):
+        assert main(["maps", "--quiet", "--models", "tiny-clip-w48", dst, *args]) == 0
+    rows = list(csv.DictReader(open(maps_dir / "quality.csv")))
+    assert [(r["src_key"], r["dst_key"]) for r in rows] == [
+        ("tiny-clip", "tiny-clip-w48"), ("tiny-clip-w48", "tiny-clip"), ("tiny-clip-w48", "tiny-owlv2"),
+        ("tiny-owlv2", "tiny-clip-w48")]
+    before = {p.name: p.stat().st_mtime_ns for p in maps_dir.iterdir()}
     res = run_evaluation(cfg, tasks=["classification", "detection"], progress=False)
     df = read_table(res.table)
     assert len(df) == 4 and df.transferred.all() and set(df.source_model) == {"tiny-clip-w48"}
     assert set(df.eval_model) == {"tiny-clip", "tiny-owlv2"}
+    assert {p.name: p.stat().st_mtime_ns for p in maps_dir.iterdir()} == before  # evaluation only read the maps
     for dst in ("tiny-clip", "tiny-owlv2"):
         m = load_map(map_path(cfg, "tiny-clip-w48", dst))
         assert m.d_src == 48 and m.meta["src_table_hash"] == table_hash(TokenTable.of(adapter_for(w48)).weights)

@@ -66,20 +66,20 @@ def test_repro_push_fresh_clone_pull_and_rebuild_without_training(tmp_path, env)
     _run([BIN / "dvc", "push"], a, env)
     _run(["git", "add", "dvc.lock", ".dvc/config"], a, env)
     _run(["git", "commit", "-qm", "trained tokens"], a, env)
-    pushed = sorted((a / "artifacts" / "embeddings").rglob("*.safetensors"))
+    pushed = sorted((a / "artifacts" / "smoke" / "embeddings").rglob("*.safetensors"))
     assert len(pushed) == 12
 
     b = _clone(a, tmp_path / "b", env)
     assert not (b / "artifacts").exists()
     _run([BIN / "dvc", "pull", "prepare", "maps", "train"], b, env)
-    pulled = sorted((b / "artifacts" / "embeddings").rglob("*.safetensors"))
+    pulled = sorted((b / "artifacts" / "smoke" / "embeddings").rglob("*.safetensors"))
     assert [p.relative_to(b) for p in pulled] == [p.relative_to(a) for p in pushed]
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(pulled, pushed))
     out = _run([BIN / "dvc", "repro"], b, env)
     assert "Stage 'train' didn't change, skipping" in out and "[sweep]" not in out  # nothing trained
     for stage in ("evaluate", "analyze", "report"):
         assert f"Running stage '{stage}'" in out
-    rows_a = (a / "artifacts" / "evaluation" / "evaluation.csv").read_text()
-    rows_b = (b / "artifacts" / "evaluation" / "evaluation.csv").read_text()
+    rows_a = (a / "artifacts" / "smoke" / "evaluation" / "evaluation.csv").read_text()
+    rows_b = (b / "artifacts" / "smoke" / "evaluation" / "evaluation.csv").read_text()
     assert rows_a == rows_b  # the same tokens give the same evaluation on another checkout
     assert json.loads((b / "reports" / "smoke" / "metrics.json").read_text())["profile"] == "smoke"

@@ -11,9 +11,10 @@ from visual_words.config import load_config
 from visual_words.embeddings import read_embedding
 from visual_words.models.adapters import adapter_for
 from visual_words.models.token_table import TokenTable
+from visual_words.reuse import trial_key
 from visual_words.train.loop import TrialBatch, train_batch, train_trials
 from visual_words.train.targets import TrialData, draw_batch, signed_cosine_direction
-from visual_words.trials import Trial, trial_key
+from visual_words.trials import Trial
 
 TASK = {"tiny_sd": "generation", "tiny_owl": "detection", "tiny_clip": "classification"}
 MODEL = {"tiny_sd": "tiny-sd", "tiny_owl": "tiny-owlv2", "tiny_clip": "tiny-clip"}

@@ -24,6 +24,7 @@ from visual_words.errors import UserError
 from visual_words.tasks import TASKS
 
 PARAMS_FILE = "params.yaml"
+PROFILE_PLACEHOLDER = "{profile}"  # in a folder setting, the profile's name: each profile's outputs stay apart
 
 
 class ConfigError(UserError, ValueError):
@@ -497,8 +498,21 @@ def load_config(
                               + (f" in `{'.'.join(where)}` (known: {', '.join(map(str, node))})" if where else ""))
         node[parts[-1]] = value
     given = frozenset(overrides or {})
+    merged = _expand_profile(merged, name)
     sections = {k: _build_section(k, merged[k], source, given) for k in SECTIONS}
     return Config(profile=name, source=source, root=str(path.parent.resolve()), **sections)
+
+
+def _expand_profile(node: Any, name: str) -> Any:
+    """`{profile}` in every text value (the output folders: artifacts/{profile}/embeddings …) replaced by the
+    profile's name, so two profiles never write into, or read, each other's outputs."""
+    if isinstance(node, str):
+        return node.replace(PROFILE_PLACEHOLDER, name)
+    if isinstance(node, dict):
+        return {k: _expand_profile(v, name) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_profile(v, name) for v in node]
+    return node
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from visual_words.embeddings import EmbeddingFileError, read_embedding
+from visual_words.embeddings import EmbeddingFileError
 from visual_words.models.token_table import TokenTable
-from visual_words.trials import TASKS, Trial, embedding_path, trial_grid
+from visual_words.trained import grid_words
+from visual_words.trials import TASKS, Trial
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +62,24 @@ class Trained:
 
 
 def find_trained(cfg, spaces: dict[str, TokenTable]) -> tuple[list[Trained], int]:
-    """The trial grid's finished embedding files, checked against their model's table; (found, missing count)."""
-    found, missing = [], 0
-    for trial in trial_grid(cfg):
-        path = embedding_path(cfg, trial)
-        if not path.is_file():
-            missing += 1
-            continue
-        emb = read_embedding(path)
-        _, vectors = emb.single()
+    """The trial grid's finished embedding files (trained.grid_words: files outside the grid are skipped with one
+    line), checked against their model's table; (found, missing count)."""
+    found = []
+    words, missing = grid_words(cfg, "analyze")
+    for word in words:
+        trial, path = word.trial, word.path
         space = spaces[trial.task]
-        have = emb.meta.get("token_table_hash")
-        if have is not None and have != space.identity:
-            raise EmbeddingFileError(f"{path}: trained on a token table with hash {have}, but model `{space.key}` now "
-                                     f"has {space.identity} (the checkpoint changed); retrain or restore it")
-        if vectors.shape[1] != space.width:
-            raise EmbeddingFileError(f"{path}: vectors of width {vectors.shape[1]}, model `{space.key}` has width "
-                                     f"{space.width}")
-        anchor_id = emb.meta.get("anchor_id")
+        if word.table_hash != space.identity:
+            raise EmbeddingFileError(f"{path}: trained on a token table with hash {word.table_hash}, but model "
+                                     f"`{space.key}` now has {space.identity} (the checkpoint changed); retrain or "
+                                     "restore it")
+        if word.vectors.shape[1] != space.width:
+            raise EmbeddingFileError(f"{path}: vectors of width {word.vectors.shape[1]}, model `{space.key}` has "
+                                     f"width {space.width}")
+        anchor_id = word.meta.get("anchor_id")
         if anchor_id is None:
             anchor_id = _anchor_id(space, trial.anchor, path)
-        found.append(Trained(trial, path, vectors.numpy().astype(np.float32), int(anchor_id)))
+        found.append(Trained(trial, path, word.vectors.numpy().astype(np.float32), int(anchor_id)))
     return found, missing
 
 

@@ -24,7 +24,8 @@ def cmd_analyze(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "analyze", help="ε-ball statistics, t-SNE of pooled activations, truncated-encoder generations",
-        description="Reads every trained embedding of the trial grid (<train.out_dir>/<task>/<slug>.safetensors) and, "
+        description="Reads every trained word of the profile's trial grid (<train.out_dir>/<task>/<slug>.safetensors; "
+        "any other embedding file there is skipped, and one line says how many) and, "
         "with analyze.transferred, maps each into the other two task models (`vw maps` files). eps: per vector and "
         "token table, the distance to the anchor (absolute and in units of d_nn(anchor)), cosine to the anchor, the "
         "anchor's rank among all tokens, the k nearest tokens, and token counts inside the vector's δ-ball and "

@@ -60,9 +60,11 @@ def register(sub) -> None:
     p.set_defaults(func=lambda a: p.print_help() or 0)
 
     r = esub.add_parser(
-        "run", help="evaluate every trained embedding on all three tasks (the DVC `evaluate` stage)",
-        description="For each trained embedding file under train.out_dir, evaluates the token in its own model and "
-        "transferred into the two other task models through the maps (v_x = T v_y per vector): generation accuracy "
+        "run", help="evaluate every trained word of the grid on all three tasks (the DVC `evaluate` stage)",
+        description="For each trained word of the profile's trial grid (an embedding file under train.out_dir that "
+        "is not one is skipped, and one line says how many), evaluates the token in its own model and transferred "
+        "into the two other task models through the maps stage's maps (v_x = T v_y per vector; a word trained in a "
+        "model outside the study needs `vw maps --models SRC DST` first): generation accuracy "
         "(SD samples classified by the evaluator CLIP), detection AP@[.50:.95]/AP50 (OWL, pycocotools), "
         "classification accuracy (10-way zero-shot). Writes <evaluate.out_dir>/evaluation.csv (one row per trial and "
         "evaluated task), summary.csv (per-cell mean and bootstrap CI), kept images under images/, and "
@@ -70,7 +72,7 @@ def register(sub) -> None:
     add_config_args(r)
     r.add_argument("--tasks", nargs="+", choices=TASKS,
                    help="only these evaluated tasks (default: all three)")
-    r.add_argument("--limit", type=int, help="evaluate at most this many embedding files (a quick look)")
+    r.add_argument("--limit", type=int, help="evaluate at most this many of the grid's words (a quick look)")
     r.add_argument("--engine", choices=["local", "ray"],
                    help="local: this process; ray: one Ray task per batch of (evaluated model, source model), "
                    "like `vw sweep` (default: evaluate.engine)")
@@ -80,8 +82,9 @@ def register(sub) -> None:
 
     s = esub.add_parser("summarize", help="per-cell mean and 95%% bootstrap CI of an evaluation table",
                         description="Reads evaluation.csv and writes summary.csv beside it: per (dataset, trained "
-                        "task, evaluated task, δ) the number of trials, the mean and the percentile-bootstrap CI "
-                        "(evaluate.bootstrap_resamples, evaluate.bootstrap_seed, evaluate.ci_level).")
+                        "task, evaluated task, δ, source model, evaluated model) the number of trials, the mean and "
+                        "the percentile-bootstrap CI (evaluate.bootstrap_resamples, evaluate.bootstrap_seed, "
+                        "evaluate.ci_level).")
     add_config_args(s)
     s.add_argument("table", nargs="?", help="evaluation table (default: <evaluate.out_dir>/evaluation.csv)")
     s.set_defaults(func=cmd_summarize)

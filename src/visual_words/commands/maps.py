@@ -26,7 +26,8 @@ def cmd_maps(args) -> int:
     for r in rows:
         print(f"{r['src']:<16} {r['dst']:<16} {'x'.join(map(str, r['shape'])):>11} {fmt(r.get('r2')):>8} "
               f"{fmt(r.get('retrieval_at_1')):>8}  {r['file']}")
-    print(f"[maps] wrote {len(rows)} maps, quality.csv and provenance.json to {cfg.path(cfg.maps.out_dir)}")
+    print(f"[maps] wrote {len(rows)} maps, quality.csv (every map in the folder) and provenance.json to "
+          f"{cfg.path(cfg.maps.out_dir)}")
     from visual_words.tracking import log_stage_run
 
     log_stage_run(cfg, "maps", {f"{r['src']}_to_{r['dst']}.{k}": r[k] for r in rows for k in ("r2", "retrieval_at_1")
@@ -43,7 +44,9 @@ def register(sub) -> None:
         "(ols = the paper's least squares without bias, solved in fp64; ridge, procrustes, affine for ablations). "
         "Quality (R², nearest-token retrieval@1) is measured on a seeded held-out share (maps.holdout_fraction) "
         "before the final fit on all tokens. Writes <maps.out_dir>/<src>__to__<dst>.<estimator>.safetensors + "
-        ".json sidecars (table hashes, estimator, quality), quality.csv and provenance.json.")
+        ".json sidecars (table hashes, estimator, quality), quality.csv (one row per map in the folder) and "
+        "provenance.json. With --models, the given pairs are added beside the maps already there: what a word "
+        "trained in a model outside the study needs before `vw evaluate run` can score it.")
     add_config_args(p)
     p.add_argument("--models", nargs="+", metavar="KEY",
                    help="registry keys to map between (all ordered pairs; default: the study's three task models)")

@@ -20,7 +20,6 @@ from visual_words.evaluate.runner import (
     EVAL_ORDER,
     EvalResult,
     Evaluator,
-    Item,
     Unit,
     finish,
     plan,
@@ -28,6 +27,7 @@ from visual_words.evaluate.runner import (
     run_unit,
 )
 from visual_words.ray_tasks import failure_report, run_on_ray
+from visual_words.trained import TrainedWord
 from visual_words.trials import TASKS
 
 
@@ -64,7 +64,7 @@ def evaluate_unit(cfg, unit: Unit) -> list[dict]:
 
 
 def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
-                       items: Sequence[Item] | None = None) -> EvalResult:
+                       items: Sequence[TrainedWord] | None = None) -> EvalResult:
     """runner.run_evaluation's result, with the units run as Ray tasks; raises EvaluationError naming the trials
     of any failed unit (after every other unit has finished and written its rows)."""
     from visual_words import registry

@@ -1,9 +1,11 @@
-"""The evaluate stage: every trained embedding on all three tasks, in-domain and transferred (docs/paper.md §5.2:
-the paper's Eq. 3).
+"""The evaluate stage: every trained word of the profile's grid on all three tasks, in-domain and transferred
+(docs/paper.md §5.2: the paper's Eq. 3).
 
-For each embedding file ``<train.out_dir>/<task>/<slug>.safetensors`` and each evaluated task,
+For each trained word of the profile's trial grid (``<train.out_dir>/<task>/<slug>.safetensors``, read by
+``visual_words.trained``; any other file in that folder is skipped and counted in one line) and each evaluated task,
 the token's vectors go into that task's model — as they are when it is the model they were trained in, else through
-the transfer map (``v_x = T v_y`` for each vector) — and are scored by ``tasks``. Trials of one (dataset, concept)
+the `maps` stage's transfer map (``v_x = T v_y`` for each vector; evaluation never fits or writes a map) — and are
+scored by ``tasks``. Trials of one (dataset, concept)
 and one source model are evaluated together (a ``Unit``: K trials per text forward). Models load one task at a
 time. ``run_evaluation`` runs the units in this process; ``evaluate.fanout`` runs the same units on Ray.
 
@@ -11,7 +13,8 @@ Outputs under ``evaluate.out_dir``:
 - ``evaluation.csv``: one row per (trial, evaluated task): trial_id, dataset, concept, anchor,
   delta (inf = unconstrained), trained_task, eval_task, transferred, metric (gen_acc | map | cls_acc), value,
   ap50 (detection only), then source_model, eval_model;
-- ``summary.csv``: per (dataset, trained task, evaluated task, δ) cell, n, mean and percentile-bootstrap CI;
+- ``summary.csv``: per (dataset, trained task, source model, evaluated task, evaluated model, δ) cell, n, mean and
+  percentile-bootstrap CI;
 - ``images/<trial slug>__<i>.png``: the first ``keep_images_per_trial`` generated images of each trial;
 - ``images/<trial slug>__det.png``: each trial's best detections drawn on its concept's first held-out image;
 - ``rows/<eval task>/<trained task>/<trial slug>.json``: each finished evaluation with its reuse key
@@ -34,29 +37,18 @@ from typing import Any, Sequence
 import torch
 
 from visual_words.data.manifest import Manifest, manifest_path, read_manifest
-from visual_words.embeddings import EmbeddingFileError, read_embedding
+from visual_words.embeddings import EmbeddingFileError
 from visual_words.evaluate import tasks as T
 from visual_words.io import atomic_path, json_digest, sha256_file, write_json
 from visual_words.tasks import task
+from visual_words.trained import TrainedWord, grid_words
 from visual_words.transfer.estimators import LinearMap
-from visual_words.trials import TASKS, Trial
+from visual_words.trials import TASKS
 
 COLUMNS = ["trial_id", "dataset", "concept", "anchor", "delta", "trained_task", "eval_task", "transferred", "metric",
            "value", "ap50", "source_model", "eval_model"]
 EVAL_ORDER = ("classification", "detection", "generation")  # cheapest first: a quick look comes back soonest
 TABLE, SUMMARY = "evaluation.csv", "summary.csv"
-
-
-@dataclass
-class Item:
-    """One trained embedding file."""
-
-    path: Path
-    trial: Trial
-    source_model: str  # registry key of the model it was trained in
-    vectors: torch.Tensor  # [n, d] fp32
-    table_hash: str  # token-table hash of that model (sidecar `token_table_hash`)
-    file_digest: str  # sha256 of the safetensors file
 
 
 @dataclass
@@ -67,34 +59,6 @@ class EvalResult:
     n_evaluated: int
     n_reused: int
     rows: list[dict] = field(default_factory=list)
-
-
-def trial_from_dict(d: dict[str, Any]) -> Trial:
-    """A Trial back from its sidecar form (``Trial.to_dict``: δ = "inf" when unconstrained)."""
-    delta = d["delta"]
-    return Trial(task=d["task"], model=d["model"], dataset=d["dataset"], concept=d["concept"], anchor=d["anchor"],
-                 delta=math.inf if delta in ("inf", None) else float(delta), root_seed=int(d.get("root_seed", 0)))
-
-
-def read_item(path: Path) -> Item:
-    """A trained embedding file with its trial (our sidecar); a clear error for files without one."""
-    emb = read_embedding(path)
-    _, vectors = emb.single()
-    meta = emb.meta
-    missing = [k for k in ("trial", "model_key", "token_table_hash") if k not in meta]
-    if missing:
-        raise EmbeddingFileError(f"{path}: the sidecar lacks {', '.join(missing)}; the evaluate stage reads trained "
-                                 "embedding files (train stage)")
-    try:
-        trial = trial_from_dict(meta["trial"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise EmbeddingFileError(f"{path}: sidecar `trial` is incomplete ({e})") from None
-    return Item(path, trial, meta["model_key"], vectors, meta["token_table_hash"], sha256_file(path))
-
-
-def embedding_files(cfg) -> list[Path]:
-    root = cfg.path(cfg.train.out_dir)
-    return sorted(p for task in TASKS for p in (root / task).glob("*.safetensors"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -137,21 +101,22 @@ class Evaluator:
             torch.cuda.empty_cache()
 
     def transfer_map(self, src_key: str, src_table_hash: str, dst_key: str) -> tuple[LinearMap, str]:
-        """The map src → dst and its file digest. Study models need the `maps` stage's file; a model outside the
-        study gets its map fitted now (and saved for next time)."""
-        from visual_words.transfer.files import check_tables, load_map, map_path
-        from visual_words.transfer.maps import map_between, study_model_keys
+        """The map src → dst from the `maps` stage's folder and its file digest. Evaluation never fits or writes a
+        map: a word trained in a model outside the study needs `vw maps --models SRC DST` first."""
+        from visual_words.transfer.files import MapFileError, check_tables, load_map, map_path
+        from visual_words.transfer.maps import study_model_keys
 
         if (src_key, dst_key) not in self._maps:
             path = map_path(self.cfg, src_key, dst_key)
             if not path.is_file() and src_key not in study_model_keys(self.cfg):
-                map_between(self.cfg, self.load(src_key), self.load(dst_key))
+                raise MapFileError(f"{path}: no map from `{src_key}`, a model outside this study, to `{dst_key}`; "
+                                   f"run `vw maps --models {src_key} {dst_key}` first (evaluation only reads maps)")
             lmap = load_map(path)  # FileNotFoundError naming `vw maps` when the stage has not run
             check_tables(lmap, src_table_hash, None, str(path))
             self._maps[(src_key, dst_key)] = (lmap, sha256_file(path))
         return self._maps[(src_key, dst_key)]
 
-    def check_tables(self, dst_key: str, items: Sequence[Item]) -> None:
+    def check_tables(self, dst_key: str, items: Sequence[TrainedWord]) -> None:
         """Before scoring in model ``dst_key``: the maps into it were fitted on its current table, and tokens
         evaluated in-domain were trained on it (a changed checkpoint means stale maps / tokens)."""
         from visual_words.models.adapters import adapter_for
@@ -164,23 +129,23 @@ class Evaluator:
             if dst == dst_key:
                 check_tables(lmap, None, have, f"map {src}→{dst}")
         for it in items:
-            if it.source_model == dst_key and it.table_hash != have:
+            if it.model_key == dst_key and it.table_hash != have:
                 raise EmbeddingFileError(f"{it.path}: trained on a token table with hash {it.table_hash}, but model "
                                          f"`{dst_key}` now has {have} (the checkpoint changed); retrain or restore it")
 
     # -- vectors into the evaluated model ---------------------------------------------------------------------
 
-    def vectors_for(self, item: Item, dst_key: str) -> tuple[torch.Tensor, bool, str | None]:
+    def vectors_for(self, item: TrainedWord, dst_key: str) -> tuple[torch.Tensor, bool, str | None]:
         """(vectors [n, d_dst], transferred, map digest)."""
-        if item.source_model == dst_key:
+        if item.model_key == dst_key:
             return item.vectors, False, None
-        lmap, digest = self.transfer_map(item.source_model, item.table_hash, dst_key)
+        lmap, digest = self.transfer_map(item.model_key, item.table_hash, dst_key)
         if item.vectors.shape[-1] != lmap.d_src:
             raise EmbeddingFileError(f"{item.path}: vectors have width {item.vectors.shape[-1]}, but the map "
-                                     f"{item.source_model}→{dst_key} takes width {lmap.d_src}")
+                                     f"{item.model_key}→{dst_key} takes width {lmap.d_src}")
         return lmap.apply(item.vectors), True, digest
 
-    def key(self, item: Item, eval_task: str, dst_key: str, map_digest: str | None) -> str:
+    def key(self, item: TrainedWord, eval_task: str, dst_key: str, map_digest: str | None) -> str:
         """What an evaluation depends on (reuse.evaluation_key); a stored row with another key is recomputed."""
         from visual_words.reuse import evaluation_key
 
@@ -212,17 +177,17 @@ class Evaluator:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _row(item: Item, eval_task: str, transferred: bool, result: dict, eval_model: str) -> dict:
+def _row(item: TrainedWord, eval_task: str, transferred: bool, result: dict, eval_model: str) -> dict:
     t = item.trial
     ap50 = result.get("ap50")
     return {"trial_id": t.id, "dataset": t.dataset, "concept": t.concept, "anchor": t.anchor, "delta": t.delta,
             "trained_task": t.task, "eval_task": eval_task, "transferred": transferred,
             "metric": task(eval_task).metric,
-            "value": result["value"], "ap50": "" if ap50 is None else ap50, "source_model": item.source_model,
+            "value": result["value"], "ap50": "" if ap50 is None else ap50, "source_model": item.model_key,
             "eval_model": eval_model}
 
 
-def _row_path(out_dir: Path, item: Item, eval_task: str) -> Path:
+def _row_path(out_dir: Path, item: TrainedWord, eval_task: str) -> Path:
     return out_dir / "rows" / eval_task / item.trial.task / f"{item.trial.slug}.json"
 
 
@@ -256,14 +221,15 @@ class Unit:
     source_model: str
     dataset: str
     concept: str
-    members: list[tuple[Item, torch.Tensor, bool, str]]  # (item, vectors in the evaluated model, transferred, key)
+    # (word, its vectors in the evaluated model, transferred, key)
+    members: list[tuple[TrainedWord, torch.Tensor, bool, str]]
 
     @property
     def trial_ids(self) -> list[str]:
         return [m[0].trial.id for m in self.members]
 
 
-def plan(cfg, ev: Evaluator, tasks: Sequence[str], items: Sequence[Item]) -> tuple[list[dict], list[Unit]]:
+def plan(cfg, ev: Evaluator, tasks: Sequence[str], items: Sequence[TrainedWord]) -> tuple[list[dict], list[Unit]]:
     """(rows stored by an earlier run with the current key, the units still to evaluate), in EVAL_ORDER."""
     out_dir = cfg.path(cfg.evaluate.out_dir)
     stored_rows: list[dict] = []
@@ -281,7 +247,7 @@ def plan(cfg, ev: Evaluator, tasks: Sequence[str], items: Sequence[Item]) -> tup
             if stored is not None:
                 stored_rows.append(stored)
             else:
-                group = (item.trial.dataset, item.trial.concept, item.source_model, tuple(vecs.shape))
+                group = (item.trial.dataset, item.trial.concept, item.model_key, tuple(vecs.shape))
                 pending[group].append((item, vecs, transferred, key))
         for (dataset, concept, source, _), members in sorted(pending.items()):
             units += [Unit(eval_task, dst_key, source, dataset, concept, members[i : i + size])
@@ -318,18 +284,20 @@ def finish(cfg, rows: Sequence[dict], n_new: int, n_reused: int, elapsed_s: floa
     return EvalResult(table, summary, len(rows), n_new, n_reused, list(rows))
 
 
-def read_items(cfg, limit: int | None = None) -> list[Item]:
-    files = embedding_files(cfg)
-    if not files:
-        raise FileNotFoundError(f"{cfg.path(cfg.train.out_dir)}: no trained embedding files "
-                                "(<task>/<trial>.safetensors); run the train stage first")
-    return [read_item(p) for p in files[:limit]]
+def read_items(cfg, limit: int | None = None) -> list[TrainedWord]:
+    """The trained words of the profile's trial grid (trained.grid_words: a file outside the grid is skipped with
+    one printed line), in file-name order, at most ``limit``."""
+    words = sorted(grid_words(cfg, "evaluate")[0], key=lambda w: str(w.path))[:limit]
+    if not words:
+        raise FileNotFoundError(f"{cfg.path(cfg.train.out_dir)}: no trained embedding files of profile "
+                                f"{cfg.profile}'s trial grid (<task>/<trial>.safetensors); run the train stage first")
+    return words
 
 
 def run_evaluation(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
-                   items: Sequence[Item] | None = None) -> EvalResult:
-    """Evaluate the trained embeddings (all files under train.out_dir, or ``items``) on ``tasks`` (default all
-    three) in this process and write evaluation.csv, summary.csv and provenance.json; finished evaluations are
+                   items: Sequence[TrainedWord] | None = None) -> EvalResult:
+    """Evaluate the trained words of the profile's grid (or ``items``) on ``tasks`` (default all three) in this
+    process and write evaluation.csv, summary.csv and provenance.json; finished evaluations are
     reused. ``evaluate.fanout.run_evaluation_ray`` runs the same units on Ray."""
     t0 = time.time()
     from tqdm.auto import tqdm

@@ -1,6 +1,8 @@
-"""Cell statistics for the figures (docs/design.md D11): per (dataset, trained task, evaluated task, δ), the mean over
-the cell's trials and a percentile-bootstrap confidence interval — what seaborn's bar/line plots draw by default —
-computed by ``scipy.stats.bootstrap(method="percentile")`` with a fixed seed."""
+"""Cell statistics for the figures (docs/design.md D11): per (dataset, trained task, evaluated task, δ) — and per
+source and evaluated model, so a cell never pools words of two models — the mean over the cell's trials and a
+percentile-bootstrap confidence interval (what seaborn's bar/line plots draw by default), computed by
+``scipy.stats.bootstrap(method="percentile")`` with a fixed seed. (Two profiles never share a table: each writes
+its own evaluation.csv under artifacts/<profile>/.)"""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-CELL = ("dataset", "trained_task", "eval_task", "delta")
+CELL = ("dataset", "trained_task", "eval_task", "delta")  # the paper's cell
+MODELS = ("source_model", "eval_model")  # evaluation.csv's models: a cell of ours is also one (source, evaluated) pair
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = 0.95
@@ -35,14 +38,16 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0, 
 
 
 def summarize(rows: Any, resamples: int = 1000, seed: int = 0, level: float = 0.95):
-    """Per-cell statistics of an evaluation table (a pandas DataFrame with the evaluation.csv columns):
-    one row per (dataset, trained_task, eval_task, delta) with metric, transferred, n, mean, ci_low, ci_high."""
+    """Per-cell statistics of an evaluation table (a pandas DataFrame with the evaluation.csv columns): one row per
+    (dataset, trained_task, eval_task, delta, source_model, eval_model) with metric, transferred, n, mean, ci_low,
+    ci_high. A table without the model columns (a hand-made one) is grouped by the paper's cell alone."""
     import pandas as pd
 
+    keys = [*CELL, *(m for m in MODELS if m in rows.columns)]
     out = []
-    for key, g in rows.groupby(list(CELL), sort=True, dropna=False):
+    for key, g in rows.groupby(keys, sort=True, dropna=False):
         mean, lo, hi = bootstrap_ci(g["value"].astype(float).tolist(), resamples, seed, level)
-        out.append({**dict(zip(CELL, key)), "metric": g["metric"].iloc[0],
+        out.append({**dict(zip(keys, key)), "metric": g["metric"].iloc[0],
                     "transferred": bool(g["transferred"].iloc[0]),
                     "n": int(g["value"].notna().sum()), "mean": mean, "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(out, columns=[*CELL, "metric", "transferred", "n", "mean", "ci_low", "ci_high"])
+    return pd.DataFrame(out, columns=[*keys, "metric", "transferred", "n", "mean", "ci_low", "ci_high"])

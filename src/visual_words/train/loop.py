@@ -12,7 +12,6 @@ same trajectory as alone (up to the floating-point effect of batch shape on kern
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -23,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from visual_words.data.manifest import manifest_path, read_manifest
-from visual_words.embeddings import damage, read_embedding, sidecar_path, write_embedding
+from visual_words.embeddings import damage, sidecar_path, write_embedding
 from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.models.speed import SpeedOptions
@@ -32,6 +31,7 @@ from visual_words.reuse import checkpoint_key, trial_key
 from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import project_, radii, relative_distance
 from visual_words.train.targets import TrialData, build_trial_data, draw_batch, loss_kind
+from visual_words.trained import read_sidecar, read_word
 from visual_words.trials import Trial, embedding_path
 
 # on_step(trial, step, {"loss": float, "rel_dist": float, "nearest_token": [str, …]}) at every logged step: `loss`
@@ -62,16 +62,10 @@ def is_done(cfg, trial: Trial, table: str | None = None) -> bool:
     file's bytes are the ones the sidecar records (a damaged file is trained again, never used) and, with `table`
     (the loaded model's token-table identity), the sidecar's `token_table_hash` equals it."""
     path = output_path(cfg, trial)
-    side = sidecar_path(path)
-    if not (path.is_file() and side.is_file()):
+    meta = read_sidecar(path)
+    if meta is None or meta.get("trial_key") != trial_key(cfg, trial):
         return False
-    try:
-        meta = json.loads(side.read_text())
-        if not isinstance(meta, dict) or meta.get("trial_key") != trial_key(cfg, trial):
-            return False
-        if table is not None and meta.get("token_table_hash") != table:
-            return False
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    if table is not None and meta.get("token_table_hash") != table:
         return False
     return damage(path) is None
 
@@ -251,12 +245,10 @@ def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[T
 
 def read_result(cfg, trial: Trial) -> TrialResult:
     """The result of a finished trial, read back from its file and sidecar."""
-    path = output_path(cfg, trial)
-    emb = read_embedding(path)
-    _, vectors = emb.single()
-    meta = emb.meta
-    return TrialResult(trial, path, vectors, float(meta.get("final_loss", math.nan)), meta.get("curves", {}), meta,
-                       skipped=True)
+    word = read_word(output_path(cfg, trial), trial)
+    meta = word.meta
+    return TrialResult(trial, word.path, word.vectors, float(meta.get("final_loss", math.nan)), meta.get("curves", {}),
+                       meta, skipped=True)
 
 
 def load_for_training(cfg, model_key: str) -> LoadedModel:

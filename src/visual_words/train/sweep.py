@@ -17,14 +17,13 @@
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from visual_words.errors import UserError
 from visual_words.ray_tasks import failure_report, run_on_ray
 from visual_words.reuse import trial_key
 from visual_words.train.loop import is_done, report_damaged
+from visual_words.trained import read_sidecar
 from visual_words.trials import Trial, embedding_path, trial_grid
 
 
@@ -55,16 +54,6 @@ def make_batches(cfg, trials: list[Trial]) -> list[list[Trial]]:
         size = max(1, trials_per_batch(cfg, task))
         out += [g[i:i + size] for i in range(0, len(g), size)]
     return out
-
-
-def read_sidecar(path: Path) -> dict | None:
-    side = Path(str(path) + ".json")
-    if not (path.is_file() and side.is_file()):
-        return None
-    try:
-        return json.loads(side.read_text())
-    except json.JSONDecodeError:
-        return None
 
 
 def _run_tags(cfg, trial: Trial) -> dict[str, str]:

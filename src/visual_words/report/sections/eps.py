@@ -32,7 +32,8 @@ def eps_section(eps: pd.DataFrame, banner: str = "") -> Section:
         ID, TITLE,
         "For every trained vector, in its own model's token table and (transferred) in the other two: distance to "
         "the anchor in units of the anchor's nearest-neighbour distance d_nn, whether the nearest vocabulary token "
-        "is the anchor, the anchor's rank among all tokens, cosine to the anchor (artifacts/analysis/eps_stats.csv).",
+        "is the anchor, the anchor's rank among all tokens, cosine to the anchor "
+        "(artifacts/<profile>/analysis/eps_stats.csv).",
         figures=[Figure("eps_stats", "ε-ball statistics",
                         "Top left: in-domain ‖v − anchor‖ / d_nn per δ (the dotted line: δ = 0.5, inside which the "
                         "anchor is always the nearest token). Top right: share of vectors whose nearest token is the "
