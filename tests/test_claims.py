@@ -16,7 +16,7 @@ import yaml
 from visual_words.claims import ClaimSpecError, load_claims, parse_claims
 from visual_words.claims.point import RULES, evaluate_claims, transfer_shares
 from visual_words.evaluate.stats import summarize
-from visual_words.report.paper import paper_table
+from visual_words.paper import paper_table
 
 TOL = 0.1
 TRIALS = 3  # trials per cell: all at the cell's value, so our CI is the value itself

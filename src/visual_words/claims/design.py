@@ -69,7 +69,7 @@ def _dkey(d) -> float:
 
 @functools.cache
 def paper_cells() -> dict[Unit, PaperCell]:
-    from visual_words.report.paper import paper_table
+    from visual_words.paper import paper_table
 
     out = {}
     for _, r in paper_table().iterrows():

@@ -77,7 +77,7 @@ def _share(claim, cells, eps, tolerance, ctx) -> PointResult:
     p = next((c for c in ctx["paper_claims"] if (c["trained"], c["eval"]) == (tr, ev)), None)
     if p is None:
         raise ClaimSpecError(f"{SOURCE}: `{claim.id}`: the paper gives no share for {tr} → {ev} "
-                             "(report/paper_numbers.yaml `claims`)")
+                             "(registry/paper_numbers.yaml `claims`)")
     key = f"{short(tr)}_to_{short(ev)}"
     expected, detail = f"{key} {p['value']:.2f} ({p['dataset']})", "best dataset's transferred ÷ in-domain mean, δ = ∞"
     shares = ctx["shares"]
@@ -239,9 +239,9 @@ RULES: dict[str, Callable[..., PointResult]] = {  # one function per point rule 
 def evaluate_claims(cells: pd.DataFrame | None, eps: pd.DataFrame | None, tolerance: float,
                     claims: list[Claim] | None = None) -> list[PointResult]:
     """Every claim of `claims` (default: all of claims.yaml) by its point rule on our cells and ε-ball table."""
-    from visual_words.report.compare import compare
-    from visual_words.report.paper import claims as paper_claims
-    from visual_words.report.paper import paper_table
+    from visual_words.claims.compare import compare
+    from visual_words.paper import claims as paper_claims
+    from visual_words.paper import paper_table
 
     if cells is None:
         cells = pd.DataFrame(columns=["dataset", "trained_task", "eval_task", "delta", "metric", "transferred", "n",

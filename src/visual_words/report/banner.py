@@ -16,7 +16,7 @@ def uses_tiny_models(cfg) -> bool:
 
 def paper_trials() -> int:
     """The paper's trial count, from its numbers: datasets x 10 concepts x 10 anchors x 3 tasks x (4 δ + ∞)."""
-    from visual_words.report.paper import raw
+    from visual_words.paper import raw
 
     return len(raw()["datasets"]) * 100 * 3 * (len(raw()["fig6"]["deltas"]) + 1)
 

@@ -4,7 +4,7 @@
   metrics.json      headline numbers (`dvc metrics show`)
   summary.md        the headline numbers and the comparison counts, in markdown
   cells.csv         our per-cell mean and 95 % bootstrap CI (evaluate.stats.summarize)
-  comparison.csv / comparison.html   ours next to the paper per cell (report.compare)
+  comparison.csv / comparison.html   ours next to the paper per cell (claims/compare.py)
   eps_summary.csv   ε-ball statistics per trained task × table × δ
   figures/*.png|svg Fig. 3, Fig. 6, comparison, ε-ball, Fig. 7, t-SNE, Fig. 4, Fig. 5-style and 10 × 10 grids
   provenance.json

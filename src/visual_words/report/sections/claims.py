@@ -49,7 +49,7 @@ def _value(v) -> str:
 def transfer_table(results, tolerance: float) -> Section:
     """The paper's six "reaches up to X % of in-domain" numbers next to ours (best dataset): the pairs of the share
     claims, as metrics.json `transfer_share` and a table of the quantitative section."""
-    from visual_words.report.paper import claims
+    from visual_words.paper import claims
 
     share_claims = [r.id for r in results if r.test == "share"]
     values = {k: v for r in results if r.test == "share" and isinstance(r.value, dict) for k, v in r.value.items()}
