@@ -431,8 +431,8 @@ def test_claims_section_rows_headline_and_transfer_table():
     from visual_words.claims.point import PointResult
     from visual_words.report.sections.claims import claims_section, transfer_table
 
-    results = [PointResult("C1", "in-domain works", "cells", "pass", "±0.1", "0.9", value=0.95, checks=1),
-               PointResult("C2", "cls→gen transfers", "share", "fail", "±0.1", "0.84",
+    results = [PointResult("C1", "in-domain works", "cells", "agrees", "±0.1", "0.9", value=0.95, checks=1),
+               PointResult("C2", "cls→gen transfers", "share", "differs", "±0.1", "0.84",
                            value={"cls_to_gen": {"max_share": 0.2, "dataset": "coco", "within_tolerance": False}},
                            checks=1, failed=["cls_to_gen"]),
                PointResult("C5", "needs three datasets", "cells", "not run", "±0.1", "")]
@@ -440,8 +440,9 @@ def test_claims_section_rows_headline_and_transfer_table():
     (table,) = sec.tables
     assert [r["class"] for r in table.rows] == ["ok", "flag", "na"]
     assert table.rows[0]["cells"][3] == "0.950" and table.rows[1]["cells"][6] == "failed: cls_to_gen"
-    assert sec.headline == [{"value": "1 pass / 1 fail", "label": "paper claims (1 not run, 0 not judged)"}]
-    assert sec.metrics["claims_summary"] == {"pass": 1, "fail": 1, "not run": 1, "not judged": 0}
+    assert sec.headline == [{"value": "1 agree / 1 differ",
+                             "label": "claims described cell by cell (1 not run, 0 not judged)"}]
+    assert sec.metrics["claims_summary"] == {"agrees": 1, "differs": 1, "not run": 1, "not judged": 0}
     transfer = transfer_table(results, 0.1)
     assert transfer.id == "paper" and transfer.metrics["transfer_share"] == results[1].value
     cls_gen = next(r for r in transfer.tables[0].rows if r["cells"][2] != "not run")

@@ -123,8 +123,8 @@ def run(cfg) -> Path:
     rb = ReportBuilder(cfg, out_dir, banner)
     claims, transfer = artifact_claims(cells, eps, cfg.report.tolerance)
     sections = [  # in page order
-        # a profile that checks claims with stated power (`report.claims`): its verdicts come first
-        *([claims_profile_section(cfg, evaluation, eps)] if cfg.report.claims else []),
+        # the verdicts on the claims the profile decides, with their calibration, come first
+        claims_profile_section(cfg, evaluation, eps),
         claims,
         quantitative(evaluation, cells, ec, cfg.report.tolerance, cfg.study.datasets, banner) if cells is not None
         else skipped("Fig. 3, Fig. 6, comparison", f"{evaluation_file} not found (run `vw evaluate run`)"),
