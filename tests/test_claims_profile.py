@@ -44,14 +44,25 @@ def test_claims_profile_trains_sd_words_from_varied_anchors_in_every_dataset(cla
 
     grid = trial_grid(claims_cfg)
     sd = [t for t in grid if t.task == "generation"]
-    assert len(sd) == 30 and {t.delta for t in sd} == {math.inf}
+    assert len(sd) == 60 and {t.delta for t in sd} == {math.inf}
     for ds in ("dreambooth", "coco", "pascal"):
         words = [t for t in sd if t.dataset == ds]
         own = {c.name: c.anchor for c in registry.concepts(ds)}
-        assert len(words) == 10 and len({t.anchor for t in words}) == 10  # every word from a different anchor
-        assert sum(own[t.concept] == t.anchor for t in words) == 1  # 1 in 10 at its own anchor, as in the paper
+        first = {t.concept: t.anchor for t in reversed(words)}  # each concept's first anchor
+        assert len(words) == 20 and len(set(first.values())) == 10  # every concept from a different anchor
+        assert sum(own[c] == a for c, a in first.items()) == 1  # one concept starts at its own anchor
     for task in ("detection", "classification"):
-        assert len([t for t in grid if t.task == task]) == 3 * 10 * 10 * 3
+        assert len([t for t in grid if t.task == task]) == 3 * 10 * 10 * 2
+        assert {t.delta for t in grid if t.task == task} == {0.5, math.inf}
+
+
+def test_claims_banner_counts_the_profiles_trials(claims_cfg):
+    from visual_words.report.banner import SMOKE_BANNER, banner_for
+
+    assert banner_for(claims_cfg).startswith("CLAIMS PROFILE: 1,260 of the paper's 6,000 trials")
+    assert banner_for(load_config("paper", PARAMS)) == ""
+    tiny = load_config("claims", PARAMS, {"study.models.generation": "tiny-sd"})
+    assert banner_for(tiny) == SMOKE_BANNER  # tiny models: the smoke banner wins
 
 
 def test_rotated_anchors_keep_one_concept_at_its_own():
@@ -227,8 +238,8 @@ def test_on_simulated_studies_true_claims_are_supported_and_false_ones_are_not(c
 
 
 def test_planned_parts_state_their_regions(claims_cfg):
-    plan = {c.id: c for c in planned(claims_cfg)}
-    assert list(plan) == claims_cfg.report.claims
+    assert [c.id for c in planned(claims_cfg)] == claims_cfg.report.claims
+    plan = {c.id: c for c in planned(_with_claims(claims_cfg, ["C5"]))}
     c5 = plan["C5"].parts[0]
     assert c5.region == (0.0, math.inf) and c5.paper == pytest.approx(
         np.mean([(0.30 / 0.97 + 0.173 / 0.95) / 2 - (0.13 / 0.97 + 0.093 / 0.95) / 2,

@@ -25,7 +25,7 @@ def claims_banner(cfg) -> str:
     from visual_words.trials import trial_grid
 
     return (f"CLAIMS PROFILE: {len(trial_grid(cfg)):,} of the paper's {paper_trials():,} trials - it checks the "
-            f"claims listed under \"Claims checked by this profile\" with the power stated there; cells it did not "
+            f"claims listed under \"Verdicts on the paper's claims\", calibrated there; cells it did not "
             f"run are \"not run\", and its per-cell numbers rest on fewer trials than the paper's.")
 
 
