@@ -280,3 +280,24 @@ def test_vw_claims_simulate_prints_json_and_refuses_bad_draws(tmp_path):
     bad = subprocess.run([*run, "--draws", "3"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == "vw claims simulate: --draws must be >= 10 and " \
                                                          "--resamples >= 20"
+
+
+def test_share_on_the_papers_best_dataset_and_dataset_resampling(claims_cfg):
+    """`over: best` reads only the dataset where the paper's share is highest among those run (PASCAL for
+    cls→gen); `resample_datasets` draws the datasets with replacement, k of k per resample."""
+    from visual_words.claims.design import design_counts, design_part
+    from visual_words.claims.interval import dataset_weights
+
+    part = load_claims()["C2"].parts[0]
+    counts, datasets = design_counts(claims_cfg), list(claims_cfg.study.datasets)
+    pooled = design_part(part, datasets, counts)
+    best = design_part(replace(part, over="best"), datasets, counts)
+    assert pooled.datasets == datasets and best.datasets == ["pascal"]
+    assert best.paper_value == pytest.approx(0.84) and pooled.paper_value == pytest.approx(
+        np.mean([0.30 / 0.97, 0.57 / 0.99, 0.84 / 1.00]))
+    assert best.accept == pytest.approx((-0.3 * 0.84, 0.3 * 0.84))
+    rng = np.random.default_rng(0)
+    assert dataset_weights(pooled, rng, (2, 50)) == {}  # datasets are strata unless the part says otherwise
+    w = dataset_weights(design_part(replace(part, resample_datasets=True), datasets, counts), rng, (2, 50))
+    drawn = np.stack([w[ds] for ds in datasets])
+    assert drawn.shape == (3, 2, 50) and (drawn.sum(axis=0) == 3).all() and (drawn == 0).any()
