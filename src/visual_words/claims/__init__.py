@@ -15,6 +15,9 @@ calibration.
   paper's numbers, per cell): "agrees" / "differs" / "not run" / "not judged", never a verdict.
 - Their report sections: `report/sections/claims_profile.py` (verdicts: claims.csv, metrics.json `verdicts`) and
   `report/sections/claims.py` (the description, metrics.json `claims`).
+
+Layer: claims (docs/design.md, "Layers"; `make lint` enforces it). It may import analysis, evaluate, toolkit, train,
+transfer, plan, reuse, data, models, eps_ball and the foundations; never report or commands.
 """
 
 from __future__ import annotations
