@@ -186,7 +186,7 @@ def test_vw_plan_prints_the_table_and_json(capsys):
 
     assert main(["plan", "--params", str(PARAMS), "--profile", "claims", "--gpu", "h100", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["card"] == "h100" and d["trials"] == {"generation": 60, "detection": 600, "classification": 600}
+    assert d["card"] == "h100" and d["trials"] == {"generation": 60, "detection": 300, "classification": 300}
     assert {s["stage"] for s in d["stages"]} >= {"prepare", "train (generation)", "evaluate (generation)", "report"}
     assert main(["plan", "--params", str(PARAMS), "--profile", "paper", "--gpu", "a100", "--gpus", "8"]) == 0
     text = capsys.readouterr().out
@@ -194,8 +194,10 @@ def test_vw_plan_prints_the_table_and_json(capsys):
     assert main(["plan", "--params", str(PARAMS), "--profile", "claims"]) == 0
     text = capsys.readouterr().out
     assert "[claims] C1 (claim): words trained in-domain solve their task" in text
-    assert "[claims] C11 (sanity)" in text and "at most 0.2" in text  # C1 detection: 25 % of 0.80 below the paper
-    assert "[claims] calibration of the verdicts on profile claims" in text and "C1    claim    yes" in text
+    assert "at most 0.2 below the paper (25% of 0.80); level 0.975" in text  # C1 detection
+    assert "(above 0; level 0.965)" in text and "[claims] C11" not in text  # C5; no δ = 0.5 words, no sanity check
+    assert "[claims] calibration of the verdicts on profile claims" in text and "C5    claim    yes" in text
+    assert "[claims] ρ = 0.3: coverage of the two-sided 95 % bootstrap interval" in text
 
 
 @pytest.mark.parametrize("card", ["h100", "h200"])

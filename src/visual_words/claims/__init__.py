@@ -5,7 +5,8 @@ calibration.
   of a figure, a sanity check of the code, or a description), its point rule and, where a profile can decide it,
   its parts, each with the margin and the alternative written down before any run. `load_claims()` is the one
   loader.
-- `interval.py` with `design.py`: the verdict. Each part's statistic, its 95 % CI from a bootstrap that resamples
+- `interval.py` with `design.py`: the verdict. Each part's statistic, its CI (one-sided bounds at the part's
+  `level`) from a bootstrap that resamples
   the study's own structure (concepts, then anchors within a concept; datasets where the part pools them), and
   supported / contradicted / inconclusive / not run against the part's margin -> an `IntervalResult`.
 - `simulate.py`: the calibration. Whole studies drawn from a hierarchical model (concept effect + anchor noise),
@@ -73,7 +74,12 @@ class Part:
     relative: bool = False
     false_at: float = 0.0  # the alternative simulated: the statistic's distance from the paper, in the margin's units
     over: str = "pooled"  # share: `best` (the paper's best dataset of those run) or `pooled` (mean over datasets)
+    side: str = "both"  # share: `both` (within ±margin of the paper's share) or `at_least` (at most margin below it)
     resample_datasets: bool = False  # the CI also resamples the datasets the part pools
+    # The confidence of each of the verdict's one-sided tests (claims.yaml `level`): supported when the bound on the
+    # claim's side clears the margin at this level, contradicted when the other bound does. The interval shown is
+    # the two-sided (2·level − 1) one; 0.975 = today's two-sided 95 % interval.
+    level: float = 0.975
 
     def margin_text(self) -> str:
         return f"±{self.margin:.0%} of the paper's value" if self.relative else f"{self.margin:g}"
@@ -135,8 +141,15 @@ def _margin(raw: dict, rule: str, where: str) -> dict:
     over = raw.get("over", "pooled")
     if over not in ("best", "pooled"):
         raise ClaimSpecError(f"{SOURCE}: `{where}.over` must be best or pooled")
-    return {"margin": float(value), "relative": relative, "false_at": float(f), "over": over,
-            "resample_datasets": bool(raw.get("resample_datasets", False))}
+    side = raw.get("side", "both")
+    if side not in ("both", "at_least") or (side != "both" and rule != "share"):
+        raise ClaimSpecError(f"{SOURCE}: `{where}.side` must be both or at_least (share parts only)")
+    level = raw.get("level", 0.975)
+    if not isinstance(level, (int, float)) or not 0.5 < level < 1:
+        raise ClaimSpecError(f"{SOURCE}: `{where}.level` must be a number between 0.5 and 1 (the confidence of "
+                             "each one-sided test, e.g. 0.95)")
+    return {"margin": float(value), "relative": relative, "false_at": float(f), "over": over, "side": side,
+            "resample_datasets": bool(raw.get("resample_datasets", False)), "level": float(level)}
 
 
 def _part(cid: str, raw: dict, where: str) -> Part:

@@ -9,7 +9,8 @@ that resamples the datasets compares each resampled dataset with the paper's own
   at_least / at_most   pooled (ours − paper) over the datasets: supported inside [−margin, ∞) / (−∞, margin]
   close                pooled (ours at `cell` − ours at `versus`): supported inside [−margin, margin]
   share                transferred ÷ in-domain, minus the paper's share: on the paper's best dataset of those run
-                       (`over: best`) or averaged over them (`over: pooled`); supported inside [−margin, margin]
+                       (`over: best`) or averaged over them (`over: pooled`); supported inside [−margin, margin],
+                       or [−margin, ∞) with `side: at_least` (a lower bound on how much transfers)
   order                per dataset, the mean transfer share of words trained for `high` minus that of `low`,
                        averaged: supported above 0 (the claimed side), contradicted below
 A relative margin is a fraction of the paper's own value of the quantity (its pooled mean, share or gap).
@@ -221,8 +222,8 @@ def design_part(part: Part, datasets: list[str], counts: Counter) -> PartDesign:
     scale = abs(value) if part.rule != "close" else _weighted(
         {ds: pmean(groups[ds]) for ds in used}, {ds: n(groups[ds]) for ds in used}, {}) if used else math.nan
     m = part.margin * (scale if part.relative else 1.0)
-    accept = {"at_least": (-m, math.inf), "at_most": (-math.inf, m), "close": (-m, m), "share": (-m, m),
-              "order": (0.0, math.inf)}[part.rule]
+    accept = {"at_least": (-m, math.inf), "at_most": (-math.inf, m), "close": (-m, m),
+              "share": (-m, math.inf) if part.side == "at_least" else (-m, m), "order": (0.0, math.inf)}[part.rule]
     return PartDesign(part, groups, dataset_of, list(used), unit_n, {u: paper[u] for u in unit_n}, stat, accept,
                       value, float(scale))
 

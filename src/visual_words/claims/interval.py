@@ -1,7 +1,7 @@
 """The verdict: each claim a profile decides (`report.claims`, or every claim with parts), from its parts
 (claims.yaml), on the profile's evaluation / analysis tables.
 
-Per part: the statistic on our trials (claims/design.py), its 95 % CI from a bootstrap that resamples the study's
+Per part: the statistic on our trials (claims/design.py), its CI from a bootstrap that resamples the study's
 own structure — the concepts of each cell with replacement, then the anchors (words) within each drawn concept
 with replacement; and the datasets too where the part pools them as replicates (`resample_datasets`) — and
   supported     the whole CI lies inside the part's supported region (within the margin of the paper's value, or on
@@ -31,7 +31,7 @@ from visual_words.claims.design import PartDesign, Unit, design_counts, design_p
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = range(3)
-LEVEL = 0.95
+COVERAGE_LEVEL = 0.95  # the two-sided interval whose coverage the calibration reports (claims/simulate.py)
 
 
 @dataclass
@@ -45,12 +45,13 @@ class PartResult:
     region: tuple[float, float]  # `value` supports the claim inside this interval
     margin: str
     cells: str
+    level: float = 0.975  # the confidence of each one-sided test (the CI is the two-sided 2·level − 1 one)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "rule": self.rule, "status": self.status, "ours": _r(self.value),
                 "ci": [_r(self.ci[0]), _r(self.ci[1])], "paper": _r(self.paper),
                 "supported_inside": [_r(self.region[0]), _r(self.region[1])], "margin": self.margin,
-                "cells": self.cells}
+                "level": self.level, "cells": self.cells}
 
 
 @dataclass
@@ -142,19 +143,22 @@ def dataset_weights(d: PartDesign, rng: np.random.Generator, shape: tuple[int, i
 
 
 def decide(d: PartDesign, point: dict[str, np.ndarray], reps: dict[str, np.ndarray], weights: dict[str, np.ndarray]
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The part's statistic [D], its CI bounds [D] x 2 and verdict codes [D] (SUPPORTED / CONTRADICTED /
-    INCONCLUSIVE), for D studies at once."""
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The part's statistic [D], its CI bounds [D] x 2, verdict codes [D] (SUPPORTED / CONTRADICTED /
+    INCONCLUSIVE) and the bootstrap statistics [D, B], for D studies at once. Each bound is a one-sided bound at
+    the part's `level` (together the two-sided 2·level − 1 interval): supported is a one-sided test of "the claim
+    is false" at 1 − level (for a two-sided region, one test per edge, both needed: the two one-sided tests of an
+    equivalence claim), contradicted the same test of "the claim is true"."""
     stat = np.asarray(d.statistic(point, {}), dtype=float)
     boot = np.asarray(d.statistic(reps, weights), dtype=float)
-    lo, hi = percentile_bounds(boot, LEVEL)
+    lo, hi = percentile_bounds(boot, 2 * d.part.level - 1)
     a, b = d.accept
     strict = d.part.rule == "order"  # a threshold: zero itself is not the claimed side
     inside = ((lo > a) if strict else (lo >= a - 1e-12)) & (hi <= b + 1e-12)
     outside = ((hi <= a) if strict else (hi < a - 1e-12)) | (lo > b + 1e-12)
     verdict = np.where(inside, SUPPORTED, np.where(outside, CONTRADICTED, INCONCLUSIVE))
     verdict = np.where(np.isnan(lo) | np.isnan(hi), INCONCLUSIVE, verdict)
-    return stat, lo, hi, verdict
+    return stat, lo, hi, verdict, boot
 
 
 def percentile_bounds(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +221,7 @@ def check_claims(cfg, evaluation=None, eps=None, resamples: int = 1000, seed: in
                     boots[u] = bootstrap_unit(arrays[u], rng, resamples)
             n = {u: int((~np.isnan(arrays[u])).sum()) for u in need}
             point, reps = group_means(d, boots, n)
-            stat, lo, hi, verdict = decide(d, point, reps, dataset_weights(d, rng, (1, resamples)))
+            stat, lo, hi, verdict, _ = decide(d, point, reps, dataset_weights(d, rng, (1, resamples)))
             parts.append(_result(p, d, VERDICTS[int(verdict[0])], float(shown_value(d, stat[0])),
                                  (float(shown_value(d, lo[0])), float(shown_value(d, hi[0])))))
         out.append(IntervalResult(claim.id, claim.text, claim.kind, claim_status([x.status for x in parts]), parts))
@@ -236,7 +240,8 @@ def _result(p: Part, d: PartDesign | None, status, value, ci) -> PartResult:
     if d is None:
         return PartResult(p.name, p.rule, status, value, ci, 1.0, (1.0, 1.0), "exact",
                           f"in-domain vectors, δ <= {p.max_delta:g}")
-    return PartResult(p.name, p.rule, status, value, ci, d.paper_value, region(d), margin_words(d), d.cells_text())
+    return PartResult(p.name, p.rule, status, value, ci, d.paper_value, region(d), margin_words(d), d.cells_text(),
+                      p.level)
 
 
 def margin_words(d: PartDesign) -> str:
@@ -246,6 +251,8 @@ def margin_words(d: PartDesign) -> str:
     m = p.margin * (d.scale if p.relative else 1.0)
     side = {"at_least": "at most {m} below the paper", "at_most": "at most {m} above the paper",
             "close": "within ±{m} of each other"}.get(p.rule, "within ±{m} of the paper")
+    if p.rule == "share" and p.side == "at_least":
+        side = "at most {m} below the paper"
     rel = f" ({p.margin:.0%} of {d.scale:.2f})" if p.relative else ""
     return side.format(m=f"{m:.3g}") + rel
 
@@ -277,12 +284,13 @@ def format_planned(results: list[IntervalResult]) -> str:
     """The claims a profile decides, one line per part: rule, the paper's value, the supported region, the margin
     and the cells (what `vw plan` prints before the calibration)."""
     lines = ["[claims] verdicts this profile gives (src/visual_words/claims/claims.yaml; "
-             "claims/interval.py): supported when the structured 95 % CI lies inside the region"]
+             "claims/interval.py): supported when the structured bootstrap's bound(s) at the part's one-sided "
+             "level lie inside the region"]
     for c in results:
         lines.append(f"[claims] {c.id} ({c.kind}): {c.text}")
         for p in c.parts:
             lines.append(f"[claims]   {p.name}: {p.rule}, paper {_fmt(p.paper)}, supported inside "
-                         f"[{_fmt(p.region[0])}, {_fmt(p.region[1])}] ({p.margin}); {p.cells}")
+                         f"[{_fmt(p.region[0])}, {_fmt(p.region[1])}] ({p.margin}; level {p.level:g}); {p.cells}")
     return "\n".join(lines)
 
 

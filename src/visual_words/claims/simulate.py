@@ -11,6 +11,9 @@ one success or failure per trial; for AP, t from the paper's 95 % CI, else 1):
 Cells are drawn independently of each other (the same concept's words in two cells are not tied), which makes the
 shares' denominators as noisy as their numerators: a slight overstatement of a share's noise.
 
+Coverage: on the studies of (a), how often each part's two-sided 95 % bootstrap interval contains the statistic's
+true value, whatever level the verdict uses: the honesty of the bootstrap.
+
 Scenarios: (a) every cell at the paper's value (each claim true), (b) for each part of each claim, its cells moved
 so that its statistic sits at the part's alternative (claims.yaml `false_at`, just outside its margin or on the
 wrong side of its threshold: the claim false), everything else as in (a). Each scenario is `draws` whole studies;
@@ -81,6 +84,16 @@ def alternative_means(d: PartDesign) -> dict[Unit, float]:
     return {u: float(np.clip(m, 0.0, 1.0)) for u, m in mean.items()}
 
 
+def coverage(d: PartDesign, boot: np.ndarray) -> float:
+    """How often the two-sided 95 % bootstrap interval (V.COVERAGE_LEVEL) of the part's statistic, computed on
+    studies drawn with the paper's values true ([draws, resamples]), contains the statistic's true value (its
+    value at the paper's means): the honesty of the bootstrap, whatever level the verdict uses."""
+    counts = {(u[0], u[1], u[3]): n for u, n in d.n.items()}
+    truth = float(d.statistic(D.paper_group_means(d.groups, counts, d.paper), {}))
+    lo, hi = V.percentile_bounds(boot, V.COVERAGE_LEVEL)
+    return float(((lo <= truth) & (truth <= hi)).mean())
+
+
 @dataclass
 class Calibration:
     id: str
@@ -138,12 +151,14 @@ def calibrate(cfg, rhos=RHOS, draws: int = DRAWS, resamples: int = RESAMPLES, se
                         (boots if moved else world)[u] = V.bootstrap_unit(x, rng, resamples)
                     boots.setdefault(u, world[u])
             point, reps = V.group_means(d, boots, d.n)
-            return V.decide(d, point, reps, V.dataset_weights(d, rng, (draws, resamples)))[3]
+            verdict, boot = V.decide(d, point, reps, V.dataset_weights(d, rng, (draws, resamples)))[3:]
+            return verdict, boot
 
-        true_v, false_v = {}, {}
+        true_v, false_v, covered = {}, {}, {}
         for c, p, d in parts:
-            true_v[(c.id, p.name)] = studies(d, None)
-            false_v[(c.id, p.name)] = studies(d, alternative_means(d))
+            true_v[(c.id, p.name)], boot = studies(d, None)
+            covered[(c.id, p.name)] = coverage(d, boot)
+            false_v[(c.id, p.name)] = studies(d, alternative_means(d))[0]
             if bar is not None:
                 bar.update(2)
         for claim, ds in plan:
@@ -160,7 +175,8 @@ def calibrate(cfg, rhos=RHOS, draws: int = DRAWS, resamples: int = RESAMPLES, se
                 ok = (false_v[(claim.id, n)] == V.SUPPORTED) & np.logical_and.reduce(others) if others else \
                     false_v[(claim.id, n)] == V.SUPPORTED
                 per_part[n] = {"p_supported_if_true": round(float((true_v[(claim.id, n)] == V.SUPPORTED).mean()), 4),
-                               "p_supported_if_false": round(float(ok.mean()), 4)}
+                               "p_supported_if_false": round(float(ok.mean()), 4),
+                               "coverage_95": round(covered[(claim.id, n)], 4)}
                 if ok.mean() > p_false:
                     worst, p_false = n, float(ok.mean())
             out.append(Calibration(claim.id, claim.text, claim.kind, rho, float((v == V.SUPPORTED).mean()),
@@ -192,6 +208,12 @@ def format_table(cal: list[Calibration], profile: str, draws: int, resamples: in
             mark = "" if r != 0.3 else (" ok" if c.meets else " MISS")
             row += f"| {'':6}{c.supported_true:>11.3f} {c.contradicted_true:>11.3f} {c.supported_false:>12.3f}{mark:<5}"
         lines.append(row.rstrip())
+    for r in rhos:  # the honesty of the bootstrap itself, for the claims the profile decides
+        cov = [f"{c.id} {name} {v['coverage_95']:.3f}" for c in cal if c.rho == r and c.checked and c.runnable
+               for name, v in c.parts.items()]
+        if cov:
+            lines.append(f"[claims] ρ = {r:g}: coverage of the two-sided 95 % bootstrap interval with the paper's "
+                         f"values true (nominal 0.95): " + ", ".join(cov))
     lines.append("[claims] sanity checks (not counted as the paper's claims): C11 is deterministic (triangle "
                  "inequality), supported whenever the code is right")
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """The verdicts section ("Verdicts on the paper's claims"): each claim the profile decides (claims/interval.py) as
-supported / contradicted / inconclusive / not run, part by part with our value, its structured 95 % CI, the paper's
-value and the region that supports it; sanity checks in a table apart (not counted); the calibration of these
-verdicts at this profile's design (claims/simulate.py); claims.csv (one row per part); metrics.json `verdicts`,
-`verdicts_summary`, `sanity`, `calibration`."""
+supported / contradicted / inconclusive / not run, part by part with our value, its structured CI (at the part's
+level), the paper's value and the region that supports it; sanity checks in a table apart (not counted); the
+calibration of these verdicts at this profile's design (claims/simulate.py); claims.csv (one row per part);
+metrics.json `verdicts`, `verdicts_summary`, `sanity`, `calibration`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def _rows(results) -> list[dict]:
             ci = "" if math.isnan(p.ci[0]) else f" [{_num(p.ci[0], 2)}, {_num(p.ci[1], 2)}]"
             rows.append({"class": STATUS_CLASS.get(p.status, "na"), "cells": [
                 *first, p.name, _num(p.value) + ci, _num(p.paper),
-                f"[{_num(p.region[0], 2)}, {_num(p.region[1], 2)}]", p.margin, p.cells, p.status]})
+                f"[{_num(p.region[0], 2)}, {_num(p.region[1], 2)}]", f"{p.margin}; level {p.level:g}", p.cells,
+                p.status]})
     return rows
 
 
@@ -66,14 +67,17 @@ def claims_profile_section(cfg, evaluation: pd.DataFrame | None, eps: pd.DataFra
     sanity = [c for c in results if c.kind == "sanity"]
     parts = [{"claim": c.id, "kind": c.kind, "claim_status": c.status, "part": p.name, "rule": p.rule,
               "status": p.status, "ours": p.value, "ci_low": p.ci[0], "ci_high": p.ci[1], "paper": p.paper,
-              "supported_low": p.region[0], "supported_high": p.region[1], "margin": p.margin, "cells": p.cells}
+              "supported_low": p.region[0], "supported_high": p.region[1], "margin": p.margin, "level": p.level,
+              "cells": p.cells}
              for c in results for p in c.parts]
-    header = ["claim", "verdict", "part", "ours [95 % CI]", "paper", "supported inside", "margin", "cells (trials)",
+    header = ["claim", "verdict", "part", "ours [CI]", "paper", "supported inside", "margin; level", "cells (trials)",
               "part verdict"]
     summary = {s: sum(c.status == s for c in counted) for s in ("supported", "contradicted", "inconclusive",
                                                                   "not run")}
-    text = ("Each claim is decided on this run's trials. A part's 95 % CI comes from a bootstrap that resamples the "
-            "study's structure: the concepts of each cell, then the words (anchors) within each drawn concept. It "
+    text = ("Each claim is decided on this run's trials. A part's CI comes from a bootstrap that resamples the "
+            "study's structure: the concepts of each cell, then the words (anchors) within each drawn concept; its "
+            "bounds are one-sided bounds at the part's level (written in claims.yaml before any run; the CI shown "
+            "is the two-sided 2·level − 1 one). A part "
             "is supported when the whole CI lies inside the region around the paper's value set by the part's "
             "margin (or above a threshold), contradicted when the whole CI lies outside, inconclusive otherwise; a "
             "claim is supported when all its parts are. Margins and their reasons: "
