@@ -244,6 +244,18 @@ def test_a_parts_level_sets_its_one_sided_bound(claims_cfg, level, verdict):
     assert VERDICTS[int(decide(d, point, low, {})[3][0])] == "contradicted"
 
 
+@pytest.mark.parametrize("factor, verdict", [(1.0, "supported"), (1.4, "supported"), (0.3, "contradicted")])
+def test_c2_is_a_lower_bound_on_the_cls_to_gen_share(claims_cfg, factor, verdict):
+    """C2 restated one-sided: cls→gen words keeping more than the paper's share still support it; keeping 30 % of
+    the paper's score contradicts it."""
+    cfg = _with_claims(claims_cfg, ["C2"])
+    world = _paper_world(cfg, np.random.default_rng(2))
+    moved = (world.trained_task == "classification") & (world.eval_task == "generation")
+    world.loc[moved, "value"] = np.minimum(1.0, world.loc[moved, "value"] * factor)
+    (c2,) = check_claims(cfg, world, None)
+    assert c2.status == verdict and c2.parts[0].region[1] == math.inf and c2.parts[0].level == 0.97
+
+
 def test_verdicts_supported_when_the_paper_is_right_contradicted_when_not(claims_cfg):
     cfg = _with_claims(claims_cfg, ["C1", "C5"])
     res = {r.id: r for r in check_claims(cfg, _paper_world(cfg, np.random.default_rng(0)), None)}
