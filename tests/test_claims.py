@@ -16,7 +16,7 @@ import yaml
 from visual_words.claims import ClaimSpecError, load_claims, parse_claims
 from visual_words.claims.point import RULES, evaluate_claims, transfer_shares
 from visual_words.evaluate.stats import summarize
-from visual_words.report.paper import paper_table
+from visual_words.paper import paper_table
 
 TOL = 0.1
 TRIALS = 3  # trials per cell: all at the cell's value, so our CI is the value itself
@@ -60,8 +60,8 @@ def test_the_paper_numbers_pass_every_computed_claim():
     results = evaluate_claims(_cells(_paper_values()), _eps(), TOL)
     status = _status(results)
     assert [r.id for r in results] == list(load_claims())
-    assert {c: status[c] for c in COMPUTED} == {c: "pass" for c in COMPUTED}, \
-        {r.id: (r.failed, r.detail) for r in results if r.status != "pass"}
+    assert {c: status[c] for c in COMPUTED} == {c: "agrees" for c in COMPUTED}, \
+        {r.id: (r.failed, r.detail) for r in results if r.status != "agrees"}
     assert status["C12"] == status["C13"] == "not judged" and status["A1"] == "not run"
     by = {r.id: r for r in results}
     assert by["C7"].expected.startswith("0.04–0.12")  # the δ = 0.1 range read from paper_numbers.yaml
@@ -100,12 +100,12 @@ BREAKS = {  # claim -> a change of the paper's table that breaks it
 @pytest.mark.parametrize("claim", list(BREAKS))
 def test_a_table_built_to_fail_a_claim_fails_it(claim):
     results = {r.id: r for r in evaluate_claims(_cells(BREAKS[claim](_paper_values())), _eps(), TOL)}
-    assert results[claim].status == "fail" and results[claim].failed, results[claim]
+    assert results[claim].status == "differs" and results[claim].failed, results[claim]
 
 
 def test_c11_fails_when_one_in_domain_vector_inside_half_delta_misses_its_anchor():
     results = {r.id: r for r in evaluate_claims(_cells(_paper_values()), _eps(all_anchor=False), TOL)}
-    assert results["C11"].status == "fail" and results["C11"].failed == ["δ=0.5: 0.7500"]
+    assert results["C11"].status == "differs" and results["C11"].failed == ["δ=0.5: 0.7500"]
 
 
 def test_nothing_run_is_not_run_never_pass():
@@ -118,7 +118,7 @@ def test_partial_runs_judge_what_ran():
     needs three datasets and is not run."""
     values = {k: v for k, v in _paper_values().items() if k[0] in ("coco", "pascal")}
     status = _status(evaluate_claims(_cells(values), _eps(), TOL))
-    assert status["C1"] == status["C10"] == "pass" and status["C5"] == "not run"
+    assert status["C1"] == status["C10"] == "agrees" and status["C5"] == "not run"
 
 
 def test_transfer_shares_of_the_paper_match_its_headline_claims():
@@ -147,13 +147,15 @@ def test_the_report_computes_and_flags_every_claim(repo_root, tmp_path):
     metrics = json.loads((page.parent / "metrics.json").read_text())
     claims = metrics["claims"]
     assert set(claims) == set(load_claims())
-    assert {c: claims[c]["status"] for c in COMPUTED if c != "C11"} == {c: "pass" for c in COMPUTED if c != "C11"}
+    assert {c: claims[c]["status"] for c in COMPUTED if c != "C11"} == {c: "agrees" for c in COMPUTED if c != "C11"}
     assert claims["C11"]["status"] == "not run"  # no ε-ball table in this run
     assert claims["C8"]["tolerance"] == "max − min ≤ 0.1" and claims["C1"]["tolerance"] == "paper CI, else ±0.1"
-    assert metrics["claims_summary"]["fail"] == 0
+    assert metrics["claims_summary"]["differs"] == 0
     html = page.read_text()
-    assert "The paper&#39;s claims, computed" in html or "The paper's claims, computed" in html
-    assert html.count('<tr class="ok"><td>C') == 13
+    assert "described cell by cell" in html and "Verdicts on the paper" in html
+    verdicts = metrics["verdicts"]  # the smoke design decides every claim with parts; none can be "contradicted"
+    assert "C11" not in verdicts and set(metrics["sanity"]) == {"C11"}  # by a table of the paper's own values
+    assert {v["status"] for v in verdicts.values()} <= {"supported", "inconclusive", "not run"}
     comp = pd.read_csv(page.parent / "comparison.csv", comment="#")
     assert (comp["metric"] == "ap50").sum() == 12 + 48  # every detection cell of Fig. 3 and Fig. 6, by AP50 too
 

@@ -84,7 +84,7 @@ def test_more_gpus_shorten_the_sweep_not_the_gpu_hours(tmp_path):
 def test_compile_uses_the_compiled_rate_plus_compiling(tmp_path):
     cfg = load_config("claims", PARAMS, overrides={"train.compile": True})
     row = next(r for r in plan_for(cfg, "x1", 1, _rates(tmp_path)).rows if r.stage == "train (generation)")
-    assert row.seconds == pytest.approx(30 * 1000 * 0.4 + 10 + 10)
+    assert row.seconds == pytest.approx(60 * 1000 * 0.4 + 10 + 10)
 
 
 def test_write_rates_records_a_card_and_the_plan_reads_it(tmp_path):
@@ -186,14 +186,18 @@ def test_vw_plan_prints_the_table_and_json(capsys):
 
     assert main(["plan", "--params", str(PARAMS), "--profile", "claims", "--gpu", "h100", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["card"] == "h100" and d["trials"] == {"generation": 30, "detection": 900, "classification": 900}
+    assert d["card"] == "h100" and d["trials"] == {"generation": 60, "detection": 300, "classification": 300}
     assert {s["stage"] for s in d["stages"]} >= {"prepare", "train (generation)", "evaluate (generation)", "report"}
     assert main(["plan", "--params", str(PARAMS), "--profile", "paper", "--gpu", "a100", "--gpus", "8"]) == 0
     text = capsys.readouterr().out
     assert "on 8 x a100" in text and "h200 scaled by bf16 peak 312/989" in text and "[claims]" not in text
     assert main(["plan", "--params", str(PARAMS), "--profile", "claims"]) == 0
     text = capsys.readouterr().out
-    assert "[claims] C2: power 1.00" in text and "agrees in [0.74, 0.94]" in text
+    assert "[claims] C1 (claim): words trained in-domain solve their task" in text
+    assert "at most 0.2 below the paper (25% of 0.80); level 0.975" in text  # C1 detection
+    assert "(above 0; level 0.965)" in text and "[claims] C11" not in text  # C5; no δ = 0.5 words, no sanity check
+    assert "[claims] calibration of the verdicts on profile claims" in text and "C5    claim    yes" in text
+    assert "[claims] ρ = 0.3: coverage of the two-sided 95 % bootstrap interval" in text
 
 
 @pytest.mark.parametrize("card", ["h100", "h200"])

@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from visual_words.claims import compare as cmp
 from visual_words.config import load_config
-from visual_words.report import compare as cmp
+from visual_words.paper import paper_table
+from visual_words.report import comparison as shown
 from visual_words.report import figures as F
 from visual_words.report.banner import SMOKE_BANNER, banner_for
-from visual_words.report.paper import paper_table
 from visual_words.trials import TASKS, trial_grid
 
 METRIC = {"generation": "gen_acc", "detection": "map", "classification": "cls_acc"}
@@ -90,14 +91,14 @@ def test_comparison_flags_cells_outside_the_ci_or_tolerance():
     n = cmp.counts(comp)
     assert (n["compared"], n["agree"], n["flagged"], n["not_in_paper"]) == (4, 2, 2, 1)
     assert n["not_run"] == 180 - 4
-    classes = [r["class"] for r in cmp.comparison_rows(comp)]
+    classes = [r["class"] for r in shown.comparison_rows(comp)]
     assert classes.count("flag") == 2 and classes.count("ok") == 2 and classes.count("na") == 1  # + "not in paper"
 
 
 def test_comparison_csv_starts_with_the_banner(tmp_path):
     comp = cmp.compare(pd.DataFrame(columns=["dataset", "trained_task", "eval_task", "delta", "n", "mean", "ci_low",
                                              "ci_high"]), paper_table(), 0.1)
-    cmp.csv_file(comp).write(tmp_path / "c.csv", SMOKE_BANNER)
+    shown.csv_file(comp).write(tmp_path / "c.csv", SMOKE_BANNER)
     assert (tmp_path / "c.csv").read_text().splitlines()[0] == f"# {SMOKE_BANNER}"
     back = pd.read_csv(tmp_path / "c.csv", comment="#")
     assert len(back) == 180 and set(back["status"]) == {"not run"}
@@ -307,7 +308,7 @@ def test_quantitative_section_returns_the_comparison_as_data(small_tables):
                       & np.isinf(cells["delta"])]["mean"].mean()
     assert sec.metrics["in_domain"]["detection"] == round(in_domain, 4)
     (table,) = sec.tables
-    assert table.title == "Per cell" and table.header == cmp.COMPARISON_HEADER
+    assert table.title == "Per cell" and table.header == shown.COMPARISON_HEADER
     # the table lists the run's cells (AP@[.50:.95] and AP50 rows), the not-run paper cells only in the CSV
     assert len(table.rows) == len(comp[comp["status"] != "not run"]) + sec.metrics["comparison_ap50"]["compared"] + \
         sec.metrics["comparison_ap50"]["not_in_paper"]
@@ -430,8 +431,8 @@ def test_claims_section_rows_headline_and_transfer_table():
     from visual_words.claims.point import PointResult
     from visual_words.report.sections.claims import claims_section, transfer_table
 
-    results = [PointResult("C1", "in-domain works", "cells", "pass", "±0.1", "0.9", value=0.95, checks=1),
-               PointResult("C2", "cls→gen transfers", "share", "fail", "±0.1", "0.84",
+    results = [PointResult("C1", "in-domain works", "cells", "agrees", "±0.1", "0.9", value=0.95, checks=1),
+               PointResult("C2", "cls→gen transfers", "share", "differs", "±0.1", "0.84",
                            value={"cls_to_gen": {"max_share": 0.2, "dataset": "coco", "within_tolerance": False}},
                            checks=1, failed=["cls_to_gen"]),
                PointResult("C5", "needs three datasets", "cells", "not run", "±0.1", "")]
@@ -439,8 +440,9 @@ def test_claims_section_rows_headline_and_transfer_table():
     (table,) = sec.tables
     assert [r["class"] for r in table.rows] == ["ok", "flag", "na"]
     assert table.rows[0]["cells"][3] == "0.950" and table.rows[1]["cells"][6] == "failed: cls_to_gen"
-    assert sec.headline == [{"value": "1 pass / 1 fail", "label": "paper claims (1 not run, 0 not judged)"}]
-    assert sec.metrics["claims_summary"] == {"pass": 1, "fail": 1, "not run": 1, "not judged": 0}
+    assert sec.headline == [{"value": "1 agree / 1 differ",
+                             "label": "claims described cell by cell (1 not run, 0 not judged)"}]
+    assert sec.metrics["claims_summary"] == {"agrees": 1, "differs": 1, "not run": 1, "not judged": 0}
     transfer = transfer_table(results, 0.1)
     assert transfer.id == "paper" and transfer.metrics["transfer_share"] == results[1].value
     cls_gen = next(r for r in transfer.tables[0].rows if r["cells"][2] != "not run")

@@ -79,7 +79,8 @@ class StudyConfig:
     # read from, not what they are: the model's pinned identity and its table identity enter the keys.
     hub_cache: str = no_result()
     # per task, a smaller grid than the one above: {task: {datasets, concepts_per_dataset, anchors_per_concept,
-    # deltas, unconstrained}} (any subset of those keys; e.g. fewer SD trials, whose training costs ~100x more)
+    # deltas, unconstrained, anchor_order}} (any subset of those keys; e.g. fewer SD trials, whose training costs
+    # ~100x more; anchor_order: rotated gives each concept different anchors, trials.anchors_for)
     grid_by_task: dict[str, dict[str, Any]] = affects(via="the trial grid")
 
 
@@ -386,7 +387,8 @@ def _build_section(name: str, raw: Any, source: str, overridden: frozenset[str] 
     return cls(**values)
 
 
-GRID_KEYS = ("datasets", "concepts_per_dataset", "anchors_per_concept", "deltas", "unconstrained")
+GRID_KEYS = ("datasets", "concepts_per_dataset", "anchors_per_concept", "deltas", "unconstrained", "anchor_order")
+ANCHOR_ORDERS = ("first", "rotated")  # trials.anchors_for: the same first N anchors for every concept, or shifted
 
 
 def _check_grid_by_task(study: dict, hints: dict, source: str) -> dict:
@@ -401,7 +403,10 @@ def _check_grid_by_task(study: dict, hints: dict, source: str) -> dict:
         unknown = sorted(set(sub) - set(GRID_KEYS))
         if unknown:
             raise ConfigError(f"{source}: unknown key `{where}.{unknown[0]}` (known: {', '.join(GRID_KEYS)})")
-        checked = {k: _check(v, hints[k], f"{where}.{k}", source) for k, v in sub.items()}
+        if sub.get("anchor_order", "first") not in ANCHOR_ORDERS:
+            raise ConfigError(f"{source}: `{where}.anchor_order` must be one of {', '.join(ANCHOR_ORDERS)}")
+        checked = {k: (v if k == "anchor_order" else _check(v, hints[k], f"{where}.{k}", source))
+                   for k, v in sub.items()}
         extra = sorted(set(checked.get("datasets", [])) - set(study["datasets"]))
         if extra:
             raise ConfigError(f"{source}: `{where}.datasets`: {extra[0]} is not in study.datasets")

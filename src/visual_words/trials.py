@@ -59,7 +59,8 @@ def grid_of(cfg, task: str) -> dict:
     `study.grid_by_task[task]` overrides (a profile can give the costly SD trials a smaller grid)."""
     s = cfg.study
     base = {"datasets": s.datasets, "concepts_per_dataset": s.concepts_per_dataset,
-            "anchors_per_concept": s.anchors_per_concept, "deltas": s.deltas, "unconstrained": s.unconstrained}
+            "anchors_per_concept": s.anchors_per_concept, "deltas": s.deltas, "unconstrained": s.unconstrained,
+            "anchor_order": "first"}
     return base | dict(s.grid_by_task.get(task, {}))
 
 
@@ -68,6 +69,20 @@ def trained_concepts(cfg, task: str, dataset: str) -> list:
     dataset)."""
     g = grid_of(cfg, task)
     return registry.concepts(dataset)[: g["concepts_per_dataset"]] if dataset in g["datasets"] else []
+
+
+def anchors_for(anchors: list[str], concept_index: int, count: int, order: str) -> list[str]:
+    """The anchors a concept's words start from: the dataset's first `count` anchors (`first`, the paper's design
+    when count = all), or (`rotated`) `count` consecutive anchors starting at position π(i) for concept i, where π
+    keeps concept 0 at its own anchor and shifts every other concept by one among the rest (1 -> 2, ..., last -> 1).
+    With one anchor per concept, `rotated` starts every word from a different anchor and exactly one concept in
+    the dataset from its own: the paper's 1-in-10 share of words at their own anchor, which the chance floor at
+    small δ depends on, without every word starting from the same word."""
+    if order == "first":
+        return anchors[:count]
+    n = len(anchors)
+    start = 0 if concept_index == 0 or n < 2 else 1 + concept_index % (n - 1)
+    return [anchors[(start + k) % n] for k in range(count)]
 
 
 def trial_grid(cfg) -> list[Trial]:
@@ -83,9 +98,9 @@ def trial_grid(cfg) -> list[Trial]:
         deltas = list(g["deltas"]) + ([math.inf] if g["unconstrained"] else [])
         for ds in g["datasets"]:
             concepts = trained_concepts(cfg, task, ds)
-            anchors = registry.anchors(ds)[: g["anchors_per_concept"]]
-            for c in concepts:
-                for a in anchors:
+            every = registry.anchors(ds)
+            for i, c in enumerate(concepts):
+                for a in anchors_for(every, i, g["anchors_per_concept"], g["anchor_order"]):
                     for d in deltas:
                         out.append(Trial(task, model, ds, c.name, a, float(d), s.seed))
     return out

@@ -1,9 +1,12 @@
-"""The point check: every claim of claims.yaml judged by its point rule on whatever ran, on any profile. No figure
+"""The description: every claim of claims.yaml described by its point rule on whatever ran, on any profile — our
+cell means next to the paper's numbers, cell by cell. It says where a run agrees with the paper and where it
+differs; it is never a verdict (claims/interval.py decides those, from CIs that resample concepts and anchors, so a
+faithful reproduction is not failed by one of many cells missing the paper's own sampling interval). No figure
 or file I/O here, so the same evaluator serves the report and tests:
 
     from visual_words.claims.point import evaluate_claims
     results = evaluate_claims(cells, eps, tolerance=0.1)     # cells: evaluate.stats.summarize(evaluation table)
-    {r.id: r.status for r in results}                         # "pass" | "fail" | "not run" | "not judged"
+    {r.id: r.status for r in results}                         # "agrees" | "differs" | "not run" | "not judged"
 
 `cells` has one row per (dataset, trained_task, eval_task, delta) with `mean`, `ci_low`, `ci_high` and `n`; `eps` is
 the analysis stage's eps_stats table (or None). Each result says what was compared (`value`, `expected`, the
@@ -22,7 +25,7 @@ import pandas as pd
 from visual_words.claims import SOURCE, Claim, ClaimSpecError, load_claims
 from visual_words.tasks import TASKS, short
 
-STATUSES = ("pass", "fail", "not run", "not judged")
+STATUSES = ("agrees", "differs", "not run", "not judged")  # a description of whatever ran, never a verdict
 
 
 @dataclass
@@ -77,7 +80,7 @@ def _share(claim, cells, eps, tolerance, ctx) -> PointResult:
     p = next((c for c in ctx["paper_claims"] if (c["trained"], c["eval"]) == (tr, ev)), None)
     if p is None:
         raise ClaimSpecError(f"{SOURCE}: `{claim.id}`: the paper gives no share for {tr} → {ev} "
-                             "(report/paper_numbers.yaml `claims`)")
+                             "(registry/paper_numbers.yaml `claims`)")
     key = f"{short(tr)}_to_{short(ev)}"
     expected, detail = f"{key} {p['value']:.2f} ({p['dataset']})", "best dataset's transferred ÷ in-domain mean, δ = ∞"
     shares = ctx["shares"]
@@ -89,8 +92,8 @@ def _share(claim, cells, eps, tolerance, ctx) -> PointResult:
     value = {key: {"max_share": round(float(best["share"]), 4), "dataset": best["dataset"], "paper": p["value"],
                    "within_tolerance": bool(ok)}}
     failed = [] if ok else [f"{key}: {best['share']:.2f} ({best['dataset']}) vs {p['value']:.2f}"]
-    return _result(claim, "fail" if failed else "pass", f"±{tol:g}", expected, value=value, checks=1, failed=failed,
-                   detail=detail)
+    return _result(claim, "differs" if failed else "agrees", f"±{tol:g}", expected, value=value, checks=1,
+                   failed=failed, detail=detail)
 
 
 def _ordering(claim, cells, eps, tolerance, ctx) -> PointResult:
@@ -110,7 +113,7 @@ def _ordering(claim, cells, eps, tolerance, ctx) -> PointResult:
         return _result(claim, "not run", f"≥ {need} datasets", expected, value=value, checks=len(value),
                        detail=f"{len(value)} dataset(s) with every trained task's transfers (need {need})")
     failed = [ds for ds in value if ds not in holds]
-    return _result(claim, "pass" if len(holds) >= need else "fail", f"≥ {need} datasets", expected, value=value,
+    return _result(claim, "agrees" if len(holds) >= need else "differs", f"≥ {need} datasets", expected, value=value,
                    checks=len(value), failed=failed,
                    detail=f"holds in {len(holds)} of {len(value)}: {', '.join(holds)}")
 
@@ -145,7 +148,7 @@ def _cells(claim, cells, eps, tolerance, ctx) -> PointResult:
     if not len(ran):
         return _result(claim, "not run", f"paper CI, else ±{tol:g}", expected, detail="no cell of this run")
     bad = ran[~ran["agrees"].fillna(False).astype(bool)]
-    return _result(claim, "fail" if len(bad) else "pass", f"paper CI, else ±{tol:g}", expected,
+    return _result(claim, "differs" if len(bad) else "agrees", f"paper CI, else ±{tol:g}", expected,
                    value=f"{len(ran) - len(bad)} of {len(ran)} agree", checks=len(ran),
                    failed=[_cell_name(r) for _, r in bad.iterrows()],
                    detail=f"{len(rows) - len(ran)} paper cell(s) not run")
@@ -160,7 +163,7 @@ def _range(claim, cells, eps, tolerance, ctx) -> PointResult:
     if not len(ran):
         return _result(claim, "not run", f"±{tol:g} around the range", expected, detail="no cell of this run")
     out = ran[(ran["ours"] < lo - tol - 1e-12) | (ran["ours"] > hi + tol + 1e-12)]
-    return _result(claim, "fail" if len(out) else "pass", f"±{tol:g} around the range", expected,
+    return _result(claim, "differs" if len(out) else "agrees", f"±{tol:g} around the range", expected,
                    value=f"{ran['ours'].min():.3f}–{ran['ours'].max():.3f}", checks=len(ran),
                    failed=[f"{_cell_name(r)}: {r['ours']:.3f}" for _, r in out.iterrows()])
 
@@ -186,7 +189,7 @@ def _spread(claim, cells, eps, tolerance, ctx) -> PointResult:
     if not value:
         return _result(claim, "not run", f"max − min ≤ {tol:g}", expected,
                        detail="no dataset × task with every one of those δ")
-    return _result(claim, "fail" if failed else "pass", f"max − min ≤ {tol:g}", expected, value=value,
+    return _result(claim, "differs" if failed else "agrees", f"max − min ≤ {tol:g}", expected, value=value,
                    checks=len(value), failed=failed)
 
 
@@ -213,7 +216,7 @@ def _eps_share(claim, cells, eps, tolerance, ctx) -> PointResult:
         return _result(claim, "not run", "exact" if tol == 0 else f"±{tol:g}", words,
                        detail=f"no in-domain vector with δ ≤ {max_delta:g}")
     failed = [f"δ={d}: {v:.4f}" for d, v in shares.items() if abs(v - expected) > tol]
-    return _result(claim, "fail" if failed else "pass", "exact" if tol == 0 else f"±{tol:g}", words, value=shares,
+    return _result(claim, "differs" if failed else "agrees", "exact" if tol == 0 else f"±{tol:g}", words, value=shares,
                    checks=len(shares), failed=failed)
 
 
@@ -239,9 +242,9 @@ RULES: dict[str, Callable[..., PointResult]] = {  # one function per point rule 
 def evaluate_claims(cells: pd.DataFrame | None, eps: pd.DataFrame | None, tolerance: float,
                     claims: list[Claim] | None = None) -> list[PointResult]:
     """Every claim of `claims` (default: all of claims.yaml) by its point rule on our cells and ε-ball table."""
-    from visual_words.report.compare import compare
-    from visual_words.report.paper import claims as paper_claims
-    from visual_words.report.paper import paper_table
+    from visual_words.claims.compare import compare
+    from visual_words.paper import claims as paper_claims
+    from visual_words.paper import paper_table
 
     if cells is None:
         cells = pd.DataFrame(columns=["dataset", "trained_task", "eval_task", "delta", "metric", "transferred", "n",

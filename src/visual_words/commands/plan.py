@@ -53,9 +53,12 @@ def cmd_plan(args) -> int:
 
         print(format_plan(plan))
         if cfg.report.claims:  # what the run will decide, and how surely, next to what it costs
-            from visual_words.claims.interval import format_power_table, power_table
+            from visual_words.claims.interval import format_planned, planned
+            from visual_words.claims.simulate import DRAWS, RESAMPLES, calibrate, format_table
 
-            print(format_power_table(power_table(cfg)))
+            print(format_planned(planned(cfg)), flush=True)
+            # at the targets' ρ only (about 15 s); `vw claims simulate` prints ρ = 0, 0.3 and 0.6
+            print(format_table(calibrate(cfg, rhos=(0.3,), progress=True), cfg.profile, DRAWS, RESAMPLES))
     return 0
 
 

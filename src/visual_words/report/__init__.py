@@ -1,7 +1,6 @@
 """The report: the paper's figures regenerated from our runs, the comparison with the paper's numbers, the HTML page.
 
-    paper.paper_table()            the paper's Fig. 3 / Fig. 6 numbers (paper_numbers.yaml) as a DataFrame
-    compare.compare(cells, paper)  ours next to theirs per cell: difference, inside the paper's CI or tolerance
+    comparison.csv_file / comparison_rows   the per-cell comparison (claims/compare.py) as file and table rows
     figures.*                      matplotlib (Agg) figures; each returns a Figure, `save` writes PNG/SVG
     sections.*                     one function per part of the page: data in, a section.Section out
     builder.ReportBuilder          saves the sections' figures and files, writes index.html from the templates

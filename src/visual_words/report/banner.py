@@ -10,7 +10,7 @@ SMOKE_BANNER = ("SMOKE RUN - tiny random-weight models: these outputs prove the 
 
 def paper_trials() -> int:
     """The paper's trial count, from its numbers: datasets x 10 concepts x 10 anchors x 3 tasks x (4 δ + ∞)."""
-    from visual_words.report.paper import raw
+    from visual_words.paper import raw
 
     return len(raw()["datasets"]) * 100 * 3 * (len(raw()["fig6"]["deltas"]) + 1)
 
@@ -19,7 +19,7 @@ def claims_banner(cfg) -> str:
     from visual_words.trials import trial_grid
 
     return (f"CLAIMS PROFILE: {len(trial_grid(cfg)):,} of the paper's {paper_trials():,} trials - it checks the "
-            f"claims listed under \"Claims checked by this profile\" with the power stated there; cells it did not "
+            f"claims listed under \"Verdicts on the paper's claims\", calibrated there; cells it did not "
             f"run are \"not run\", and its per-cell numbers rest on fewer trials than the paper's.")
 
 

@@ -4,7 +4,7 @@
   metrics.json      headline numbers (`dvc metrics show`)
   summary.md        the headline numbers and the comparison counts, in markdown
   cells.csv         our per-cell mean and 95 % bootstrap CI (evaluate.stats.summarize)
-  comparison.csv / comparison.html   ours next to the paper per cell (report.compare)
+  comparison.csv / comparison.html   ours next to the paper per cell (claims/compare.py)
   eps_summary.csv   ε-ball statistics per trained task × table × δ
   figures/*.png|svg Fig. 3, Fig. 6, comparison, ε-ball, Fig. 7, t-SNE, Fig. 4, Fig. 5-style and 10 × 10 grids
   provenance.json
@@ -123,8 +123,8 @@ def run(cfg) -> Path:
     rb = ReportBuilder(cfg, out_dir, banner)
     claims, transfer = artifact_claims(cells, eps, cfg.report.tolerance)
     sections = [  # in page order
-        # a profile that checks claims with stated power (`report.claims`): its verdicts come first
-        *([claims_profile_section(cfg, evaluation, eps)] if cfg.report.claims else []),
+        # the verdicts on the claims the profile decides, with their calibration, come first
+        claims_profile_section(cfg, evaluation, eps),
         claims,
         quantitative(evaluation, cells, ec, cfg.report.tolerance, cfg.study.datasets, banner) if cells is not None
         else skipped("Fig. 3, Fig. 6, comparison", f"{evaluation_file} not found (run `vw evaluate run`)"),

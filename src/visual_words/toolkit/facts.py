@@ -18,13 +18,13 @@ COMMUNITY_WIDTHS: dict[int, tuple[str, ...]] = {
 
 def fig3(evaluated: str, trained: str) -> tuple[float, ...]:
     """The paper's Fig. 3 values (unconstrained tokens, 100 trials per bar) for one (evaluated, trained) pair, on
-    (ImageNet, DreamBooth, COCO, PASCAL), read from the report's data file (report/paper_numbers.yaml)."""
+    (ImageNet, DreamBooth, COCO, PASCAL), read from the paper's numbers (registry/paper_numbers.yaml)."""
     return _fig3()[(evaluated, trained)]
 
 
 @functools.cache
 def _fig3() -> dict[tuple[str, str], tuple[float, ...]]:
-    from visual_words.report.paper import raw
+    from visual_words.paper import raw
 
     data = raw()
     first = lambda v: float(v[0] if isinstance(v, list) else v)  # noqa: E731  (value, or [value, low, high])

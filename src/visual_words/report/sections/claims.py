@@ -1,5 +1,7 @@
-"""The claims section: every claim of ARTIFACT.md §5 computed and flagged (claims/claims.yaml, claims/point.py),
-and the paper's "reaches up to X % of in-domain" numbers next to ours as a table of the quantitative section."""
+"""The description section: every claim of ARTIFACT.md §5 described cell by cell (claims/claims.yaml,
+claims/point.py: agrees / differs / not run / not judged, never a verdict — the verdicts are the claims-profile
+section's), and the paper's "reaches up to X % of in-domain" numbers next to ours as a table of the quantitative
+section."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from visual_words.report.section import Section, Table
 from visual_words.report.sections import quantitative
 from visual_words.tasks import short
 
-ID, TITLE = "claims", "The paper's claims, computed (ARTIFACT.md §5)"
-STATUS_CLASS = {"pass": "ok", "fail": "flag"}
+ID, TITLE = "claims", "The paper's claims described cell by cell (ARTIFACT.md §5; not verdicts)"
+STATUS_CLASS = {"agrees": "ok", "differs": "flag"}
 
 
 def artifact_claims(cells: pd.DataFrame | None, eps: pd.DataFrame | None, tolerance: float
@@ -24,7 +26,7 @@ def artifact_claims(cells: pd.DataFrame | None, eps: pd.DataFrame | None, tolera
 
 def claims_section(results) -> Section:
     """`results`: claims.point.evaluate_claims's PointResults, one row each."""
-    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "not run", "not judged")}
+    counts = {s: sum(r.status == s for r in results) for s in ("agrees", "differs", "not run", "not judged")}
     rows = [{"class": STATUS_CLASS.get(r.status, "na"), "cells": [
         r.id, r.claim, r.status, _value(r.value), r.expected, r.tolerance,
         "; ".join(filter(None, [r.detail, ("failed: " + ", ".join(r.failed)) if r.failed else ""]))]}
@@ -33,9 +35,12 @@ def claims_section(results) -> Section:
         ID, TITLE,
         tables=[Table("Claims", ["#", "claim", "status", "ours", "paper", "tolerance", "details"], rows,
                       note="Definitions: src/visual_words/claims/claims.yaml; metrics.json `claims` holds the same "
-                           "rows. Not run = this profile has none of the claim's cells.")],
-        headline=[{"value": f"{counts['pass']} pass / {counts['fail']} fail",
-                   "label": f"paper claims ({counts['not run']} not run, {counts['not judged']} not judged)"}],
+                           "rows. A description of whatever ran, cell by cell against the paper's numbers; the "
+                           "verdicts are in \"Verdicts on the paper's claims\". Not run = this profile has none of "
+                           "the claim's cells.")],
+        headline=[{"value": f"{counts['agrees']} agree / {counts['differs']} differ",
+                   "label": f"claims described cell by cell ({counts['not run']} not run, "
+                            f"{counts['not judged']} not judged)"}],
         metrics={"claims": {r.id: {k: v for k, v in r.to_dict().items() if k != "id"} for r in results},
                  "claims_summary": counts})
 
@@ -49,7 +54,7 @@ def _value(v) -> str:
 def transfer_table(results, tolerance: float) -> Section:
     """The paper's six "reaches up to X % of in-domain" numbers next to ours (best dataset): the pairs of the share
     claims, as metrics.json `transfer_share` and a table of the quantitative section."""
-    from visual_words.report.paper import claims
+    from visual_words.paper import claims
 
     share_claims = [r.id for r in results if r.test == "share"]
     values = {k: v for r in results if r.test == "share" and isinstance(r.value, dict) for k, v in r.value.items()}

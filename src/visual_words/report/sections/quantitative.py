@@ -9,10 +9,11 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from visual_words.claims import compare as cmp
 from visual_words.claims.point import transfer_shares
-from visual_words.report import compare as cmp
+from visual_words.paper import paper_table
+from visual_words.report import comparison as shown
 from visual_words.report import figures as F
-from visual_words.report.paper import paper_table
 from visual_words.report.section import CsvFile, Figure, Section, Table
 from visual_words.tasks import TASKS, short, task
 
@@ -29,14 +30,14 @@ def quantitative(evaluation: pd.DataFrame, cells: pd.DataFrame, ec, tolerance: f
     # and AP50 is compared to the same paper numbers in extra rows (metric `ap50`), so either reading can be checked.
     ap50 = ap50_comparison(evaluation, paper, ec, tolerance)
     full = pd.concat([comp, ap50], ignore_index=True) if len(ap50) else comp
-    rows = cmp.comparison_rows(full)
+    rows = shown.comparison_rows(full)
     n = cmp.counts(comp)
     sec = Section(ID, TITLE,
                   "Bars and lines are this run's means over a cell's trials with 95 % percentile-bootstrap CIs "
                   f"({ec.bootstrap_resamples} resamples, seed {ec.bootstrap_seed}); black diamonds and dashed lines "
-                  "are the paper's numbers (src/visual_words/report/paper_numbers.yaml).",
-                  csv={"cells.csv": CsvFile(cells), "comparison.csv": cmp.csv_file(full)},
-                  pages={"comparison.html": Table("Ours next to the paper", cmp.COMPARISON_HEADER, rows)})
+                  "are the paper's numbers (src/visual_words/registry/paper_numbers.yaml).",
+                  csv={"cells.csv": CsvFile(cells), "comparison.csv": shown.csv_file(full)},
+                  pages={"comparison.html": Table("Ours next to the paper", shown.COMPARISON_HEADER, rows)})
     unconstrained = np.array([math.isinf(float(d)) for d in cells["delta"]], dtype=bool)
     if unconstrained.any():
         sec.figures.append(Figure(
@@ -59,7 +60,7 @@ def quantitative(evaluation: pd.DataFrame, cells: pd.DataFrame, ec, tolerance: f
     else:
         sec.skipped.append(("comparison figure", "no cell of this run is in the paper's figures"))
     sec.tables.append(Table(
-        "Per cell", cmp.COMPARISON_HEADER, rows,
+        "Per cell", shown.COMPARISON_HEADER, rows,
         note=f"{n['compared']} cells compared; {n['flagged']} outside the paper's CI / tolerance (red); "
              f"{n['not_run']} paper cells not run by this profile (in comparison.csv). "
              "Files: comparison.csv, comparison.html, cells.csv."))

@@ -1,4 +1,11 @@
-"""The paper's Fig. 3 and Fig. 6 numbers (paper_numbers.yaml beside this file) as one tidy table."""
+"""The paper's published numbers (Fig. 3, Fig. 6, the §5 headline shares), kept as data in
+registry/paper_numbers.yaml, read here at the foundation layer so that every layer above (the toolkit's facts, the
+claims, the report) reads one copy:
+
+    from visual_words.paper import paper_table, claims, raw
+    paper_table()   # one row per (figure, dataset, trained task, evaluated task, δ): value and CI
+    claims()        # the §5 "reaches up to X % of in-domain" shares, with their dataset
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,14 @@ from importlib import resources
 import pandas as pd
 import yaml
 
+PAPER_NUMBERS = "paper_numbers.yaml"  # in visual_words.registry
 COLUMNS = ["figure", "dataset", "trained_task", "eval_task", "delta", "metric", "transferred", "paper",
            "paper_ci_low", "paper_ci_high"]
 
 
 @functools.cache
 def raw() -> dict:
-    return yaml.safe_load(resources.files(__package__).joinpath("paper_numbers.yaml").read_text())
+    return yaml.safe_load(resources.files("visual_words.registry").joinpath(PAPER_NUMBERS).read_text())
 
 
 def _value(v) -> tuple[float, float, float]:

@@ -1,4 +1,5 @@
-"""Ours next to the paper's, per cell (dataset × trained-for task × evaluated task × δ).
+"""Ours next to the paper's, per cell (dataset × trained-for task × evaluated task × δ): a description, not a
+verdict (the claims' verdicts come from claims/interval.py; comparison.csv shows this table).
 
 A cell agrees when our mean lies inside the paper's 95 % CI where the paper gives one, else within
 `report.tolerance` of the paper's value (Fig. 6 and a few Fig. 3 cells have no CI). Cells outside are flagged.
@@ -12,7 +13,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from visual_words.report.section import CsvFile
 from visual_words.tasks import TASKS, task
 
 KEY = ["dataset", "trained_task", "eval_task", "delta"]
@@ -27,7 +27,7 @@ def _delta_key(d) -> float:
 
 def compare(cells: pd.DataFrame, paper: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """`cells`: our per-cell statistics (evaluate.stats.summarize: KEY + n, mean, ci_low, ci_high); `paper`:
-    report.paper.paper_table(). One row per paper cell (+ our cells the paper has no number for)."""
+    visual_words.paper.paper_table(). One row per paper cell (+ our cells the paper has no number for)."""
     ours = cells.rename(columns={"mean": "ours", "ci_low": "ours_ci_low", "ci_high": "ours_ci_high"}).copy()
     theirs = paper.copy()
     for df in (ours, theirs):
@@ -64,38 +64,3 @@ def counts(comp: pd.DataFrame) -> dict[str, int]:
     flagged = int(s.get("outside paper CI", 0) + s.get("outside tolerance", 0))
     return {"compared": int(s.get("agrees", 0)) + flagged, "agree": int(s.get("agrees", 0)), "flagged": flagged,
             "not_run": int(s.get("not run", 0)), "not_in_paper": int(s.get("not in paper", 0))}
-
-
-def csv_file(comp: pd.DataFrame) -> CsvFile:
-    """The comparison as comparison.csv: δ = ∞ written `inf`, four decimals."""
-    out = comp.copy()
-    out["delta"] = ["inf" if math.isinf(d) else d for d in out["delta"]]
-    return CsvFile(out, float_format="%.4f")
-
-
-COMPARISON_HEADER = ["figure", "metric", "dataset", "trained for", "δ", "n", "ours [95 % CI]", "paper [CI]", "diff",
-                     "basis", "status"]
-
-
-def comparison_rows(comp: pd.DataFrame, only_run: bool = True) -> list[dict]:
-    """The comparison as table rows (class `flag` for a cell outside the paper's CI / tolerance), cells of this run
-    only unless `only_run` is False."""
-    rows = comp[comp["status"] != "not run"] if only_run else comp
-
-    def num(v, digits=3):
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-    def ci(v, lo, hi):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        return num(v) + (f" [{num(lo, 2)}, {num(hi, 2)}]" if not (pd.isna(lo) or pd.isna(hi)) else "")
-
-    out = []
-    for _, r in rows.iterrows():
-        cls = {"agrees": "ok", "outside paper CI": "flag", "outside tolerance": "flag"}.get(r["status"], "na")
-        d = "∞" if math.isinf(r["delta"]) else f"{r['delta']:g}"
-        out.append({"class": cls, "cells": [
-            r["figure"], r["metric"], r["dataset"], r["trained_task"], d, str(r["n"]),
-            ci(r["ours"], r["ours_ci_low"], r["ours_ci_high"]), ci(r["paper"], r["paper_ci_low"], r["paper_ci_high"]),
-            num(r["diff"]), r["basis"], r["status"]]})
-    return out
