@@ -1,5 +1,7 @@
 """`vw reproduce`: run the whole study for a profile, every stage in order.
 
+First the checks that need no stage: the model lock, the projected cost, and the study's datasets, which are
+fetched here when missing (`prepare.fetch`; data/preflight.py) or named in one line with the command to run.
 In a git checkout whose params.yaml names the same profile, this is `dvc repro` (cached, incremental: a second run
 does nothing). Elsewhere (another profile, or the container's workspace without git) the same stage commands run
 in order directly, without DVC's cache.
@@ -37,6 +39,10 @@ def cmd_reproduce(args) -> int:
 
     if check_budget(cfg, args):  # the projection first; above sweep.confirm_above_gpu_hours it asks (or --yes)
         return 2
+    from visual_words.data.preflight import ensure_datasets
+
+    # the datasets before any stage: fetched (prepare.fetch, checked) or one line naming the command to run
+    ensure_datasets(cfg)
     # agreed once: the sweep stage (in this process or under dvc) neither prints the plan again nor asks again
     saved = {k: os.environ.get(k) for k in ("VW_YES", "VW_PLAN_SHOWN")}
     os.environ.update(VW_YES="1", VW_PLAN_SHOWN="1")
