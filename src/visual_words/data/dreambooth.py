@@ -20,7 +20,8 @@ text query and checked every box by hand. Two ways here (`prepare.dreambooth_box
 Box file format (JSON, `prepare.dreambooth_boxes`; `FORMAT` names the version):
 
     {"format": "visual-words/dreambooth-boxes/1",
-     "detector": {"model": "owlv2", "id": "google/owlv2-base-patch16-ensemble", "revision": "…", "threshold": 0.1},
+     "detector": {"model": "owlv2", "id": "google/owlv2-base-patch16-ensemble", "revision": "…", "threshold": 0.1,
+                  "weights_sha256": "…"},                     # the weights' digest (boxes drawn at prepare time)
      "images": {
        "cat2/00.jpg": {"subject": "cat2", "query": "cat", "sha256": "<sha256 of the image file>",
                        "width": 1920, "height": 1920,
