@@ -88,7 +88,10 @@ def _run(cfg, args, root: Path, file_profile, t0: float) -> int:
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run every stage of the study for a profile (default: smoke)",
                        description="Runs the study end to end: prepare → maps → train (sweep) → evaluate → analyze "
-                       "→ report. In a git checkout with the params file's own profile this is `dvc repro`.")
+                       "→ report. First it checks the model lock, prints the projected cost, and fetches the study's "
+                       "missing datasets (checked against registry/datasets.yaml; prepare.fetch: false = stop and name "
+                       "the command instead). In a git checkout with the params file's own profile the stages run "
+                       "as `dvc repro`.")
     add_config_args(p)
     p.add_argument("--no-dvc", action="store_true", help="run the stages directly, without DVC")
     from visual_words.commands.plan import add_plan_args
