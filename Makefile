@@ -37,7 +37,7 @@ lint: install ## ruff (line length, import order, unused names) + the layers: im
 test-quick: install ## run the quick subset (no slow tests)
 	$(PY) -m pytest -q -m "not slow"
 
-rehearse: install ## the paper profile's code paths at full size on CPU: random-weight models, few trials (≈ 15 min)
+rehearse: install ## full size on CPU, random-weight models, few trials: the paper profile's code paths, then the claims run from an empty workspace (local archives: fetch, OWLv2 boxes, every stage)
 	$(VW) rehearsal-models
 	$(VW) reproduce --profile rehearsal
 	$(PY) -m pytest -q --rehearsal

@@ -99,7 +99,14 @@ class PrepareConfig:
     synthetic_root: str = affects(via=MANIFEST)  # where the synthetic image set is drawn (never under data/)
     # VOC split lists: ImageSets/<this>/{train,val}.txt (Main | Segmentation)
     voc_image_sets: str = affects(via=MANIFEST)
-    dreambooth_boxes: str = affects(via=MANIFEST)  # the hand-checked DreamBooth box file (vw data dreambooth-boxes)
+    # `detect`: the detection model (study.models.detection) draws the boxes at prepare time, kept with their scores
+    # in <manifests_dir>/dreambooth_boxes.json; else a hand-checked box file (vw data dreambooth-boxes) used instead
+    dreambooth_boxes: str = affects(via=MANIFEST)
+    fetch: bool = no_result()  # vw reproduce downloads the study's missing datasets first; false: it stops, naming how
+    # "" = registry/datasets.yaml; else a YAML file in its format whose entries replace the registry's, key by key
+    # (a local mirror: other URLs and md5s); the photos' sha256 and the layout stay the registry's unless it says so
+    dataset_sources: str = no_result()
+    downloads_dir: str = no_result()  # where fetched archives are kept (a re-fetch checks and reuses them)
     precompute_features: bool = no_result()  # prepare also fills the feature cache for the study's models
     feature_batch_size: int = no_result()  # images per forward pass when computing image-side features
     manifests_dir: str = no_result()

@@ -11,13 +11,14 @@ DATASETS = ("imagenet", "dreambooth", "coco", "pascal")
 
 
 def cmd_fetch(args) -> int:
-    from visual_words.data.fetch import fetch
+    from visual_words.data.fetch import configured_source, fetch
 
     cfg = config_from_args(args)
     src = args.src if args.src or args.dataset != "imagenet" else (cfg.prepare.imagenet_root or None)
     try:
         fetch(args.dataset, cfg.path(cfg.prepare.data_root), src=src, copy=args.copy, force=args.force,
-              downloads=cfg.path("artifacts/downloads"), timeout=args.timeout)
+              downloads=cfg.path(cfg.prepare.downloads_dir), timeout=args.timeout,
+              spec=configured_source(cfg, args.dataset))
     except ConnectionError as e:
         print(f"vw data fetch: {e}", file=sys.stderr)
         return 3
@@ -71,9 +72,11 @@ def cmd_prepare(args) -> int:
 
 def cmd_boxes(args) -> int:
     from visual_words.data import detect_boxes
+    from visual_words.data.dreambooth import DETECT, HAND_CHECKED
 
     cfg = config_from_args(args)
-    out = cfg.path(args.out or cfg.prepare.dreambooth_boxes)
+    configured = cfg.prepare.dreambooth_boxes
+    out = cfg.path(args.out or (HAND_CHECKED if configured == DETECT else configured))
     if args.accept:
         for key in detect_boxes.accept(out, args.accept):
             print(f"checked: {key}")
@@ -144,12 +147,14 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_prepare, takes_run_lock=True, writes="prepare.manifests_dir")
 
     q = dsub.add_parser("dreambooth-boxes", help="detect DreamBooth boxes with OWL and mark them checked by hand",
-                        description="Runs the detection model on every DreamBooth photo with the subject's class as "
-                        "the query, writes the best box of each to the box file (prepare.dreambooth_boxes) unchecked, "
-                        "and draws review images. After looking at them, mark good boxes with --accept. Boxes "
-                        "already checked for the same photo are kept.")
+                        description="Makes a hand-checked box file. Runs the detection model on every DreamBooth "
+                        "photo with the subject's class as the query, writes the best box of each to the box file "
+                        "unchecked, and draws review images. After looking at them, mark good boxes with --accept; "
+                        "then set prepare.dreambooth_boxes to the file (instead of `detect`, which draws unchecked "
+                        "boxes at prepare time). Boxes already checked for the same photo are kept.")
     q.add_argument("--root", help="DreamBooth folder (default: prepare.data_root/dreambooth)")
-    q.add_argument("--out", help="box file (default: prepare.dreambooth_boxes)")
+    q.add_argument("--out", help="box file (default: prepare.dreambooth_boxes when it names a file, else "
+                   "data/dreambooth_boxes.json)")
     q.add_argument("--model", help="detector registry key (default: study.models.detection)")
     q.add_argument("--subjects", nargs="+", help="only these subjects")
     q.add_argument("--threshold", type=float, default=0.1, help="boxes scoring below this get a review note")

@@ -1,5 +1,7 @@
 """`vw reproduce`: run the whole study for a profile, every stage in order.
 
+First the checks that need no stage: the model lock, the projected cost, and the study's datasets, which are
+fetched here when missing (`prepare.fetch`; data/preflight.py) or named in one line with the command to run.
 In a git checkout whose params.yaml names the same profile, this is `dvc repro` (cached, incremental: a second run
 does nothing). Elsewhere (another profile, or the container's workspace without git) the same stage commands run
 in order directly, without DVC's cache.
@@ -37,6 +39,10 @@ def cmd_reproduce(args) -> int:
 
     if check_budget(cfg, args):  # the projection first; above sweep.confirm_above_gpu_hours it asks (or --yes)
         return 2
+    from visual_words.data.preflight import ensure_datasets
+
+    # the datasets before any stage: fetched (prepare.fetch, checked) or one line naming the command to run
+    ensure_datasets(cfg)
     # agreed once: the sweep stage (in this process or under dvc) neither prints the plan again nor asks again
     saved = {k: os.environ.get(k) for k in ("VW_YES", "VW_PLAN_SHOWN")}
     os.environ.update(VW_YES="1", VW_PLAN_SHOWN="1")
@@ -82,7 +88,10 @@ def _run(cfg, args, root: Path, file_profile, t0: float) -> int:
 def register(sub) -> None:
     p = sub.add_parser("reproduce", help="run every stage of the study for a profile (default: smoke)",
                        description="Runs the study end to end: prepare → maps → train (sweep) → evaluate → analyze "
-                       "→ report. In a git checkout with the params file's own profile this is `dvc repro`.")
+                       "→ report. First it checks the model lock, prints the projected cost, and fetches the study's "
+                       "missing datasets (checked against registry/datasets.yaml; prepare.fetch: false = stop and name "
+                       "the command instead). In a git checkout with the params file's own profile the stages run "
+                       "as `dvc repro`.")
     add_config_args(p)
     p.add_argument("--no-dvc", action="store_true", help="run the stages directly, without DVC")
     from visual_words.commands.plan import add_plan_args

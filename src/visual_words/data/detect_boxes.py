@@ -110,3 +110,70 @@ def accept(out: str | Path, keys: list[str]) -> list[str]:
             done.append(key)
     db.write_box_file(out, data)
     return done
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Boxes drawn at prepare time (prepare.dreambooth_boxes: detect)
+
+LOW_SCORE = 0.1  # a box scoring below this gets a note in the box file and is flagged on the report's contact sheet
+
+
+def run_boxes_path(cfg) -> Path:
+    """The run's own box file: beside the profile's manifests (a prepare output; the report reads it)."""
+    return cfg.path(cfg.prepare.manifests_dir) / db.RUN_BOXES
+
+
+def boxes_for_run(cfg, root: Path, subjects: list[str], progress: bool = True) -> dict:
+    """The box-file contents for the study's subjects, drawn by the study's detector (`study.models.detection`)
+    with each subject's class as the query, every box with its score and `checked: false`. Entries of the run's
+    previous box file are reused for a photo with the same sha256 drawn by the same weights (their sha256); the rest
+    is detected. Nothing is written here: prepare writes the file with the manifests, only when all succeed."""
+    from visual_words.data.features import weights_digest
+    from visual_words.models.loading import load_model
+
+    key = cfg.study.models["detection"]
+    loaded = load_model(key, device=cfg.study.device, root=cfg.root)
+    detector = {"model": key, "id": loaded.entry.id, "revision": loaded.entry.revision,
+                "weights_sha256": weights_digest([("model", loaded.model)]), "threshold": LOW_SCORE,
+                "query": "the subject's class from prompts_and_classes.txt",
+                "when": "prepare (dreambooth_boxes: detect)"}
+    previous = _previous_entries(run_boxes_path(cfg), detector["weights_sha256"])
+    classes = db.read_classes(root)
+    data = db.empty_box_file(detector)
+    data["about"] = (f"DreamBooth boxes drawn by {key} at prepare time, the best box per photo with its score; NOT "
+                     "checked by hand (the paper checked its OWLv2 boxes by hand). Inspect them on the report's "
+                     "contact sheet; to use hand-checked boxes instead, set prepare.dreambooth_boxes to such a file.")
+    photos = [(s, p) for s in subjects for p in db.subject_images(root, s)]
+    reused = 0
+    for subject, path in tqdm(photos, desc=f"dreambooth boxes ({key})", unit="img", disable=not progress):
+        name = f"{subject}/{path.name}"
+        sha = sha256_file(path)
+        if previous.get(name, {}).get("sha256") == sha:
+            data["images"][name] = previous[name]
+            reused += 1
+            continue
+        if subject not in classes:
+            raise ValueError(f"{root / db.CLASSES_FILE}: subject `{subject}` has no class line")
+        image = load_rgb(path)
+        bbox, score = detect(loaded, image, classes[subject])
+        data["images"][name] = {"subject": subject, "query": classes[subject], "sha256": sha, "width": image.width,
+                                "height": image.height, "boxes": [{"bbox": bbox, "score": round(score, 4)}],
+                                "checked": False,
+                                "note": f"score below {LOW_SCORE}: look at it" if score < LOW_SCORE else ""}
+    print(f"[prepare] dreambooth boxes: {len(photos) - reused} photo(s) detected by {key}, {reused} reused "
+          f"-> {run_boxes_path(cfg)} (not checked by hand; see the report's contact sheet)", flush=True)
+    return data
+
+
+def _previous_entries(path: Path, weights_sha256: str) -> dict[str, dict]:
+    """The previous run box file's entries when the same weights drew them; a damaged file is never used."""
+    if not path.is_file():
+        return {}
+    try:
+        old = db.read_box_file(path)
+    except ValueError as e:
+        print(f"[prepare] {path}: damaged ({e}); detecting every box again", flush=True)
+        return {}
+    if old.get("detector", {}).get("weights_sha256") != weights_sha256:
+        return {}
+    return old["images"]

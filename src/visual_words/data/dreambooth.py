@@ -5,16 +5,23 @@ Layout, as released:
     <root>/<subject>/00.jpg …            4–6 photos of one subject (cat2, vase, duck_toy, …)
     <root>/prompts_and_classes.txt       "subject_name,class" lines (cat2,cat / duck_toy,toy / …)
 
-DreamBooth has no boxes. As in the paper (docs/paper.md §2.1), boxes come from running the detector (OWLv2) with the
-subject's class as the text query and checking every box by hand. `vw data dreambooth-boxes` runs the detector and
-writes the box file; a person then looks at the review images it draws, fixes what is wrong and marks each entry
-`checked` (by editing the file, or `vw data dreambooth-boxes --accept cat2/00.jpg …`). `vw data prepare` refuses
-boxes that nobody checked.
+DreamBooth has no boxes. The paper (docs/paper.md §2.1) ran the detector (OWLv2) with the subject's class as the
+text query and checked every box by hand. Two ways here (`prepare.dreambooth_boxes`, docs/data.md):
+
+- `detect` (the default): prepare runs the study's detector on the study's subjects' photos and keeps the best box
+  of each with its score, unchecked, in the run's box file `<prepare.manifests_dir>/dreambooth_boxes.json`
+  (`detect_boxes.boxes_for_run`); the report draws them all on a contact sheet for inspection. A deviation from
+  the paper: nobody checked them.
+- a hand-checked box file: `vw data dreambooth-boxes` runs the detector and writes the file; a person looks at the
+  review images it draws, fixes what is wrong and marks each entry `checked` (by editing the file, or
+  `vw data dreambooth-boxes --accept cat2/00.jpg …`); `prepare.dreambooth_boxes: <that file>` makes prepare use it,
+  and prepare refuses boxes in it that nobody checked.
 
 Box file format (JSON, `prepare.dreambooth_boxes`; `FORMAT` names the version):
 
     {"format": "visual-words/dreambooth-boxes/1",
-     "detector": {"model": "owlv2", "id": "google/owlv2-base-patch16-ensemble", "revision": "…", "threshold": 0.1},
+     "detector": {"model": "owlv2", "id": "google/owlv2-base-patch16-ensemble", "revision": "…", "threshold": 0.1,
+                  "weights_sha256": "…"},                     # the weights' digest (boxes drawn at prepare time)
      "images": {
        "cat2/00.jpg": {"subject": "cat2", "query": "cat", "sha256": "<sha256 of the image file>",
                        "width": 1920, "height": 1920,
@@ -35,6 +42,9 @@ from visual_words.data.index import AnnotatedImage, DatasetIndex, RawBox, requir
 from visual_words.io import sha256_file, write_json
 
 FORMAT = "visual-words/dreambooth-boxes/1"
+DETECT = "detect"  # prepare.dreambooth_boxes: draw the boxes at prepare time (else: a hand-checked file's path)
+RUN_BOXES = "dreambooth_boxes.json"  # the run's own box file, in prepare.manifests_dir
+HAND_CHECKED = "data/dreambooth_boxes.json"  # where `vw data dreambooth-boxes` writes unless told (--out)
 CLASSES_FILE = "prompts_and_classes.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -99,14 +109,16 @@ def write_box_file(path: str | Path, data: dict) -> Path:
 
 
 def load_dreambooth(root: str | Path, boxes_file: str | Path, subjects: list[str] | None = None,
-                    allow_unchecked: bool = False) -> DatasetIndex:
+                    allow_unchecked: bool = False, data: dict | None = None) -> DatasetIndex:
     """The subjects' photos with their boxes from the box file, as one split `all` (D7 splits it per subject).
+    `data`: the box file's contents when they are not written yet (boxes detected at prepare time; errors still
+    name `boxes_file`, where they will be written).
 
     Errors name the photo: no entry in the box file, an entry for a different photo (sha256), or a box nobody
-    checked (unless `allow_unchecked`, for looking at detector output before review)."""
+    checked (unless `allow_unchecked`: boxes detected at prepare time, or detector output before review)."""
     root = find_root(root)
     boxes_file = Path(boxes_file)
-    entries = read_box_file(boxes_file)["images"]
+    entries = (data if data is not None else read_box_file(boxes_file))["images"]
     subjects = subjects if subjects is not None else sorted(read_classes(root))
     images, unchecked = [], []
     for subject in subjects:

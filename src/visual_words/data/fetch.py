@@ -47,11 +47,39 @@ def sources() -> dict[str, dict]:
     return yaml.safe_load(resources.files("visual_words.registry").joinpath("datasets.yaml").read_text())
 
 
-def source(dataset: str) -> dict:
+def source(dataset: str, overrides: str | Path | None = None) -> dict:
+    """The dataset's entry of registry/datasets.yaml; with `overrides` (`prepare.dataset_sources`: a YAML file in
+    the same format), each key the file gives for the dataset replaces the registry's (e.g. `archives` with a local
+    mirror's URLs and md5s), and the rest (layout, files_sha256) stays the registry's."""
     table = sources()
     if dataset not in table:
         raise KeyError(f"unknown dataset `{dataset}` (registry/datasets.yaml has: {', '.join(table)})")
-    return table[dataset]
+    if not overrides:
+        return table[dataset]
+    return table[dataset] | _override_file(str(overrides)).get(dataset, {})
+
+
+@functools.cache
+def _override_file(path: str) -> dict[str, dict]:
+    try:
+        table = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: dataset sources file (prepare.dataset_sources) not found") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: dataset sources file is not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ValueError(f"{path}: dataset sources file must map dataset names to entries in the format of "
+                         "registry/datasets.yaml")
+    unknown = sorted(set(table) - set(sources()))
+    if unknown:
+        raise ValueError(f"{path}: unknown dataset `{unknown[0]}` (registry/datasets.yaml has: "
+                         f"{', '.join(sources())})")
+    return table
+
+
+def configured_source(cfg, dataset: str) -> dict:
+    """The dataset's sources and checksums for this config (the registry's, or `prepare.dataset_sources`')."""
+    return source(dataset, cfg.path(cfg.prepare.dataset_sources) if cfg.prepare.dataset_sources else None)
 
 
 def md5sum(path: Path) -> str:

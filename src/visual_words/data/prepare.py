@@ -2,7 +2,9 @@
 
 1. Read each dataset of `study.datasets` from its real on-disk format: under `prepare.data_root` (COCO, VOC,
    DreamBooth), `prepare.imagenet_root` (ImageNet), or — `prepare.source: synthetic` — from the smoke image set
-   drawn under `prepare.synthetic_root` in the same layouts.
+   drawn under `prepare.synthetic_root` in the same layouts. DreamBooth's boxes: drawn here by the study's
+   detector (`prepare.dreambooth_boxes: detect`, written to `<manifests_dir>/dreambooth_boxes.json` with the
+   manifests) or read from a hand-checked box file.
 2. Split the first `study.concepts_per_dataset` concepts of each (D7, `splits.py`).
 3. Decode every selected image and check its size against the annotation: an unreadable, truncated or mismatched
    file is an error naming it.
@@ -31,7 +33,6 @@ from visual_words.registry import study_concepts
 from visual_words.tasks import TASKS
 
 DATASETS = ("imagenet", "dreambooth", "coco", "pascal")
-FOLDERS = {"coco": "coco", "pascal": "pascal", "dreambooth": "dreambooth"}  # below prepare.data_root
 
 
 def dataset_root(cfg, dataset: str) -> Path:
@@ -48,11 +49,17 @@ def dataset_root(cfg, dataset: str) -> Path:
 
         return check_root(cfg.prepare.imagenet_root if not cfg.prepare.imagenet_root
                           else cfg.path(cfg.prepare.imagenet_root))
-    return cfg.path(cfg.prepare.data_root) / FOLDERS[dataset]
+    from visual_words.data.preflight import DatasetMissingError, dataset_folder, missing_message
+
+    folder = dataset_folder(cfg, dataset)
+    if not folder.exists():  # not fetched: `vw reproduce` fetches first; `dvc repro` alone stops here, saying how
+        raise DatasetMissingError(missing_message(cfg, dataset))
+    return folder
 
 
-def load_index(cfg, dataset: str, allow_unchecked: bool = False) -> DatasetIndex:
-    """The dataset as its loader reads it, restricted to what the study needs where the format allows."""
+def load_index(cfg, dataset: str, allow_unchecked: bool = False, boxes: dict | None = None) -> DatasetIndex:
+    """The dataset as its loader reads it, restricted to what the study needs where the format allows. `boxes`:
+    DreamBooth boxes drawn at this prepare (`prepare.dreambooth_boxes: detect`), before their file is written."""
     root = dataset_root(cfg, dataset)
     concepts = study_concepts(cfg, dataset)
     if dataset == "coco":
@@ -70,16 +77,33 @@ def load_index(cfg, dataset: str, allow_unchecked: bool = False) -> DatasetIndex
     if dataset == "dreambooth":
         from visual_words.data.dreambooth import load_dreambooth
 
-        boxes = root / "dreambooth_boxes.json" if cfg.prepare.source == "synthetic" \
-            else cfg.path(cfg.prepare.dreambooth_boxes)
-        return load_dreambooth(root, boxes, [c.cls for c in concepts], allow_unchecked=allow_unchecked)
+        subjects = [c.cls for c in concepts]
+        if cfg.prepare.source == "synthetic":
+            return load_dreambooth(root, root / "dreambooth_boxes.json", subjects, allow_unchecked=allow_unchecked)
+        if detects_boxes(cfg):  # drawn by the detector, never checked by hand (the deviation docs/data.md states)
+            from visual_words.data.detect_boxes import run_boxes_path
+
+            path = run_boxes_path(cfg)
+            if boxes is None and not path.is_file():
+                raise FileNotFoundError(f"{path}: the run's DreamBooth boxes are drawn by `vw data prepare` "
+                                        "(prepare.dreambooth_boxes: detect); run it first")
+            return load_dreambooth(root, path, subjects, allow_unchecked=True, data=boxes)
+        return load_dreambooth(root, cfg.path(cfg.prepare.dreambooth_boxes), subjects,
+                               allow_unchecked=allow_unchecked)
     raise ValueError(f"unknown dataset `{dataset}` (known: {', '.join(DATASETS)})")
 
 
-def build(cfg, dataset: str) -> tuple[Manifest, DatasetIndex]:
+def detects_boxes(cfg) -> bool:
+    """True when this run draws its DreamBooth boxes at prepare time (real photos, `dreambooth_boxes: detect`)."""
+    from visual_words.data.dreambooth import DETECT
+
+    return cfg.prepare.source == "real" and cfg.prepare.dreambooth_boxes == DETECT
+
+
+def build(cfg, dataset: str, boxes: dict | None = None) -> tuple[Manifest, DatasetIndex]:
     from visual_words.data.splits import build_holdout_manifest, build_manifest
 
-    index = load_index(cfg, dataset)
+    index = load_index(cfg, dataset, boxes=boxes)
     p = cfg.prepare
     common = dict(seed=p.split_seed, source=p.source, manifest_dir=manifest_path(cfg, dataset).parent,
                   repo=Path(cfg.root))
@@ -161,11 +185,23 @@ def prepare(cfg, datasets: list[str] | None = None, features: bool | None = None
     unknown = [d for d in datasets if d not in DATASETS]
     if unknown:
         raise ValueError(f"unknown dataset `{unknown[0]}` (known: {', '.join(DATASETS)})")
+    boxes = None
+    if "dreambooth" in datasets and detects_boxes(cfg):
+        from visual_words.data.detect_boxes import boxes_for_run
+        from visual_words.data.dreambooth import find_root
+
+        boxes = boxes_for_run(cfg, find_root(dataset_root(cfg, "dreambooth")),
+                              [c.cls for c in study_concepts(cfg, "dreambooth")], progress)
     built = {}
     for ds in datasets:
-        m, index = build(cfg, ds)
+        m, index = build(cfg, ds, boxes if ds == "dreambooth" else None)
         verify_images(m, index.root, progress)
         built[ds] = m
+    if boxes is not None:  # with the manifests that read them, never before every dataset succeeded
+        from visual_words.data.detect_boxes import run_boxes_path
+        from visual_words.data.dreambooth import write_box_file
+
+        write_box_file(run_boxes_path(cfg), boxes)
     paths = {ds: write_manifest(manifest_path(cfg, ds), m) for ds, m in built.items()}
     # The synthetic image folder is a DVC output of this stage (so `dvc pull` brings the smoke images with the
     # manifests that point at them); it exists, holding just this note, when the source is real.

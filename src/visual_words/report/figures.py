@@ -305,6 +305,41 @@ def image_grid(rows: Sequence[tuple[str, Sequence[tuple[str, Path | None]]]], ti
     return fig
 
 
+def box_contact_sheet(photos: Sequence[tuple[Path, str, Sequence[dict]]], title: str, banner: str = "",
+                      low_score: float = 0.1, ncols: int = 6, cell: float = 1.9) -> plt.Figure:
+    """Photos with their boxes and scores, for a person to inspect: `photos` = [(path, caption, [{"bbox": [x, y, w,
+    h] in the photo's pixels, "score": s}, …]), …]. A box scoring below `low_score` is drawn in orange, others in
+    red; each photo is shown downscaled (JPEG draft decoding), the boxes scaled with it."""
+    from matplotlib.patches import Rectangle
+    from PIL import Image
+
+    ncols = max(1, min(ncols, len(photos)))
+    nrows = max(1, math.ceil(len(photos) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + 0.7), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (path, caption, boxes) in zip(axes.flat, photos):
+        with Image.open(path) as im:
+            full = im.size
+            im.draft("RGB", (256, 256))  # JPEG: decode at a fraction of the size (a 2048 px photo in milliseconds)
+            thumb = im.convert("RGB")
+            thumb.thumbnail((256, 256))
+        scale = thumb.width / full[0]
+        ax.imshow(np.asarray(thumb))
+        for b in boxes:
+            x, y, w, h = (v * scale for v in b["bbox"])
+            score = b.get("score")
+            colour = "orange" if score is not None and score < low_score else "red"
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, linewidth=1.5))
+            if score is not None:
+                ax.text(x + 2, y + 2, f"{score:.2f}", color="white", fontsize=7, va="top",
+                        bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})
+        ax.set_title(caption, fontsize=7)
+    top = _title(fig, banner, title)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    return fig
+
+
 def fig7(truncation: pd.DataFrame, tsne_rows: pd.DataFrame | None, root: Path, banner: str = "") -> plt.Figure:
     """Fig. 7: top, one word generated with the text encoder cut after N layers (N increasing); bottom, t-SNE of
     the generation model's pooled activations at four layers (that word's dataset, in-domain words)."""

@@ -6,7 +6,8 @@
   cells.csv         our per-cell mean and 95 % bootstrap CI (evaluate.stats.summarize)
   comparison.csv / comparison.html   ours next to the paper per cell (claims/compare.py)
   eps_summary.csv   ε-ball statistics per trained task × table × δ
-  figures/*.png|svg Fig. 3, Fig. 6, comparison, ε-ball, Fig. 7, t-SNE, Fig. 4, Fig. 5-style and 10 × 10 grids
+  figures/*.png|svg Fig. 3, Fig. 6, comparison, ε-ball, Fig. 7, t-SNE, Fig. 4, Fig. 5-style and 10 × 10 grids,
+                    the DreamBooth boxes' contact sheet (real DreamBooth photos only)
   provenance.json
 
 `run` reads the inputs, calls the section functions (report/sections/: data in, a Section out) and hands the
@@ -28,6 +29,7 @@ from visual_words.report.builder import ReportBuilder
 from visual_words.report.section import skipped
 from visual_words.report.sections.claims import artifact_claims
 from visual_words.report.sections.claims_profile import claims_profile_section
+from visual_words.report.sections.dreambooth_boxes import dreambooth_boxes_section
 from visual_words.report.sections.eps import eps_section
 from visual_words.report.sections.layers import layers_section
 from visual_words.report.sections.qualitative import Gallery, qualitative
@@ -134,6 +136,7 @@ def run(cfg) -> Path:
         layers_section(read_stage_csv(an / "tsne.csv"), read_stage_csv(an / "truncation.csv"), an,
                        cfg.analyze.tsne_delta, banner),
         qualitative(gallery(cfg), cfg.report, cfg.study.datasets, cfg.analyze.tsne_delta, banner),
+        dreambooth_boxes_section(cfg, banner),  # the boxes the run used, for inspection (real DreamBooth only)
     ]
     for section in sections:
         rb.add(section)
