@@ -276,6 +276,62 @@ def test_vw_bake_models_takes_the_mirror_and_token_file_from_the_environment(tin
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the image's bake step, run as the Dockerfile writes it
+
+
+def dockerfile_bake_step() -> tuple[list[tuple[str, str]], str]:
+    """The Dockerfile's bake RUN: its bind mounts (source in the repo, target) and its shell script."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    run = next(line for line in text.splitlines()
+               if line.startswith("RUN ") and "visual_words.models.lock bake" in line)[len("RUN "):].strip()
+    mounts = []
+    while run.startswith("--mount="):
+        spec, run = run.split(None, 1)
+        fields = dict(kv.split("=", 1) for kv in spec[len("--mount="):].split(","))
+        if fields["type"] == "bind":
+            mounts.append((fields["source"], fields["target"]))
+    return mounts, run
+
+
+@pytest.mark.slow
+def test_the_image_bake_step_uses_the_mirror_build_arg_and_the_token_secret(tiny_repos, tmp_path):
+    """The Dockerfile's bake step, run by bash as BuildKit would run it: only the bind-mounted modules on the path
+    (so the list of mounts is enough to bake), HF_ENDPOINT from the build arg, the token from the secret mount. The
+    stand-ins are not the publisher's bytes, so the real pins refuse them: one line, no lock."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG HF_ENDPOINT=" in dockerfile and "--mount=type=secret,id=hf_token,required=false" in dockerfile
+    assert not [line for line in dockerfile.splitlines() if line.split()[:1] in (["ENV"], ["ARG"]) and "TOKEN" in line]
+    mounts, script = dockerfile_bake_step()
+    for source, target in mounts:
+        dest = tmp_path / target.lstrip("/")
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / source, dest)
+    (tmp_path / "run/secrets").mkdir(parents=True)
+    for path in ("/tmp/bake", "/run/secrets", "/opt/models"):
+        script = script.replace(path, str(tmp_path) + path)
+    script = script.replace("python -m", f"{sys.executable} -m")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf-home"),
+           "BAKE_MODELS": "1"}
+    with LocalHub([hub_repo(k, f) for k, f in tiny_repos.items()], token=TOKEN) as hub:
+        env["HF_ENDPOINT"] = hub.endpoint  # what `--build-arg HF_ENDPOINT=…` sets for the step
+        no_token = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+        (tmp_path / "run/secrets/hf_token").write_text(TOKEN + "\n")
+        r = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert no_token.returncode != 0 and no_token.stderr.strip().splitlines()[-1].endswith(
+        "access refused (401): give a token with --token-file or $HF_TOKEN_PATH (a file holding it)")
+    assert r.returncode != 0, r.stdout[-2000:]
+    err = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and err[0].startswith(f"error: refusing to lock what {hub.endpoint} holds: `sd21`: "), \
+        r.stderr[-2000:]
+    assert "`dfn-clip`: file open_clip_pytorch_model.bin is not the publisher's" in err[0]
+    assert not (tmp_path / "opt/models/models.lock.json").exists()
+    assert f"Bearer {TOKEN}" in hub.auth_seen("hub") and hub.auth_seen("storage") == {None}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # the full-size stand-ins (collected only with --rehearsal: `make rehearse` builds them first)
 
 
@@ -305,22 +361,22 @@ def test_the_bake_over_http_of_the_full_size_stand_ins(tmp_path, token_file, onl
     for key in PAPER:
         assert lock["models"][key]["files"] == rehearsal_lock["models"][key]["files"], key
         assert hub.downloaded()[lock["models"][key]["repo_id"]] == sorted(lock["models"][key]["files"])
-    # One changed byte in the largest file is refused on one line naming it.
+    # One changed byte in a large (redirected, streamed) file is refused on one line naming it.
     key, rec = "sd21", rehearsal_lock["models"]["sd21"]
-    unet = "unet/diffusion_pytorch_model.safetensors"
-    changed = tmp_path / "unet.changed"
-    shutil.copyfile(served[key][unet], changed)
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    changed = tmp_path / "vae.changed"
+    shutil.copyfile(served[key][vae], changed)
     with open(changed, "r+b") as f:
         f.seek(changed.stat().st_size // 2)
         byte = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([byte[0] ^ 1]))
     repos = [r if r.repo_id != rec["repo_id"] else
-             hub_repo(key, served[key] | {unet: changed}, sha256={n: f["sha256"] for n, f in rec["files"].items()})
+             hub_repo(key, served[key] | {vae: changed}, sha256={n: f["sha256"] for n, f in rec["files"].items()})
              for r in repos]
     with LocalHub(repos, token=TOKEN) as hub, pytest.raises(ml.ModelLockError) as err:
         bake(hub, tmp_path / "hub2", tmp_path / "refused.json", table, token_file, keys=[key])
-    assert "\n" not in str(err.value) and f"`sd21`: file {unet} is not the publisher's (sha256" in str(err.value)
+    assert "\n" not in str(err.value) and f"`sd21`: file {vae} is not the publisher's (sha256" in str(err.value)
     assert not (tmp_path / "refused.json").exists()
 
 
