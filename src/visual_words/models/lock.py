@@ -398,11 +398,11 @@ def bake(keys: Iterable[str] | None = None, cache: str | os.PathLike | None = No
     endpoint, token = hub_access(endpoint, token_file) if fetch or configs_only else (None, None)
     if configs_only:
         for e in entries:
-            download(e, cache, configs_only=True, expected=_expected(e.key, pins_table), endpoint=endpoint,
+            download(e, cache, configs_only=True, expected=_expected(e.key, pins_table) or {}, endpoint=endpoint,
                      token=token)
         print("[bake] configs only: nothing locked", flush=True)
         return None
-    commits = {e.key: download(e, cache, expected=_expected(e.key, pins_table), endpoint=endpoint, token=token)
+    commits = {e.key: download(e, cache, expected=_expected(e.key, pins_table) or {}, endpoint=endpoint, token=token)
                for e in entries} if fetch else None
     lock = lock_from_cache(entries, cache, commits, origin="rehearsal" if rehearsal else "bake")
     if not rehearsal:
