@@ -342,6 +342,27 @@ def test_the_image_bake_step_uses_the_mirror_build_arg_and_the_token_secret(tiny
     assert f"Bearer {TOKEN}" in hub.auth_seen("hub") and hub.auth_seen("storage") == {None}
 
 
+def test_build_script_passes_the_mirror_as_a_build_arg_and_the_token_file_as_a_secret(tmp_path):
+    """docker/lib.sh's build call, with a recording program in place of the docker client."""
+    recorder = tmp_path / "docker"
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    recorder.chmod(0o755)
+    token = tmp_path / "hf-token"
+    token.write_text(TOKEN)
+    env = {"PATH": os.environ["PATH"], "DOCKER": str(recorder), "RECORD": str(tmp_path / "args"),
+           "VW_EXTRA_CA": "", "HF_ENDPOINT": "http://127.0.0.1:9/mirror", "HF_TOKEN_FILE": str(token)}
+    run = f"source {REPO / 'docker/lib.sh'} && vw_build --build-arg BAKE_MODELS=1"
+    r = subprocess.run(["bash", "-c", run], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[args.index("--secret") + 1] == f"id=hf_token,src={token}"
+    assert "HF_ENDPOINT=http://127.0.0.1:9/mirror" in args and "BAKE_MODELS=1" in args
+    assert TOKEN not in "\n".join(args)  # the file's name is passed, never the token
+    r = subprocess.run(["bash", "-c", run], env=env | {"HF_TOKEN_FILE": str(tmp_path / "absent")}, capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and f"HF_TOKEN_FILE={tmp_path / 'absent'} does not exist or is empty" in r.stderr
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the full-size stand-ins (collected only with --rehearsal: `make rehearse` builds them first)
 
