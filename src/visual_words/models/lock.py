@@ -343,17 +343,18 @@ def refuse_unpublished(lock: dict[str, Any], pins_table: dict[str, Any] | None =
     """Raise one line naming every locked file that differs from the publisher's pins or is missing (the bake's
     gate; rehearsal locks skip it). With `cache` (the bake downloaded them), the differing files are also removed
     from it, so the next bake downloads them again instead of finding them cached."""
-    problems = []
+    problems, discarded = [], False
     for key, rec in lock["models"].items():
         verdict = compare(_expected(key, pins_table), rec["files"])
         problems += [f"`{key}`: {p}" for p in verdict.problems]
-        if cache is not None:
+        if cache is not None and verdict.differing:
             _discard(Path(cache), rec, verdict.differing)
+            discarded = True
     if problems:
-        why, removed = ("a changed mirror or a damaged download", ", and removed what differs from the cache") \
-            if cache is not None else ("another copy or a damaged file", "")
-        raise ModelLockError(f"refusing to lock what {source} holds: {'; '.join(problems)} — not the original "
-                             f"publisher's bytes (registry/pins.yaml): {why}; nothing was locked{removed}")
+        why = "a changed mirror or a damaged download" if cache is not None else "another copy or a damaged file"
+        removed = ", and removed the differing files from the cache" if discarded else ""
+        raise ModelLockError(f"refusing to lock what {source} holds: {'; '.join(problems)} — not the checkpoint the "
+                             f"publisher released (registry/pins.yaml): {why}; nothing was locked{removed}")
 
 
 def _discard(cache: Path, rec: dict[str, Any], names: Iterable[str]) -> None:
