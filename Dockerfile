@@ -61,7 +61,8 @@ RUN --mount=type=secret,id=extra_ca,required=false \
         export SSL_CERT_FILE=/run/secrets/extra_ca REQUESTS_CA_BUNDLE=/run/secrets/extra_ca HF_HUB_DISABLE_XET=1; \
       fi; \
       if [ -s /run/secrets/hf_token ]; then export HF_TOKEN_PATH=/run/secrets/hf_token; fi; \
-      HF_HUB_OFFLINE=0 PYTHONPATH=/tmp/bake PYTHONDONTWRITEBYTECODE=1 python -m visual_words.models.lock bake \
+      HF_HUB_OFFLINE=0 HF_HUB_DISABLE_TELEMETRY=1 PYTHONPATH=/tmp/bake PYTHONDONTWRITEBYTECODE=1 \
+        python -m visual_words.models.lock bake \
         --endpoint "$HF_ENDPOINT" --cache /opt/models/hub --lock /opt/models/models.lock.json \
       && rm -rf /opt/models/hub/.locks; \
     fi

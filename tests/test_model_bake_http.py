@@ -122,10 +122,12 @@ def bake(hub: LocalHub, cache: Path, lock: Path, table: dict, token_file: Path, 
 
 @pytest.fixture
 def online(monkeypatch):
-    """huggingface_hub reads HF_HUB_OFFLINE at import: the bake needs it off in this process."""
+    """huggingface_hub reads HF_HUB_OFFLINE at import: the bake needs it off in this process. Telemetry off too: its
+    user-agent lookup would go to the default endpoint (the internet), not to the local hub."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
