@@ -37,9 +37,14 @@ RUN --mount=type=secret,id=extra_ca,required=false \
 # The paper's checkpoints, baked before the project is copied in so a code change does not download them again.
 # Only the lock module and the registry are mounted (their change alone re-bakes). Without BAKE_MODELS the cache
 # stays empty: the smoke profile needs no hub model, and a paper run stops at the lock check with instructions.
+# A mirror of the hub: --build-arg HF_ENDPOINT=URL (an address, not a secret: build args show in the image history).
+# A token for gated repos or the mirror: --secret id=hf_token,src=FILE, mounted for this step only and read by
+# huggingface_hub through HF_TOKEN_PATH, so it is never in a layer, an ENV or the history (docker/build.sh passes
+# $HF_TOKEN_FILE and $HF_ENDPOINT). Whoever serves the files, the bake accepts only the publisher's bytes.
 ENV HF_HUB_CACHE=/opt/models/hub \
     VW_MODELS_LOCK=/opt/models/models.lock.json
 ARG BAKE_MODELS=0
+ARG HF_ENDPOINT=https://huggingface.co
 RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=secret,id=hf_token,required=false \
     --mount=type=bind,source=src/visual_words/__init__.py,target=/tmp/bake/visual_words/__init__.py \
@@ -55,9 +60,10 @@ RUN --mount=type=secret,id=extra_ca,required=false \
       if [ -s /run/secrets/extra_ca ]; then \
         export SSL_CERT_FILE=/run/secrets/extra_ca REQUESTS_CA_BUNDLE=/run/secrets/extra_ca HF_HUB_DISABLE_XET=1; \
       fi; \
-      if [ -s /run/secrets/hf_token ]; then HF_TOKEN=$(cat /run/secrets/hf_token); export HF_TOKEN; fi; \
-      HF_HUB_OFFLINE=0 PYTHONPATH=/tmp/bake PYTHONDONTWRITEBYTECODE=1 python -m visual_words.models.lock bake \
-        --cache /opt/models/hub --lock /opt/models/models.lock.json \
+      if [ -s /run/secrets/hf_token ]; then export HF_TOKEN_PATH=/run/secrets/hf_token; fi; \
+      HF_HUB_OFFLINE=0 HF_HUB_DISABLE_TELEMETRY=1 PYTHONPATH=/tmp/bake PYTHONDONTWRITEBYTECODE=1 \
+        python -m visual_words.models.lock bake \
+        --endpoint "$HF_ENDPOINT" --cache /opt/models/hub --lock /opt/models/models.lock.json \
       && rm -rf /opt/models/hub/.locks; \
     fi
 

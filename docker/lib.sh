@@ -96,10 +96,15 @@ vw_build() {
   if [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then ref="$ref-dirty"; fi
   # The host's CA bundle, for networks that intercept TLS: a BuildKit secret, mounted only while pip/bake run.
   ca=${VW_EXTRA_CA-/etc/ssl/certs/ca-certificates.crt}
-  local secret=()
-  if [ -n "$ca" ] && [ -s "$ca" ]; then secret=(--secret "id=extra_ca,src=$ca"); fi
-  if [ -n "${HF_TOKEN_FILE:-}" ]; then secret+=(--secret "id=hf_token,src=$HF_TOKEN_FILE"); fi
+  local extra=()  # secrets and build args
+  if [ -n "$ca" ] && [ -s "$ca" ]; then extra=(--secret "id=extra_ca,src=$ca"); fi
+  # The bake's hub: a mirror (a build arg: an address, not a secret) and a token file (a secret, never a layer).
+  if [ -n "${HF_TOKEN_FILE:-}" ]; then
+    [ -s "$HF_TOKEN_FILE" ] || { vw_log "HF_TOKEN_FILE=$HF_TOKEN_FILE does not exist or is empty"; return 1; }
+    extra+=(--secret "id=hf_token,src=$HF_TOKEN_FILE")
+  fi
+  if [ -n "${HF_ENDPOINT:-}" ]; then extra+=(--build-arg "HF_ENDPOINT=$HF_ENDPOINT"); fi
   vw_log "building $VW_IMAGE from $root (base $VW_BASE_IMAGE, source $ref)"
-  DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain "${secret[@]}" \
+  DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain "${extra[@]}" \
     --build-arg "BASE=$VW_BASE_IMAGE" --build-arg "VCS_REF=$ref" -t "$VW_IMAGE" "$@" "$root"
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visual_words.models.lock import LOCK_ENV, LOCK_NAME, REHEARSAL_ENV
+from visual_words.models.lock import LOCK_ENV, LOCK_NAME, REHEARSAL_ENV, add_hub_access_args
 
 
 def _keys(args) -> list[str]:
@@ -20,7 +20,7 @@ def cmd_bake_models(args) -> int:
 
     keys = args.keys or [e.key for e in hub_entries()]
     bake(keys, args.cache, args.lock, fetch=not args.no_download, rehearsal=args.rehearsal,
-         configs_only=args.configs_only)
+         configs_only=args.configs_only, endpoint=args.endpoint, token_file=args.token_file)
     return 0
 
 
@@ -45,9 +45,12 @@ def register(sub) -> None:
         description="Downloads the files each hub model's loader reads, at the commit pinned in registry/models.yaml, "
         "into the Hugging Face cache, compares every file with the original publisher's sha256 and size "
         f"(registry/pins.yaml) and writes {LOCK_NAME} (repo id, commit, sha256 of every file) only if none differs. "
-        "Needs the hub: run with HF_HUB_OFFLINE=0. Default: every hub model in the registry. The image does this at "
-        "build time with --build-arg BAKE_MODELS=1.")
+        "Needs the hub: run with HF_HUB_OFFLINE=0. A mirror of the hub: --endpoint or HF_ENDPOINT; a token for "
+        "gated repos or the mirror: --token-file or HF_TOKEN_PATH (a file, so the token stays out of shell history "
+        "and image layers). Default: every hub model in the registry. The image does this at build time with "
+        "--build-arg BAKE_MODELS=1 (docs/models.md).")
     _common(p)
+    add_hub_access_args(p)
     p.add_argument("--no-download", action="store_true",
                    help="do not download: lock the snapshots already in the cache (checked against the pins)")
     p.add_argument("--rehearsal", action="store_true",

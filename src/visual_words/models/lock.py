@@ -3,7 +3,10 @@
 * **bake** (online, once: the image build with BAKE_MODELS=1, or `HF_HUB_OFFLINE=0 vw bake-models`): resolve each
   hub model's registry revision (a pinned commit) to its file listing, download the files its loader reads with
   `huggingface_hub.snapshot_download`, point the cache's refs at that commit, compare every file with the
-  publisher's sha256 and size (registry/pins.yaml, see pins.py) and write the lock only if none differs.
+  publisher's sha256 and size (registry/pins.yaml, see pins.py) and write the lock only if none differs. The hub
+  may be a mirror (`HF_ENDPOINT`, `--endpoint`) and a token may come from a file (`HF_TOKEN_PATH`,
+  `--token-file`): the pins decide what is accepted, whoever serves the bytes. tests/test_model_bake_http.py runs
+  the real client against a hub served over HTTP on 127.0.0.1.
 * **lock** (`models.lock.json`): model key → repo id, registry revision, resolved commit, file → sha256 and size.
   It is computed from the cache itself, so a cache filled by any means (a user's own downloads) can be locked too.
 * **check** (offline, before every `paper` run; models/lock_check.py): each hub model of the profile is in the
@@ -27,6 +30,7 @@ in (a code change does not re-download 8 GB): `python -m visual_words.models.loc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import fnmatch
 import json
@@ -49,6 +53,8 @@ REHEARSAL_ENV = "VW_ACCEPT_REHEARSAL"  # "1": a lock of origin "rehearsal" is ac
 REHEARSAL_PROFILE = "rehearsal"  # running this params.yaml profile is the same opt-in
 ORIGINS = ("bake", "rehearsal")
 HUB_PREFIX = "hf-hub:"  # open_clip's prefix for a hub repo
+ENDPOINT_ENV = "HF_ENDPOINT"  # huggingface_hub's own names: a mirror of the hub, and a file holding the token
+TOKEN_PATH_ENV = "HF_TOKEN_PATH"
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 def bake_files(family: str) -> dict[str, Any]:
@@ -166,8 +172,33 @@ def progress_bar(total: int, desc: str):
 # bake: download + refs (online), then lock from the cache (offline)
 
 
-def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = False) -> str:
-    """Fetch what `entry`'s loader reads, at its registry revision, into the hub cache. Returns the commit.
+def hub_access(endpoint: str | None = None, token_file: str | os.PathLike | None = None) -> tuple[str, str | None]:
+    """The hub to bake from and the token to send it.
+
+    `endpoint`, else $HF_ENDPOINT (read now: huggingface_hub reads it once, at import), else the hub itself.
+    `token_file`, else the file $HF_TOKEN_PATH names: its first line is the token. Neither: None, and
+    huggingface_hub looks for one itself ($HF_TOKEN, a stored `hf auth login`). A token is only needed for gated
+    repos or a mirror that asks for one; it is never written anywhere by the bake."""
+    from huggingface_hub import constants
+
+    endpoint = (endpoint or os.environ.get(ENDPOINT_ENV) or constants._HF_DEFAULT_ENDPOINT).rstrip("/")
+    token_file = token_file or os.environ.get(TOKEN_PATH_ENV)
+    if not token_file:
+        return endpoint, None
+    path = Path(token_file)
+    try:
+        token = path.read_text().strip().splitlines()[0].strip() if path.is_file() else ""
+    except (OSError, IndexError, UnicodeDecodeError):
+        token = ""
+    if not token:
+        raise ModelLockError(f"token file {path} does not exist or holds no token (its first line is the token)")
+    return endpoint, token
+
+
+def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = False,
+             expected: dict[str, Any] | None = None, endpoint: str | None = None, token: str | None = None) -> str:
+    """Fetch what `entry`'s loader reads, at its registry revision, from `endpoint` (default: the hub) into the hub
+    cache. Returns the commit. `expected`: the model's pin record (default: registry/pins.yaml's).
 
     `configs_only`: only the small files (configs, tokenizer), e.g. the diffusers configs a single-file SD
     checkpoint is loaded with."""
@@ -175,23 +206,79 @@ def download(entry: ModelEntry, cache: str | os.PathLike, configs_only: bool = F
 
     if constants.HF_HUB_OFFLINE:
         raise ModelLockError("baking downloads the weights from the hub: run it with HF_HUB_OFFLINE=0")
+    expected = pin(entry.key) if expected is None else expected
     repo_id = hub_repo_id(entry)
     revision = entry.revision or "main"
-    info = HfApi().model_info(repo_id, revision=revision)  # one resolution: revision -> commit + listing
+    api = HfApi(endpoint=endpoint, token=token)
+    with hub_errors_named(entry, api.endpoint):
+        info = api.model_info(repo_id, revision=revision)  # one resolution: revision -> commit + listing
     listing = [s.rfilename for s in info.siblings or []]
-    wanted = select_files(entry.family, listing, prefer=pinned_files(entry.key))
+    wanted = select_files(entry.family, listing, prefer=pinned_files(entry.key, expected))
     if configs_only:
         wanted = [f for f in listing if any(fnmatch.fnmatchcase(f, p) for p in bake_files(entry.family)["files"])]
     note = "" if entry.revision else " — UNPINNED: no commit in registry/models.yaml, `main` was resolved"
-    print(f"[bake] {entry.key}: {repo_id} @ {revision} = {info.sha} ({len(wanted)} files){note}", flush=True)
-    snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted, cache_dir=str(cache))
+    print(f"[bake] {entry.key}: {repo_id} @ {revision} = {info.sha} from {api.endpoint} ({len(wanted)} of "
+          f"{len(listing)} files){note}", flush=True)
+    listing_note = listing_differences(expected, listing, wanted)
+    if listing_note:
+        print(f"[bake] {entry.key}: {listing_note}", flush=True)
+    # allow_patterns are the exact names: the client downloads these files and nothing else of the repo
+    with hub_errors_named(entry, api.endpoint):
+        snapshot_download(repo_id, revision=info.sha, allow_patterns=wanted, cache_dir=str(cache), endpoint=endpoint,
+                          token=token)
     pin_refs(cache, entry, info.sha)
     return info.sha
 
 
-def pinned_files(key: str) -> list[str]:
-    """The files whose sha256 the publisher's pins record for registry key `key` (registry/pins.yaml)."""
-    return [name for name, f in ((pin(key) or {}).get("files") or {}).items() if f and f.get("sha256")]
+@contextlib.contextmanager
+def hub_errors_named(entry: ModelEntry, endpoint: str):
+    """The hub client's failures as one ModelLockError line: which model, which server, what it said, what to do."""
+    import httpx2
+    from huggingface_hub import errors
+
+    where = f"model `{entry.key}`: {hub_repo_id(entry)} @ {entry.revision or 'main'} from {endpoint}"
+    try:
+        yield
+    except errors.RevisionNotFoundError:
+        raise ModelLockError(f"{where}: the server has no such revision (registry/models.yaml pins it)") from None
+    except (errors.GatedRepoError, errors.RepositoryNotFoundError, errors.HfHubHTTPError) as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403) or isinstance(e, errors.GatedRepoError):
+            raise ModelLockError(f"{where}: access refused ({status}): give a token with --token-file or "
+                                 f"${TOKEN_PATH_ENV} (a file holding it)") from None
+        if isinstance(e, errors.RepositoryNotFoundError):
+            raise ModelLockError(f"{where}: the server has no such repository") from None
+        raise ModelLockError(f"{where}: {str(e).splitlines()[0]}") from None
+    except (httpx2.HTTPError, errors.LocalEntryNotFoundError) as e:  # the server could not be reached
+        raise ModelLockError(f"{where}: cannot reach the server ({str(e).splitlines()[0][:200]})") from None
+    except OSError as e:
+        raise ModelLockError(f"{where}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") \
+            from None
+
+
+def listing_differences(expected: dict[str, Any] | None, listing: Iterable[str], wanted: Iterable[str]) -> str:
+    """How a served repo listing differs from the publisher's recorded one (pins.yaml `listing`): a line naming the
+    extra and the missing files ("" when equal or nothing is recorded). Not a refusal by itself: a file the
+    loader reads is judged by its pin (a pinned file missing, or other bytes, refuse the bake)."""
+    recorded = (expected or {}).get("listing")
+    if not recorded:
+        return ""
+    served, wanted = set(listing), set(wanted)
+    extra = sorted(served - set(recorded))
+    missing = sorted(set(recorded) - served)
+    if not extra and not missing:
+        return ""
+    parts = [f"extra {', '.join(n + (' (read by the loader)' if n in wanted else '') for n in extra)}"] if extra \
+        else []
+    parts += [f"missing {', '.join(missing)}"] if missing else []
+    return "the served repo listing differs from the publisher's (registry/pins.yaml `listing`): " + "; ".join(parts)
+
+
+def pinned_files(key: str, expected: dict[str, Any] | None = None) -> list[str]:
+    """The files whose sha256 the publisher's pins record for registry key `key` (registry/pins.yaml, or the pin
+    record `expected`)."""
+    rec = pin(key) if expected is None else expected
+    return [name for name, f in ((rec or {}).get("files") or {}).items() if f and f.get("sha256")]
 
 
 def pin_refs(cache: str | os.PathLike, entry: ModelEntry, commit: str) -> None:
@@ -247,26 +334,61 @@ def lock_from_cache(entries: Iterable[ModelEntry], cache: str | os.PathLike | No
     }
 
 
-def refuse_unpublished(lock: dict[str, Any], pins_table: dict[str, Any] | None = None) -> None:
-    """Raise if any locked file differs from the publisher's pins (the bake's gate; rehearsal locks skip it)."""
-    problems = []
+def _expected(key: str, pins_table: dict[str, Any] | None) -> dict[str, Any] | None:
+    return pins_table.get(key) if pins_table is not None else pin(key)
+
+
+def refuse_unpublished(lock: dict[str, Any], pins_table: dict[str, Any] | None = None, source: str = "the cache",
+                       cache: str | os.PathLike | None = None) -> None:
+    """Raise one line naming every locked file that differs from the publisher's pins or is missing (the bake's
+    gate; rehearsal locks skip it). With `cache` (the bake downloaded them), the differing files are also removed
+    from it, so the next bake downloads them again instead of finding them cached."""
+    problems, discarded = [], False
     for key, rec in lock["models"].items():
-        expected = (pins_table or {}).get(key) if pins_table is not None else pin(key)
-        problems += [f"`{key}`: {p}" for p in compare(expected, rec["files"]).problems]
+        verdict = compare(_expected(key, pins_table), rec["files"])
+        problems += [f"`{key}`: {p}" for p in verdict.problems]
+        if cache is not None and verdict.differing:
+            _discard(Path(cache), rec, verdict.differing)
+            discarded = True
     if problems:
-        raise ModelLockError("refusing to lock weights that differ from the original publisher's (registry/pins.yaml):"
-                             "\n  - " + "\n  - ".join(problems) + "\n  The download is not the published checkpoint "
-                             "(a changed mirror or a damaged file); nothing was locked.")
+        why = "a changed mirror or a damaged download" if cache is not None else "another copy or a damaged file"
+        removed = ", and removed the differing files from the cache" if discarded else ""
+        raise ModelLockError(f"refusing to lock what {source} holds: {'; '.join(problems)} — not the checkpoint the "
+                             f"publisher released (registry/pins.yaml): {why}; nothing was locked{removed}")
+
+
+def _discard(cache: Path, rec: dict[str, Any], names: Iterable[str]) -> None:
+    """Remove files of a snapshot (its link and the blob behind it) that the bake must not keep."""
+    snapshot = repo_dir(cache, rec["repo_id"]) / "snapshots" / rec["commit"]
+    for name in names:
+        link = snapshot / name
+        blob = link.resolve() if link.is_symlink() else None
+        link.unlink(missing_ok=True)
+        if blob is not None:
+            blob.unlink(missing_ok=True)
+
+
+def uncovered(lock: dict[str, Any], pins_table: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """Model key -> the locked files (read by its loader) that the publisher's pins do not name at all: the bake
+    names them, `vw models check` reports them unverified."""
+    out = {}
+    for key, rec in lock["models"].items():
+        named = set(((_expected(key, pins_table) or {}).get("files") or {}))
+        if named and (extra := sorted(set(rec["files"]) - named)):
+            out[key] = extra
+    return out
 
 
 def bake(keys: Iterable[str] | None = None, cache: str | os.PathLike | None = None,
          lock_path: str | os.PathLike | None = None, fetch: bool = True, rehearsal: bool = False,
-         configs_only: bool = False, pins_table: dict[str, Any] | None = None) -> dict[str, Any] | None:
+         configs_only: bool = False, pins_table: dict[str, Any] | None = None, endpoint: str | None = None,
+         token_file: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """Download (unless `fetch=False`) the hub models `keys` (default: all) and write their lock. Returns the lock.
 
     Every locked file must match the publisher's pins (`pins_table`, default registry/pins.yaml), or nothing is
     written. `rehearsal`: lock a local random-weight build instead (origin "rehearsal", pins not applied).
     `configs_only`: download only the configs and tokenizer (for a single-file checkpoint); no lock is written.
+    `endpoint`, `token_file`: a mirror of the hub and a file holding the token (see `hub_access`).
     """
     entries = hub_entries(keys)
     if not entries:
@@ -274,15 +396,21 @@ def bake(keys: Iterable[str] | None = None, cache: str | os.PathLike | None = No
     if rehearsal and fetch:
         raise ModelLockError("a rehearsal lock describes a local build: lock it without downloading (--no-download)")
     cache = hub_cache_dir(cache)
+    endpoint, token = hub_access(endpoint, token_file) if fetch or configs_only else (None, None)
     if configs_only:
         for e in entries:
-            download(e, cache, configs_only=True)
+            download(e, cache, configs_only=True, expected=_expected(e.key, pins_table) or {}, endpoint=endpoint,
+                     token=token)
         print("[bake] configs only: nothing locked", flush=True)
         return None
-    commits = {e.key: download(e, cache) for e in entries} if fetch else None
+    commits = {e.key: download(e, cache, expected=_expected(e.key, pins_table) or {}, endpoint=endpoint, token=token)
+               for e in entries} if fetch else None
     lock = lock_from_cache(entries, cache, commits, origin="rehearsal" if rehearsal else "bake")
     if not rehearsal:
-        refuse_unpublished(lock, pins_table)
+        refuse_unpublished(lock, pins_table, endpoint if fetch else f"the cache {cache}", cache if fetch else None)
+        for key, names in uncovered(lock, pins_table).items():
+            print(f"[bake] {key}: the loader reads {', '.join(names)}, which registry/pins.yaml does not list for "
+                  "this model (locked, reported unverified)", flush=True)
     path = Path(lock_path) if lock_path else default_lock_path()
     write_json(path, lock)
     total = sum(m["bytes"] for m in lock["models"].values())
@@ -344,6 +472,14 @@ def config_lock_path(cfg) -> Path:
 # `python -m visual_words.models.lock`: the image build bakes with this before the project is installed
 
 
+def add_hub_access_args(p: argparse.ArgumentParser) -> None:
+    """--endpoint and --token-file, shared by this module's entry point and `vw bake-models`."""
+    p.add_argument("--endpoint", help=f"a mirror of the Hugging Face hub (default: ${ENDPOINT_ENV}, else "
+                   "https://huggingface.co); what it serves is still checked against registry/pins.yaml")
+    p.add_argument("--token-file", help=f"a file whose first line is the hub token (default: ${TOKEN_PATH_ENV}; "
+                   "else $HF_TOKEN or a stored login); only gated repos and some mirrors need one")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m visual_words.models.lock", description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["bake", "lock"],
@@ -354,12 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("keys", nargs="*", help="registry keys (default: every hub model)")
     p.add_argument("--cache", help="hub cache folder (default: huggingface_hub's, HF_HUB_CACHE)")
     p.add_argument("--lock", help=f"lock file (default: ${LOCK_ENV}, else ./{LOCK_NAME})")
+    add_hub_access_args(p)
     args = p.parse_args(argv)
     keys = args.keys or [e.key for e in hub_entries()]
     lock = args.lock or os.environ.get(LOCK_ENV) or LOCK_NAME
     try:
         bake(keys, args.cache, lock, fetch=args.action == "bake", rehearsal=args.rehearsal,
-             configs_only=args.configs_only)
+             configs_only=args.configs_only, endpoint=args.endpoint, token_file=args.token_file)
     except (ModelLockError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

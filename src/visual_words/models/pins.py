@@ -27,6 +27,9 @@ def pins() -> dict[str, dict[str, Any]]:
     """Model key -> its pin record, validated (a malformed value names the key and file)."""
     raw = yaml.safe_load(resources.files("visual_words.registry").joinpath(PINS_FILE).read_text()) or {}
     for key, rec in raw.items():
+        for name, size in (rec.get("listing") or {}).items():
+            if size is not None and not isinstance(size, int):
+                raise ValueError(f"registry/{PINS_FILE}: `{key}.listing.{name}` is not a whole number of bytes or null")
         for group in ("files", "single_file"):
             for name, f in (rec.get(group) or {}).items():
                 where = f"registry/{PINS_FILE}: `{key}.{group}.{name}`"
@@ -58,6 +61,7 @@ class Verdict:
     size_only: list[str] = field(default_factory=list)  # only a size was published, and it matches
     unverified: list[str] = field(default_factory=list)  # read by the loader, no published value
     problems: list[str] = field(default_factory=list)  # missing, or differing from the publisher
+    differing: list[str] = field(default_factory=list)  # the files present whose bytes are not the publisher's
 
     def summary(self) -> str:
         parts = [f"{len(self.verified)} match the publisher's sha256"]
@@ -89,10 +93,12 @@ def compare(rec: Mapping[str, Any] | None, present: Mapping[str, Mapping[str, An
             continue
         if exp.get("size") is not None and got.get("size") != exp["size"]:
             out.problems.append(f"file {name} is not the publisher's (size {got.get('size')} ≠ {exp['size']})")
+            out.differing.append(name)
         elif exp.get("sha256") is not None and got.get("sha256") is not None:
             if got["sha256"] != exp["sha256"]:
                 out.problems.append(f"file {name} is not the publisher's (sha256 {got['sha256'][:12]}… ≠ "
                                     f"{exp['sha256'][:12]}…)")
+                out.differing.append(name)
             else:
                 out.verified.append(name)
         elif exp.get("sha256") is None:
