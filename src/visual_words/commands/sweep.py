@@ -35,7 +35,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from visual_words.tracking import tracking_uri
+    from visual_words.tracking import study_links, tracking_uri
 
     cfg = config_from_args(args)
     uri = tracking_uri(cfg)
@@ -48,7 +48,10 @@ def cmd_ui(args) -> int:
            "--backend-store-uri", uri]
     if args.host not in ("127.0.0.1", "localhost"):
         cmd += ["--allowed-hosts", "*"]  # e.g. inside a container published with -p
-    print(f"MLflow UI: http://{args.host}:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI: {base}  (store {uri}; Ctrl-C to stop)", flush=True)
+    for name, link in study_links(cfg, base):  # each experiment's runs table, opened as a training study
+        print(f"  {name}: {link}", flush=True)
     return subprocess.call(cmd, env=env)
 
 

@@ -1,0 +1,102 @@
+"""The pictures a trial's MLflow run carries besides its numbers.
+
+- Its training curves, drawn from the sidecar when the run is logged: ``loss.png`` (the loss per logged step) and
+  ``distance_to_anchor.png`` (max over the word's vectors of ‖v − a‖ / d_nn(a) per logged step, with the ε-ball's
+  radius δ dashed for a constrained trial).
+- What the evaluation drew for the word (evaluate/runner.py keeps them under ``<evaluate.out_dir>/images/``):
+  ``<trial slug>__<i>.png`` (the i-th generated image) and ``<trial slug>__det.png`` (the best detection boxes on
+  the concept's first held-out image), logged as ``generated_<i>.png`` and ``detection.png``.
+
+Plain Agg figures (no pyplot: no global state, safe in Ray workers and threads).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterable
+
+LOSS_PNG = "loss.png"
+DISTANCE_PNG = "distance_to_anchor.png"
+DETECTION_PNG = "detection.png"
+GENERATED_PNG = "generated_{}.png"
+
+_KEPT = re.compile(r"^(?P<slug>.+)__(?P<what>det|\d+)\.png$")  # evaluate/runner.py's names for kept images
+
+
+def _line_png(path: Path, steps, values, title: str, ylabel: str, level: float | None = None,
+              level_label: str = "") -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from visual_words.io import atomic_path
+
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    pts = [(s, v) for s, v in zip(steps, values) if isinstance(v, (int, float)) and math.isfinite(v)]
+    if pts:
+        ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o" if len(pts) < 30 else None, lw=1.5)
+    else:
+        ax.text(0.5, 0.5, "no finite values logged", ha="center", va="center", transform=ax.transAxes)
+    if level is not None and math.isfinite(level):
+        ax.axhline(level, color="tab:red", ls="--", lw=1, label=level_label)
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def write_curves(sidecar: dict, out_dir: Path) -> list[Path]:
+    """The loss and distance-to-anchor curves of one trained trial (from its sidecar) as PNGs in `out_dir`."""
+    curves = sidecar.get("curves") or {}
+    steps = curves.get("step") or []
+    if not steps:
+        return []
+    trial_id = (sidecar.get("trial") or {}).get("id", "")
+    delta = sidecar.get("delta")
+    radius = float(delta) if isinstance(delta, (int, float)) else None  # "inf" (unconstrained): no ball to draw
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_line_png(out_dir / LOSS_PNG, steps, curves.get("loss") or [], trial_id, "loss"),
+            _line_png(out_dir / DISTANCE_PNG, steps, curves.get("rel_dist") or [], trial_id,
+                      "distance to the anchor  ‖v − a‖ / d_nn(a)", radius,
+                      f"ε-ball radius δ = {delta:g}" if radius is not None else "")]
+
+
+def kept_images(images_dir: Path) -> dict[str, dict[str, Path]]:
+    """The evaluation's kept pictures by trial slug: ``{slug: {artifact name: file}}``."""
+    out: dict[str, dict[str, Path]] = {}
+    if not images_dir.is_dir():
+        return out
+    for p in sorted(images_dir.glob("*.png")):
+        m = _KEPT.match(p.name)
+        if m is None:
+            continue
+        name = DETECTION_PNG if m["what"] == "det" else GENERATED_PNG.format(m["what"])
+        out.setdefault(m["slug"], {})[name] = p
+    return out
+
+
+def run_note(trial_id: str, run_id: str, pictures: Iterable[str]) -> str:
+    """The run's description (markdown, shown on its Overview page): the trial and its pictures inline. The image
+    links are the tracking server's own artifact route, relative to the UI's page."""
+    lines = [f"**{trial_id}**", ""]
+    names = sorted(pictures, key=_picture_order)
+    if names:
+        lines.append(" ".join(f"![{n}](get-artifact?path={n}&run_uuid={run_id})" for n in names))
+        lines += ["", "Pictures: " + ", ".join(f"`{n}`" for n in names) + " (also under Artifacts)."]
+    return "\n".join(lines)
+
+
+def _picture_order(name: str) -> tuple[int, str]:
+    """Generated images, then detections, then curves."""
+    for rank, prefix in enumerate(("generated_", DETECTION_PNG, LOSS_PNG, DISTANCE_PNG)):
+        if name.startswith(prefix):
+            return rank, name
+    return 9, name
