@@ -26,7 +26,7 @@ _KEPT = re.compile(r"^(?P<slug>.+)__(?P<what>det|\d+)\.png$")  # evaluate/runner
 
 
 def _line_png(path: Path, steps, values, title: str, ylabel: str, level: float | None = None,
-              level_label: str = "") -> Path:
+              level_label: str = "", from_zero: bool = False) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -43,6 +43,9 @@ def _line_png(path: Path, steps, values, title: str, ylabel: str, level: float |
     if level is not None and math.isfinite(level):
         ax.axhline(level, color="tab:red", ls="--", lw=1, label=level_label)
         ax.legend(loc="best", fontsize=8)
+    if from_zero:  # a distance: its scale starts at 0, so a word pinned on the ball's surface reads as such
+        ax.set_ylim(bottom=0, top=1.1 * max([v for _, v in pts] + [level or 0, 1e-12]))
+    ax.ticklabel_format(axis="y", useOffset=False)  # values, not "1e-8 + 5e-1" offsets
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -66,7 +69,7 @@ def write_curves(sidecar: dict, out_dir: Path) -> list[Path]:
     return [_line_png(out_dir / LOSS_PNG, steps, curves.get("loss") or [], trial_id, "loss"),
             _line_png(out_dir / DISTANCE_PNG, steps, curves.get("rel_dist") or [], trial_id,
                       "distance to the anchor  ‖v − a‖ / d_nn(a)", radius,
-                      f"ε-ball radius δ = {delta:g}" if radius is not None else "")]
+                      f"ε-ball radius δ = {delta:g}" if radius is not None else "", from_zero=True)]
 
 
 def kept_images(images_dir: Path) -> dict[str, dict[str, Path]]:

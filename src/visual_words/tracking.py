@@ -31,11 +31,11 @@ GIT_COMMIT = "git_commit"
 CONFIG_HASH = "config_hash"
 NOTE = "mlflow.note.content"  # MLflow's description of a run or an experiment (markdown)
 
-# How the MLflow UI (3.x) should open the study (docs/tracking.md): every experiment is tagged a model-training one
-# ("Machine learning", not "GenAI apps & agents"), and the train experiment carries a saved view of its runs table
-# with the study's columns. MLflow's UI reads both from experiment tags; 3.17 picks the page kind from its
-# "GenAI | Model training" switch (the `workflowType` URL parameter, else the browser's last choice), which is why
-# `vw ui` prints links that carry it (study_links).
+# How MLflow's UI (3.x) opens the study (docs/usage.md, "Browsing the study"): every experiment is tagged a
+# model-training one ("Machine learning", not "GenAI apps & agents"), and the train experiment carries a saved view
+# of its runs table with the study's columns. 3.17 takes the page kind from its "GenAI | Model training" switch
+# (the `workflowType` URL parameter, else the browser's last choice), not from the tag: `vw ui` prints links that
+# carry the parameter (study_links).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"  # MLflow's value for "Machine learning" (genai_development: GenAI)
 SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # + view id: the UI's saved views (its "Views" menu)

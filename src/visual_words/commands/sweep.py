@@ -71,7 +71,11 @@ def register(sub) -> None:
     p.add_argument("--yes", action="store_true", help="run even when the projection exceeds "
                    "sweep.confirm_above_gpu_hours (non-interactive runs refuse otherwise)")
     p.set_defaults(func=cmd_sweep, takes_run_lock=True, writes="train.out_dir")
-    p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)")
+    p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)",
+                       description="Starts MLflow's server on the workspace's store and prints one link per "
+                       "experiment of the profile: each opens its runs table as a model-training study; the train "
+                       "experiment's opens the study view (trial tags, final loss, distance to the anchor, each "
+                       "task's score as columns). A trial's run page shows its curves and evaluation pictures.")
     add_config_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=5000)
