@@ -66,8 +66,8 @@ def test_ui_opens_the_smoke_study_with_its_columns_and_pictures(tmp_path, repo_r
     from visual_words.config import load_config
     from visual_words.data.prepare import prepare
     from visual_words.evaluate.runner import run_evaluation
-    from visual_words.sweep import run_sweep
     from visual_words.tracking import STUDY_VIEW_NAME, TRIAL_ID, experiment_name, log_evaluation
+    from visual_words.train.sweep import run_sweep
     from visual_words.transfer.stage import run as build_maps
     from visual_words.trials import trial_grid
 
