@@ -41,6 +41,8 @@ def cmd_ui(args) -> int:
     uri = tracking_uri(cfg)
     if uri.startswith("http"):
         print(f"tracking server already at {uri}; open it in a browser")
+        for name, link in study_links(cfg, uri):
+            print(f"  {name}: {link}")
         return 0
     # The lean server form (docs/toolchain.md §4): 1 worker, no job runner (~0.5 GB instead of ~3 GB).
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -48,7 +50,8 @@ def cmd_ui(args) -> int:
            "--backend-store-uri", uri]
     if args.host not in ("127.0.0.1", "localhost"):
         cmd += ["--allowed-hosts", "*"]  # e.g. inside a container published with -p
-    base = f"http://{args.host}:{args.port}"
+    # a wildcard bind (a container's 0.0.0.0, published with -p 127.0.0.1:PORT:PORT) is browsed on loopback
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     print(f"MLflow UI: {base}  (store {uri}; Ctrl-C to stop)", flush=True)
     for name, link in study_links(cfg, base):  # each experiment's runs table, opened as a training study
         print(f"  {name}: {link}", flush=True)
