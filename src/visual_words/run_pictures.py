@@ -89,12 +89,12 @@ def kept_images(images_dir: Path) -> dict[str, dict[str, Path]]:
 def run_note(trial_id: str, run_id: str, pictures: Iterable[str]) -> str:
     """The run's description (markdown, shown on its Overview page): the trial and its pictures inline. The image
     links are the tracking server's own artifact route, relative to the UI's page."""
-    lines = [f"**{trial_id}**", ""]
     names = sorted(pictures, key=_picture_order)
-    if names:
-        lines.append(" ".join(f"![{n}](get-artifact?path={n}&run_uuid={run_id})" for n in names))
-        lines += ["", "Pictures: " + ", ".join(f"`{n}`" for n in names) + " (also under Artifacts)."]
-    return "\n".join(lines)
+    if not names:
+        return f"Trial `{trial_id}`."
+    # the pictures first: the Overview shows a description's first lines until "Show more" is clicked
+    return "\n".join([" ".join(f"![{n}](get-artifact?path={n}&run_uuid={run_id})" for n in names), "",
+                      f"Trial `{trial_id}`: " + ", ".join(f"`{n}`" for n in names) + " (also under Artifacts)."])
 
 
 def _picture_order(name: str) -> tuple[int, str]:
