@@ -32,7 +32,7 @@ class Trial:
     @property
     def slug(self) -> str:
         """A file-name-safe form of the id."""
-        return self.id.replace("/", "__").replace("=", "-").replace(" ", "_")
+        return slug_of(self.id)
 
     @property
     def seed(self) -> int:
@@ -52,6 +52,11 @@ class Trial:
         d = asdict(self)
         d["delta"] = "inf" if math.isinf(self.delta) else self.delta
         return d | {"id": self.id, "seed": self.seed}
+
+
+def slug_of(trial_id: str) -> str:
+    """A trial id's file-name-safe form (the names of its embedding, evaluation rows and kept images)."""
+    return trial_id.replace("/", "__").replace("=", "-").replace(" ", "_")
 
 
 def grid_of(cfg, task: str) -> dict:

@@ -47,7 +47,7 @@ def cmd_run(args) -> int:
         from visual_words.tracking import log_evaluation
 
         n = log_evaluation(cfg, result.table)
-        print(f"[evaluate] MLflow: metrics on {n['trials_logged']} trial runs"
+        print(f"[evaluate] MLflow: metrics on {n['trials_logged']} trial runs, {n['pictures_logged']} pictures"
               + (f" ({n['trials_without_run']} trials have no training run)" if n["trials_without_run"] else ""))
     return 0
 

@@ -81,7 +81,7 @@ def _run(cfg, args, root: Path, file_profile, t0: float) -> int:
     report = cfg.path(cfg.report.out_dir) / cfg.profile / "index.html"
     print(f"[reproduce] done in {time.time() - t0:.0f} s")
     print(f"[reproduce] report: {report}")
-    print("[reproduce] MLflow UI: `vw ui` (or `.venv/bin/vw ui`), then open http://127.0.0.1:5000")
+    print("[reproduce] MLflow UI: `vw ui` (or `.venv/bin/vw ui`), then open the train experiment's link it prints")
     return 0
 
 

@@ -35,12 +35,14 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from visual_words.tracking import tracking_uri
+    from visual_words.tracking import study_links, tracking_uri
 
     cfg = config_from_args(args)
     uri = tracking_uri(cfg)
     if uri.startswith("http"):
         print(f"tracking server already at {uri}; open it in a browser")
+        for name, link in study_links(cfg, uri):
+            print(f"  {name}: {link}")
         return 0
     # The lean server form (docs/toolchain.md §4): 1 worker, no job runner (~0.5 GB instead of ~3 GB).
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -48,7 +50,11 @@ def cmd_ui(args) -> int:
            "--backend-store-uri", uri]
     if args.host not in ("127.0.0.1", "localhost"):
         cmd += ["--allowed-hosts", "*"]  # e.g. inside a container published with -p
-    print(f"MLflow UI: http://{args.host}:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
+    # a wildcard bind (a container's 0.0.0.0, published with -p 127.0.0.1:PORT:PORT) is browsed on loopback
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    print(f"MLflow UI: {base}  (store {uri}; Ctrl-C to stop)", flush=True)
+    for name, link in study_links(cfg, base):  # each experiment's runs table, opened as a training study
+        print(f"  {name}: {link}", flush=True)
     return subprocess.call(cmd, env=env)
 
 
@@ -68,7 +74,11 @@ def register(sub) -> None:
     p.add_argument("--yes", action="store_true", help="run even when the projection exceeds "
                    "sweep.confirm_above_gpu_hours (non-interactive runs refuse otherwise)")
     p.set_defaults(func=cmd_sweep, takes_run_lock=True, writes="train.out_dir")
-    p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)")
+    p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)",
+                       description="Starts MLflow's server on the workspace's store and prints one link per "
+                       "experiment of the profile: each opens its runs table as a model-training study; the train "
+                       "experiment's opens the study view (trial tags, final loss, distance to the anchor, each "
+                       "task's score as columns). A trial's run page shows its curves and evaluation pictures.")
     add_config_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=5000)
