@@ -5,10 +5,12 @@ manifest, settings) is unchanged are reused, and the rest are units of one evalu
 K trials of one (dataset, concept). Each unit is one Ray task with a GPU share (sweep.gpus_per_task when GPUs are
 present, one CPU otherwise); a worker keeps its evaluated models loaded across units (`max_calls=0` and one
 Evaluator per process) and writes each finished trial's row under rows/ as it goes, so a killed or failed run
-resumes where it stopped. The same Ray setup as the sweep (a fresh local cluster of sweep.num_workers, or
-RAY_ADDRESS), the same failure report (the failed units' trial ids and the remote error's last line, a non-zero
-exit, finished rows kept). The MLflow metrics go on each trial's training run afterwards, as in-process
-(tracking.log_evaluation, called by `vw evaluate run`).
+resumes where it stopped. No shared disk: a task receives what it reads through Ray (unit_inputs: manifest,
+held-out images, cached features, the map) and scores in a scratch copy of the workspace on its node; its rows and
+kept images come back to the driver, which writes them (data/staging.py). The same Ray setup as the sweep (a
+fresh local cluster of sweep.num_workers, or RAY_ADDRESS), the same failure report (the failed units' trial ids and
+the remote error's last line, a non-zero exit, finished rows kept). The MLflow metrics go on each trial's training
+run afterwards, as in-process (tracking.log_evaluation, called by `vw evaluate run`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _EVALUATOR: dict[str, Evaluator] = {}  # one per worker process, kept across the
 
 
 def _worker_evaluator(cfg) -> Evaluator:
+    """This process's Evaluator for the driver's config (its loaded models are kept across units)."""
     from visual_words.tracking import config_hash
 
     key = config_hash(cfg.to_dict()) + cfg.root
@@ -48,19 +51,49 @@ def _worker_evaluator(cfg) -> Evaluator:
     return _EVALUATOR[key]
 
 
-def evaluate_unit(cfg, unit: Unit) -> list[dict]:
-    """A Ray task: check that the evaluated model's table is the one the tokens / the map were made for, score the
-    unit, write its rows. Models of another evaluated task are dropped first (one task's models at a time)."""
-    ev = _worker_evaluator(cfg)
-    needed = [unit.dst_key] + ([cfg.study.models["evaluator"]] if unit.eval_task == "generation" else [])
-    ev.release(keep=needed)
-    items = [m[0] for m in unit.members]
-    if unit.source_model != unit.dst_key:  # the map's recorded tables are checked against the live model below
-        ev.transfer_map(unit.source_model, items[0].table_hash, unit.dst_key)
+def unit_inputs(cfg, unit: Unit):
+    """What an evaluation task reads, as a staging.Bundle: the dataset's manifest, the held-out images its metric
+    reads (reuse.eval_records) with the evaluated model's cached features of them, and the transfer map (file and
+    sidecar) its tokens go through. The tokens themselves travel in the unit."""
+    from visual_words.data import staging
+    from visual_words.data.manifest import manifest_path
+    from visual_words.registry import study_concepts
+    from visual_words.reuse import eval_records
+    from visual_words.reuse import manifest as read_manifest
+    from visual_words.transfer.files import map_path
+
+    paths = []
     if unit.eval_task != "generation":
-        ev.manifest(unit.dataset)
-    ev.check_tables(unit.dst_key, items)
-    return run_unit(cfg, ev, unit)
+        m = read_manifest(cfg, unit.dataset)
+        labels = [c.name for c in study_concepts(cfg, unit.dataset)]
+        images = [m.path_of(r) for r in eval_records(m, unit.eval_task, unit.concept, labels)]
+        paths += [manifest_path(cfg, unit.dataset), *images, *staging.feature_entries(cfg, unit.dst_key, images)]
+    if unit.source_model != unit.dst_key:
+        path = map_path(cfg, unit.source_model, unit.dst_key)
+        paths += [path, path.with_name(path.name + ".json")]
+    return staging.pack(cfg, paths)
+
+
+def evaluate_unit(cfg, unit: Unit, inputs) -> tuple[list[dict], object]:
+    """A Ray task: in a scratch copy of the workspace holding only `inputs` (unit_inputs), check that the evaluated
+    model's table is the one the tokens / the map were made for, score the unit, write its rows (and kept images);
+    return the rows and the files written (a staging.Bundle) for the driver to write. Models of another evaluated
+    task are dropped first (one task's models at a time)."""
+    from visual_words.data.staging import Scratch
+
+    with Scratch(cfg, [inputs]) as ws:
+        ev = _worker_evaluator(cfg)
+        ev.use_workspace(ws.cfg)
+        needed = [unit.dst_key] + ([cfg.study.models["evaluator"]] if unit.eval_task == "generation" else [])
+        ev.release(keep=needed)
+        items = [m[0] for m in unit.members]
+        if unit.source_model != unit.dst_key:  # the map's recorded tables are checked against the live model below
+            ev.transfer_map(unit.source_model, items[0].table_hash, unit.dst_key)
+        if unit.eval_task != "generation":
+            ev.manifest(unit.dataset)
+        ev.check_tables(unit.dst_key, items)
+        rows = run_unit(ws.cfg, ev, unit)
+        return rows, ws.returned(cfg.evaluate.out_dir)
 
 
 def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | None = None, progress: bool = True,
@@ -69,8 +102,7 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
     of any failed unit (after every other unit has finished and written its rows)."""
     from tqdm import tqdm
 
-    from visual_words import registry
-    from visual_words.models.tiny import ensure_tiny
+    from visual_words.data import staging
     from visual_words.sweep import _last_line, _ray_init, _task_resources
 
     try:
@@ -87,26 +119,32 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
           f"batches on Ray", flush=True)
     failed: list[tuple[list[str], str]] = []
     if units:
-        for key in sorted({u.dst_key for u in units} | {cfg.study.models["evaluator"]}):
-            if registry.model(key).tiny is not None:  # build tiny checkpoints once here, not racing in workers
-                ensure_tiny(registry.model(key), cfg.root)
         ray = _ray_init(cfg)
         try:
             remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(evaluate_unit)
             opts = _task_resources(cfg)
-            pending = {remote.options(**opts).remote(cfg, u): u for u in units}
+            pending, sent, back = {}, 0, 0
+            for u in units:
+                inputs = unit_inputs(cfg, u)
+                sent += inputs.nbytes
+                pending[remote.options(**opts).remote(cfg, u, inputs)] = u
             bar = tqdm(total=len(units), desc="evaluate", unit="batch", disable=not progress, file=sys.stdout)
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 unit = pending.pop(ref)
                 try:
-                    rows += ray.get(ref)
+                    new_rows, outputs = ray.get(ref)
+                    staging.write_back(cfg, outputs)
+                    back += outputs.nbytes
+                    rows += new_rows
                 except Exception as e:  # RayTaskError carries the remote traceback; keep its last line + trial ids
                     failed.append((unit.trial_ids, f"{unit.eval_task}: {_last_line(e)}"))
                     print(f"[evaluate] FAILED batch of {len(unit.members)} ({unit.eval_task} in {unit.dst_key}): "
                           f"{unit.trial_ids}\n  {_last_line(e)}", file=sys.stderr, flush=True)
                 bar.update(1)
             bar.close()
+            print(f"[evaluate] shipped {sent / 2**20:.1f} MiB of inputs to {len(units)} tasks, {back / 2**20:.1f} "
+                  "MiB of rows and images came back", flush=True)
         finally:
             ray.shutdown()
     if failed:
