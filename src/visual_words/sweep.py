@@ -6,7 +6,7 @@
 - Resume is decided by trial files, not MLflow: a trial is done when its embedding file and sidecar exist and the
   sidecar's `trial_key` equals the current one (a params change retrains). A killed sweep re-run trains only what
   is missing.
-- No shared disk: a task receives what it reads through Ray (batch_inputs: manifest, images, cached features, the
+- No shared disk: a task receives what it reads through Ray (batch_files: manifest, images, cached features, the
   batch's finished trials; data/staging.py) and trains in a scratch copy of the workspace on its node; it returns
   the files it wrote, which the driver writes into the workspace before logging their runs.
 - MLflow: the driver creates the store and experiment before the fan-out and logs one run per finished trial as
@@ -45,8 +45,9 @@ class SweepSummary:
     failed: list[tuple[list[str], str]] = field(default_factory=list)
     experiment_id: str = ""
     tracking_uri: str = ""
-    sent_bytes: int = 0  # the files shipped to the tasks (staging.Bundle), and what they returned
-    returned_bytes: int = 0
+    sent_bytes: int = 0  # the files shipped to the tasks (each shared object once), what came back, and the
+    returned_bytes: int = 0  # most one task received
+    largest_task_bytes: int = 0
 
 
 def make_batches(cfg, trials: list[Trial]) -> list[list[Trial]]:
@@ -105,10 +106,10 @@ def _cached_model(key: str, device: str, precision: str, root: str):
     return load_model(key, device=device, precision=precision, root=root)
 
 
-def batch_inputs(cfg, trials: list[Trial]):
-    """What a training task reads, as a staging.Bundle: the dataset's manifest, the images its trials train on
-    (reuse.train_records), the model's cached features of those images, and the batch's trials already trained
-    (they are trained again only to keep the batch's company, and are not rewritten)."""
+def batch_files(cfg, trials: list[Trial]) -> tuple[list[Path], list[Path]]:
+    """What a training task reads: (the files other batches of its dataset read too — the dataset's manifest, the
+    images its trials train on (reuse.train_records) and the model's cached features of them —, the batch's own:
+    its trials already trained, which it trains again only to keep the batch's company and does not rewrite)."""
     from visual_words import registry
     from visual_words.data import staging
     from visual_words.data.manifest import manifest_path
@@ -122,19 +123,19 @@ def batch_inputs(cfg, trials: list[Trial]):
     # A concept the manifest lacks ships nothing: the task then fails on it with the trainer's own message.
     records = {r.file: r for t in trials if t.concept in m.concepts for r in train_records(m, kind, t.concept)}
     images = [m.path_of(r) for r in records.values()]
-    trained = [p for t in trials for p in (embedding_path(cfg, t), Path(str(embedding_path(cfg, t)) + ".json"))]
-    return staging.pack(cfg, [manifest_path(cfg, first.dataset), *images,
-                              *staging.feature_entries(cfg, first.model, images), *trained])
+    shared = [manifest_path(cfg, first.dataset), *images, *staging.feature_entries(cfg, first.model, images)]
+    own = [p for t in trials for p in (embedding_path(cfg, t), Path(str(embedding_path(cfg, t)) + ".json"))]
+    return shared, own
 
 
-def run_batch(cfg, trials: list[Trial], inputs) -> tuple[list[str], Any]:
+def run_batch(cfg, trials: list[Trial], *inputs) -> tuple[list[str], Any]:
     """A Ray task: train one batch of trials (one model, one dataset) in a scratch copy of the workspace holding
-    only `inputs` (batch_inputs); return the ids it trained and the files it wrote (embeddings + sidecars) for the
-    driver to write and log. Needs no shared disk."""
+    only `inputs` (staging.Bundles of batch_files); return the ids it trained and the files it wrote (embeddings +
+    sidecars, a Bundle) for the driver to write and log. Needs no shared disk."""
     from visual_words.data.staging import Scratch
     from visual_words.train import train_trials
 
-    with Scratch(cfg, [inputs]) as ws:
+    with Scratch(cfg, inputs) as ws:
         todo = [t.id for t in trials if not is_done(ws.cfg, t)]  # the rest only complete the batch's composition
         loaded = _cached_model(trials[0].model, cfg.study.device, cfg.train.precision, ws.cfg.root)
         train_trials(ws.cfg, trials, loaded=loaded, progress=False, announce_damage=False)
@@ -210,15 +211,19 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
     try:
         remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(run_batch)
         opts = _task_resources(cfg)
-        pending = {}
+        pending, shipper = {}, staging.Shipper(cfg, ray)
         for b in batches:
             try:
-                inputs = batch_inputs(cfg, b)
+                shared, own = batch_files(cfg, b)
             except (OSError, ValueError, UserError) as e:  # a missing or damaged manifest: this batch fails
                 summary.failed.append(([t.id for t in b if t.id in pending_ids], _last_line(e)))
                 continue
-            summary.sent_bytes += inputs.nbytes
-            pending[remote.options(**opts).remote(cfg, b, inputs)] = [t for t in b if t.id in pending_ids]
+            mine = staging.pack(cfg, own)
+            summary.sent_bytes += mine.nbytes
+            ref = shipper.put(shared)
+            summary.largest_task_bytes = max(summary.largest_task_bytes, shipper.size(shared) + mine.nbytes)
+            pending[remote.options(**opts).remote(cfg, b, ref, mine)] = [t for t in b if t.id in pending_ids]
+        summary.sent_bytes += shipper.nbytes
         bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, file=sys.stdout)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -240,8 +245,9 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
         tracking.close_orphans(uri, exp_id)
         for task in sorted({t.task for t in todo}):
             write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - started)
-    print(f"[sweep] shipped {summary.sent_bytes / 2**20:.1f} MiB of inputs to {len(batches)} tasks, "
-          f"{summary.returned_bytes / 2**20:.1f} MiB of trained files came back", flush=True)
+    print(f"[sweep] shipped {summary.sent_bytes / 2**20:.2f} MiB of inputs to {len(batches)} tasks (at most "
+          f"{summary.largest_task_bytes / 2**20:.2f} MiB to one); {summary.returned_bytes / 2**20:.2f} MiB of "
+          "trained files came back", flush=True)
     if summary.failed:
         lines = [f"  {ids[0]}{' (+%d more)' % (len(ids) - 1) if len(ids) > 1 else ''}: {err}"
                  for ids, err in summary.failed]

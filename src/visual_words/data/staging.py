@@ -70,6 +70,31 @@ def pack(cfg, paths: Iterable[str | os.PathLike]) -> Bundle:
     return out
 
 
+class Shipper:
+    """The driver's side of shipping: `put(paths)` packs the files once and hands the same Ray object to every task
+    that reads exactly those files (a dataset's images and features, a map), so each node fetches it at most once
+    while the stage runs; `nbytes` counts each object once. Objects live until the Shipper is dropped."""
+
+    def __init__(self, cfg, ray):
+        self.cfg, self.ray = cfg, ray
+        self._refs: dict[tuple[str, ...], tuple[object, int]] = {}
+
+    def put(self, paths: Iterable[str | os.PathLike]):
+        key = tuple(sorted({os.path.abspath(p) for p in paths}))
+        if key not in self._refs:
+            bundle = pack(self.cfg, key)
+            self._refs[key] = (self.ray.put(bundle), bundle.nbytes)
+        return self._refs[key][0]
+
+    def size(self, paths: Iterable[str | os.PathLike]) -> int:
+        """The bytes of the object `put(paths)` made (what one task receives through it)."""
+        return self._refs[tuple(sorted({os.path.abspath(p) for p in paths}))][1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n for _, n in self._refs.values())
+
+
 def feature_entries(cfg, model_key: str, images: Iterable[str | os.PathLike]) -> list[Path]:
     """The feature-cache entries of `model_key` for these image files (every kind and fingerprint folder of the
     model: the worker's FeatureCache picks the one its loaded model fingerprints to), plus each folder's model.json."""

@@ -5,7 +5,7 @@ manifest, settings) is unchanged are reused, and the rest are units of one evalu
 K trials of one (dataset, concept). Each unit is one Ray task with a GPU share (sweep.gpus_per_task when GPUs are
 present, one CPU otherwise); a worker keeps its evaluated models loaded across units (`max_calls=0` and one
 Evaluator per process) and writes each finished trial's row under rows/ as it goes, so a killed or failed run
-resumes where it stopped. No shared disk: a task receives what it reads through Ray (unit_inputs: manifest,
+resumes where it stopped. No shared disk: a task receives what it reads through Ray (unit_files: manifest,
 held-out images, cached features, the map) and scores in a scratch copy of the workspace on its node; its rows and
 kept images come back to the driver, which writes them (data/staging.py). The same Ray setup as the sweep (a
 fresh local cluster of sweep.num_workers, or RAY_ADDRESS), the same failure report (the failed units' trial ids and
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from visual_words.evaluate.runner import (
@@ -51,10 +52,11 @@ def _worker_evaluator(cfg) -> Evaluator:
     return _EVALUATOR[key]
 
 
-def unit_inputs(cfg, unit: Unit):
-    """What an evaluation task reads, as a staging.Bundle: the dataset's manifest, the held-out images its metric
-    reads (reuse.eval_records) with the evaluated model's cached features of them, and the transfer map (file and
-    sidecar) its tokens go through. The tokens themselves travel in the unit."""
+def unit_files(cfg, unit: Unit) -> tuple[list[Path], list[Path]]:
+    """What an evaluation task reads besides its tokens (which travel in the unit): (the dataset's manifest, the
+    held-out images its metric reads (reuse.eval_records) and the evaluated model's cached features of them; the
+    transfer map, file and sidecar, its tokens go through). Units of one dataset and task share the first, units of
+    one model pair the second."""
     from visual_words.data import staging
     from visual_words.data.manifest import manifest_path
     from visual_words.registry import study_concepts
@@ -62,26 +64,27 @@ def unit_inputs(cfg, unit: Unit):
     from visual_words.reuse import manifest as read_manifest
     from visual_words.transfer.files import map_path
 
-    paths = []
+    data: list[Path] = []
     if unit.eval_task != "generation":
         m = read_manifest(cfg, unit.dataset)
         labels = [c.name for c in study_concepts(cfg, unit.dataset)]
         images = [m.path_of(r) for r in eval_records(m, unit.eval_task, unit.concept, labels)]
-        paths += [manifest_path(cfg, unit.dataset), *images, *staging.feature_entries(cfg, unit.dst_key, images)]
+        data = [manifest_path(cfg, unit.dataset), *images, *staging.feature_entries(cfg, unit.dst_key, images)]
+    maps: list[Path] = []
     if unit.source_model != unit.dst_key:
         path = map_path(cfg, unit.source_model, unit.dst_key)
-        paths += [path, path.with_name(path.name + ".json")]
-    return staging.pack(cfg, paths)
+        maps = [path, path.with_name(path.name + ".json")]
+    return data, maps
 
 
-def evaluate_unit(cfg, unit: Unit, inputs) -> tuple[list[dict], object]:
-    """A Ray task: in a scratch copy of the workspace holding only `inputs` (unit_inputs), check that the evaluated
-    model's table is the one the tokens / the map were made for, score the unit, write its rows (and kept images);
-    return the rows and the files written (a staging.Bundle) for the driver to write. Models of another evaluated
-    task are dropped first (one task's models at a time)."""
+def evaluate_unit(cfg, unit: Unit, *inputs) -> tuple[list[dict], object]:
+    """A Ray task: in a scratch copy of the workspace holding only `inputs` (staging.Bundles of unit_files), check
+    that the evaluated model's table is the one the tokens / the map were made for, score the unit, write its rows
+    (and kept images); return the rows and the files written (a Bundle) for the driver to write. Models of another
+    evaluated task are dropped first (one task's models at a time)."""
     from visual_words.data.staging import Scratch
 
-    with Scratch(cfg, [inputs]) as ws:
+    with Scratch(cfg, inputs) as ws:
         ev = _worker_evaluator(cfg)
         ev.use_workspace(ws.cfg)
         needed = [unit.dst_key] + ([cfg.study.models["evaluator"]] if unit.eval_task == "generation" else [])
@@ -123,11 +126,11 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
         try:
             remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(evaluate_unit)
             opts = _task_resources(cfg)
-            pending, sent, back = {}, 0, 0
+            pending, shipper, back, largest = {}, staging.Shipper(cfg, ray), 0, 0
             for u in units:
-                inputs = unit_inputs(cfg, u)
-                sent += inputs.nbytes
-                pending[remote.options(**opts).remote(cfg, u, inputs)] = u
+                data, maps = unit_files(cfg, u)
+                pending[remote.options(**opts).remote(cfg, u, shipper.put(data), shipper.put(maps))] = u
+                largest = max(largest, shipper.size(data) + shipper.size(maps))
             bar = tqdm(total=len(units), desc="evaluate", unit="batch", disable=not progress, file=sys.stdout)
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -143,8 +146,8 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
                           f"{unit.trial_ids}\n  {_last_line(e)}", file=sys.stderr, flush=True)
                 bar.update(1)
             bar.close()
-            print(f"[evaluate] shipped {sent / 2**20:.1f} MiB of inputs to {len(units)} tasks, {back / 2**20:.1f} "
-                  "MiB of rows and images came back", flush=True)
+            print(f"[evaluate] shipped {shipper.nbytes / 2**20:.2f} MiB of inputs to {len(units)} tasks (at most "
+                  f"{largest / 2**20:.2f} MiB to one); {back / 2**20:.2f} MiB of rows and images came back", flush=True)
         finally:
             ray.shutdown()
     if failed:
