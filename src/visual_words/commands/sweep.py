@@ -14,8 +14,8 @@ def cmd_sweep(args) -> int:
     from visual_words.commands.plan import check_budget
     from visual_words.commands.train import select_trials_from_args
     from visual_words.provenance import write_provenance
-    from visual_words.sweep import SweepError
     from visual_words.train.stage import run
+    from visual_words.train.sweep import SweepError
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)

@@ -75,15 +75,18 @@ class Shipper:
     that reads exactly those files (a dataset's images and features, a map), so each node fetches it at most once
     while the stage runs; `nbytes` counts each object once. Objects live until the Shipper is dropped."""
 
-    def __init__(self, cfg, ray):
-        self.cfg, self.ray = cfg, ray
+    def __init__(self, cfg):
+        self.cfg = cfg
         self._refs: dict[tuple[str, ...], tuple[object, int]] = {}
 
     def put(self, paths: Iterable[str | os.PathLike]):
+        """The Ray object of these files (Ray must be running)."""
+        import ray
+
         key = tuple(sorted({os.path.abspath(p) for p in paths}))
         if key not in self._refs:
             bundle = pack(self.cfg, key)
-            self._refs[key] = (self.ray.put(bundle), bundle.nbytes)
+            self._refs[key] = (ray.put(bundle), bundle.nbytes)
         return self._refs[key][0]
 
     def size(self, paths: Iterable[str | os.PathLike]) -> int:

@@ -7,15 +7,15 @@ present, one CPU otherwise); a worker keeps its evaluated models loaded across u
 Evaluator per process) and writes each finished trial's row under rows/ as it goes, so a killed or failed run
 resumes where it stopped. No shared disk: a task receives what it reads through Ray (unit_files: manifest,
 held-out images, cached features, the map) and scores in a scratch copy of the workspace on its node; its rows and
-kept images come back to the driver, which writes them (data/staging.py). The same Ray setup as the sweep (a
-fresh local cluster of sweep.num_workers, or RAY_ADDRESS), the same failure report (the failed units' trial ids and
-the remote error's last line, a non-zero exit, finished rows kept). The MLflow metrics go on each trial's training
-run afterwards, as in-process (tracking.log_evaluation, called by `vw evaluate run`).
+kept images come back to the driver, which writes them as each unit finishes (data/staging.py). The same Ray
+start-up, wait loop and failure report as the sweep (visual_words.ray_tasks:
+a fresh local cluster of sweep.num_workers, or RAY_ADDRESS; the failed units' trial ids and the remote error's last
+line, a non-zero exit, finished rows kept). The MLflow metrics go on each trial's training run afterwards, as in-process
+(tracking.log_evaluation, called by `vw evaluate run`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +31,7 @@ from visual_words.evaluate.runner import (
     read_items,
     run_unit,
 )
+from visual_words.ray_tasks import failure_report, run_on_ray
 from visual_words.trials import TASKS
 
 
@@ -103,10 +104,7 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
                        items: Sequence[Item] | None = None) -> EvalResult:
     """runner.run_evaluation's result, with the units run as Ray tasks; raises EvaluationError naming the trials
     of any failed unit (after every other unit has finished and written its rows)."""
-    from tqdm import tqdm
-
     from visual_words.data import staging
-    from visual_words.sweep import _last_line, _ray_init, _task_resources
 
     try:
         import ray  # noqa: F401
@@ -122,36 +120,28 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
           f"batches on Ray", flush=True)
     failed: list[tuple[list[str], str]] = []
     if units:
-        ray = _ray_init(cfg)
-        try:
-            remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(evaluate_unit)
-            opts = _task_resources(cfg)
-            pending, shipper, back, largest = {}, staging.Shipper(cfg, ray), 0, 0
-            for u in units:
-                data, maps = unit_files(cfg, u)
-                pending[remote.options(**opts).remote(cfg, u, shipper.put(data), shipper.put(maps))] = u
-                largest = max(largest, shipper.size(data) + shipper.size(maps))
-            bar = tqdm(total=len(units), desc="evaluate", unit="batch", disable=not progress, file=sys.stdout)
-            while pending:
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                unit = pending.pop(ref)
-                try:
-                    new_rows, outputs = ray.get(ref)
-                    staging.write_back(cfg, outputs)
-                    back += outputs.nbytes
-                    rows += new_rows
-                except Exception as e:  # RayTaskError carries the remote traceback; keep its last line + trial ids
-                    failed.append((unit.trial_ids, f"{unit.eval_task}: {_last_line(e)}"))
-                    print(f"[evaluate] FAILED batch of {len(unit.members)} ({unit.eval_task} in {unit.dst_key}): "
-                          f"{unit.trial_ids}\n  {_last_line(e)}", file=sys.stderr, flush=True)
-                bar.update(1)
-            bar.close()
-            print(f"[evaluate] shipped {shipper.nbytes / 2**20:.2f} MiB of inputs to {len(units)} tasks (at most "
-                  f"{largest / 2**20:.2f} MiB to one); {back / 2**20:.2f} MiB of rows and images came back", flush=True)
-        finally:
-            ray.shutdown()
+        shipper, sizes = staging.Shipper(cfg), {"back": 0, "largest": 0}
+
+        def inputs(u):
+            data, maps = unit_files(cfg, u)
+            refs = shipper.put(data), shipper.put(maps)
+            sizes["largest"] = max(sizes["largest"], shipper.size(data) + shipper.size(maps))
+            return (cfg, u, *refs)
+
+        def write(u, result):  # rows and kept images into the workspace as each unit finishes (a kill keeps them)
+            staging.write_back(cfg, result[1])
+            sizes["back"] += result[1].nbytes
+
+        done, failures = run_on_ray(
+            cfg, evaluate_unit, units, inputs, label="evaluate", bar_desc="evaluate", bar_unit="batch",
+            describe=lambda u: f"batch of {len(u.members)} ({u.eval_task} in {u.dst_key}): {u.trial_ids}",
+            progress=progress, on_done=write)
+        print(f"[evaluate] shipped {shipper.nbytes / 2**20:.2f} MiB of inputs to {len(units)} tasks (at most "
+              f"{sizes['largest'] / 2**20:.2f} MiB to one); {sizes['back'] / 2**20:.2f} MiB of rows and images came "
+              "back", flush=True)
+        for _, (unit_rows, _) in done:
+            rows += unit_rows
+        failed = [(u.trial_ids, f"{u.eval_task}: {err}") for u, err in failures]
     if failed:
-        lines = [f"  {ids[0]}{' (+%d more)' % (len(ids) - 1) if len(ids) > 1 else ''}: {err}" for ids, err in failed]
-        raise EvaluationError(f"{sum(len(i) for i, _ in failed)} trial evaluations failed (re-run to resume; finished "
-                              "rows are kept):\n" + "\n".join(lines))
+        raise EvaluationError(failure_report(failed, "trial evaluations", "rows"))
     return finish(cfg, rows, len(rows) - n_reused, n_reused, time.time() - t0)
