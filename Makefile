@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= 1
 PROFILE ?= smoke
 
-.PHONY: help install demo test test-quick lint rehearse bench docker-test clean clean-profile
+.PHONY: help install demo test test-quick lint rehearse bench docker-test cluster-test clean clean-profile
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: install ## run every benchmark (pytest-benchmark); each prints `NAME rati
 
 docker-test: ## build the image and run the smoke study inside it with --network none
 	bash docker/test.sh
+
+cluster-test: install ## train + evaluate on a 2-node Ray cluster whose worker shares no disk, a node killed (root; ≈ 6 min)
+	$(PY) -m pytest -q -s --cluster tests/test_cluster.py
 
 clean: ## remove generated outputs (artifacts/, every reports/<profile>/, mlflow store); keeps .venv and data/
 	rm -rf artifacts mlruns mlartifacts mlflow.db

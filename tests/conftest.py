@@ -19,12 +19,15 @@ SHARED_ASSETS = REPO.parent / "shared" / "assets"
 def pytest_addoption(parser):
     parser.addoption("--rehearsal", action="store_true",
                      help="run only the checks of a finished rehearsal (make rehearse runs the rehearsal first)")
+    parser.addoption("--cluster", action="store_true",
+                     help="run only the two-node Ray cluster test (make cluster-test; minutes, needs root)")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Rehearsal checks read a full-size run's outputs: collected with --rehearsal (alone), never otherwise."""
-    want = config.getoption("--rehearsal")
-    keep = [it for it in items if (it.get_closest_marker("rehearsal") is not None) == want]
+    """Rehearsal checks read a full-size run's outputs: collected with --rehearsal (alone), never otherwise. The
+    two-node cluster test takes minutes: collected with --cluster (alone), never otherwise."""
+    want = {m: config.getoption(f"--{m}") for m in ("rehearsal", "cluster")}
+    keep = [it for it in items if all((it.get_closest_marker(m) is not None) == w for m, w in want.items())]
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[it for it in items if it not in keep])
         items[:] = keep

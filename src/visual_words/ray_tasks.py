@@ -68,30 +68,47 @@ def last_line(e: BaseException) -> str:
 
 def run_on_ray(cfg, fn: Callable, jobs: Sequence[Any], args: Callable[[Any], tuple], *, label: str,
                describe: Callable[[Any], str], weight: Callable[[Any], int] = lambda job: 1, bar_desc: str,
-               bar_unit: str, progress: bool = True) -> tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]:
+               bar_unit: str, progress: bool = True, on_done: Callable[[Any, Any], None] | None = None,
+               ) -> tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]:
     """Run `fn(*args(job))` as one Ray task per job on a cluster started here and shut down before returning.
 
-    Returns (job, result) of every task that finished and (job, last line of its error) of every task that failed;
-    each failure is printed as it happens: `[label] FAILED <describe(job)>` and the error's last line."""
+    `args(job)` runs on the driver after Ray has started (it may `ray.put` a task's inputs); `on_done(job, result)`
+    runs as each task's result arrives (the driver writes what the task returned, so a killed driver keeps it).
+    Returns (job, result) of every task that finished and (job, last line of its error) of every job that failed
+    (its inputs could not be assembled, its task raised, or on_done did); each failure is printed as it happens:
+    `[label] FAILED <describe(job)>` and the error's last line."""
     ray = start_ray(cfg)
     done: list[tuple[Any, Any]] = []
     failed: list[tuple[Any, str]] = []
+
+    def fail(job, e: BaseException) -> None:
+        failed.append((job, last_line(e)))
+        print(f"[{label}] FAILED {describe(job)}\n  {last_line(e)}", file=sys.stderr, flush=True)
+
     try:
         from tqdm import tqdm
 
         remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(fn)
         opts = task_resources(cfg)
-        pending = {remote.options(**opts).remote(*args(job)): job for job in jobs}
         bar = tqdm(total=sum(weight(job) for job in jobs), desc=bar_desc, unit=bar_unit, disable=not progress,
                    file=sys.stdout)
+        pending = {}
+        for job in jobs:
+            try:
+                pending[remote.options(**opts).remote(*args(job))] = job
+            except Exception as e:  # e.g. a missing manifest: this job fails, the others run
+                fail(job, e)
+                bar.update(weight(job))
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ref)
             try:
-                done.append((job, ray.get(ref)))
+                result = ray.get(ref)
+                if on_done is not None:
+                    on_done(job, result)
+                done.append((job, result))
             except Exception as e:  # RayTaskError carries the remote traceback; keep its last line + the job
-                failed.append((job, last_line(e)))
-                print(f"[{label}] FAILED {describe(job)}\n  {last_line(e)}", file=sys.stderr, flush=True)
+                fail(job, e)
             bar.update(weight(job))
         bar.close()
     finally:

@@ -98,14 +98,25 @@ def _eval_reads_cached(version: tuple | None, task: str, dataset: str, concept: 
         reads["images"] = [_image(m, r) for r in m.concepts[concept].eval] if concept in m.concepts else None
     elif task == "detection":
         m = _manifest_cached(version)
-        seen, images = set(), []
-        for name, _ in labels:
+        reads["images"] = [_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)}
+                           for r in eval_records(m, task, concept, [name for name, _ in labels])]
+    return json_digest({"dataset": dataset, "reads": reads})
+
+
+def eval_records(m, task: str, concept: str, label_concepts: Sequence[str]) -> list:
+    """The held-out records an evaluation on `task` reads (evaluate.tasks): classification the target's,
+    detection those of every label concept (each image once), generation none."""
+    if task == "classification":
+        return list(m.concepts[concept].eval) if concept in m.concepts else []
+    if task == "detection":
+        seen, out = set(), []
+        for name in label_concepts:
             for r in (m.concepts[name].eval if name in m.concepts else []):
                 if r.file not in seen:
                     seen.add(r.file)
-                    images.append(_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)})
-        reads["images"] = images
-    return json_digest({"dataset": dataset, "reads": reads})
+                    out.append(r)
+        return out
+    return []
 
 
 def _image(m, rec) -> dict[str, Any]:
@@ -124,8 +135,7 @@ def train_reads(m, task: str, concept: str) -> str:
     """Digest of what a `task` trial of `concept` trains on (train.targets): generation the concept's training
     images; detection those images and the concept's boxes in them; classification the concept's training images
     (positives) and every other concept's (negatives)."""
-    if concept not in m.concepts:
-        raise ValueError(f"manifest {m.dataset}: no concept `{concept}` (it has: {', '.join(m.concepts)})")
+    train_records(m, task, concept)  # the same checks
     train = m.concepts[concept].train
     if task == "generation":
         reads: Any = [_image(m, r) for r in train]
@@ -136,6 +146,18 @@ def train_reads(m, task: str, concept: str) -> str:
     else:
         raise ValueError(f"unknown task `{task}`")
     return json_digest({"dataset": m.dataset, "reads": reads})
+
+
+def train_records(m, task: str, concept: str) -> list:
+    """The records a `task` trial of `concept` trains on (what `train_reads` digests): the concept's training
+    images; for classification every concept's (the others are the negatives)."""
+    if concept not in m.concepts:
+        raise ValueError(f"manifest {m.dataset}: no concept `{concept}` (it has: {', '.join(m.concepts)})")
+    if task == "classification":
+        return [r for s in m.concepts.values() for r in s.train]
+    if task in ("generation", "detection"):
+        return list(m.concepts[concept].train)
+    raise ValueError(f"unknown task `{task}`")
 
 
 def eval_reads(cfg, task: str, dataset: str, concept: str) -> str:

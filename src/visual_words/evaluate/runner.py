@@ -77,6 +77,16 @@ class Evaluator:
         self._maps: dict[tuple[str, str], tuple[LinearMap, str]] = {}
         self._loaded: dict[str, Any] = {}
 
+    def use_workspace(self, cfg) -> None:
+        """Read from another copy of the workspace from now on (a Ray task's scratch copy, data/staging.py): the
+        loaded models stay, the manifests, maps and the feature cache's folder are those of `cfg`."""
+        from visual_words.data.features import FeatureCache
+
+        self.cfg = cfg
+        self.features = FeatureCache(cfg, progress=self.progress)
+        self._manifests.clear()
+        self._maps.clear()
+
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def manifest(self, dataset: str) -> Manifest:

@@ -6,18 +6,24 @@
 - Resume is decided by trial files, not MLflow: a trial is done when its embedding file and sidecar exist and the
   sidecar's `trial_key` equals the current one (a params change retrains). A killed sweep re-run trains only what
   is missing.
-- MLflow: the driver creates the store and experiment before the fan-out; each worker logs one run per finished
-  trial; at the start and end the driver logs any trial whose file exists but whose run is missing (killed between
-  the two) and closes runs left RUNNING (KILLED when a FINISHED twin exists, else FAILED).
+- No shared disk: a task receives what it reads through Ray (batch_files: manifest, images, cached features, the
+  batch's finished trials; data/staging.py) and trains in a scratch copy of the workspace on its node; it returns
+  the files it wrote, which the driver writes into the workspace before logging their runs.
+- MLflow: the driver creates the store and experiment before the fan-out and logs one run per finished trial as
+  its batch comes back; at the start and end it logs any trial whose file exists but whose run is missing (killed
+  between the two) and closes runs left RUNNING (KILLED when a FINISHED twin exists, else FAILED).
 - Ray starts an in-process local cluster by default (`address="local"`, never a stale cluster); `RAY_ADDRESS`
-  points at a real cluster (Slurm via Ray's sbatch recipe, Kubernetes via KubeRay) — workers then need the same
-  image/venv and a tracking server (`MLFLOW_TRACKING_URI=http://…`).
+  points at a real cluster (Slurm via Ray's sbatch recipe, Kubernetes via KubeRay; docs/cluster.md) — its nodes
+  need the same image/venv and their own model weights, nothing of the workspace.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from visual_words.errors import UserError
 from visual_words.ray_tasks import failure_report, run_on_ray
@@ -39,6 +45,9 @@ class SweepSummary:
     failed: list[tuple[list[str], str]] = field(default_factory=list)
     experiment_id: str = ""
     tracking_uri: str = ""
+    sent_bytes: int = 0  # the files shipped to the tasks (each shared object once), what came back, and the
+    returned_bytes: int = 0  # most one task received
+    largest_task_bytes: int = 0
 
 
 def make_batches(cfg, trials: list[Trial]) -> list[list[Trial]]:
@@ -87,22 +96,49 @@ def _cached_model(key: str, device: str, precision: str, root: str):
     return load_model(key, device=device, precision=precision, root=root)
 
 
-def run_batch(cfg, trials: list[Trial], uri: str, exp_id: str) -> list[str]:
-    """Train one batch of trials (one model, one dataset), write their files, log their runs. Returns trial ids."""
+def batch_files(cfg, trials: list[Trial]) -> tuple[list[Path], list[Path]]:
+    """What a training task reads: (the files other batches of its dataset read too — the dataset's manifest, the
+    images its trials train on (reuse.train_records) and the model's cached features of them —, the batch's own:
+    its trials already trained, which it trains again only to keep the batch's company and does not rewrite)."""
+    from visual_words import registry
+    from visual_words.data import staging
+    from visual_words.data.manifest import manifest_path
+    from visual_words.reuse import manifest as read_manifest
+    from visual_words.reuse import train_records
+    from visual_words.train.targets import loss_kind
+
+    first = trials[0]
+    m = read_manifest(cfg, first.dataset)
+    kind = loss_kind(registry.model(first.model))
+    # A concept the manifest lacks ships nothing: the task then fails on it with the trainer's own message.
+    records = {r.file: r for t in trials if t.concept in m.concepts for r in train_records(m, kind, t.concept)}
+    images = [m.path_of(r) for r in records.values()]
+    shared = [manifest_path(cfg, first.dataset), *images, *staging.feature_entries(cfg, first.model, images)]
+    own = [p for t in trials for p in (embedding_path(cfg, t), Path(str(embedding_path(cfg, t)) + ".json"))]
+    return shared, own
+
+
+def run_batch(cfg, trials: list[Trial], *inputs) -> tuple[list[str], Any]:
+    """A Ray task: train one batch of trials (one model, one dataset) in a scratch copy of the workspace holding
+    only `inputs` (staging.Bundles of batch_files); return the ids it trained and the files it wrote (embeddings +
+    sidecars, a Bundle) for the driver to write and log. Needs no shared disk."""
+    from visual_words.data.staging import Scratch
     from visual_words.train import train_trials
 
-    todo = [t for t in trials if not is_done(cfg, t)]  # the rest only complete the batch's composition
-    loaded = _cached_model(trials[0].model, cfg.study.device, cfg.train.precision, cfg.root)
-    train_trials(cfg, trials, loaded=loaded, progress=False, announce_damage=False)
-    log_trials(cfg, todo, uri, exp_id)
-    return [t.id for t in todo]
+    with Scratch(cfg, inputs) as ws:
+        todo = [t.id for t in trials if not is_done(ws.cfg, t)]  # the rest only complete the batch's composition
+        loaded = _cached_model(trials[0].model, cfg.study.device, cfg.train.precision, ws.cfg.root)
+        train_trials(ws.cfg, trials, loaded=loaded, progress=False, announce_damage=False)
+        return todo, ws.returned(cfg.train.out_dir)
 
 
 def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> SweepSummary:
     """Train every trial of the profile that is not done yet, on Ray; raise SweepError if any batch failed."""
-    from visual_words import registry, tracking
-    from visual_words.models.tiny import ensure_tiny
+    from visual_words import tracking
+    from visual_words.data import staging
+    from visual_words.provenance import write_provenance
 
+    started = time.perf_counter()
     trials = trial_grid(cfg) if trials is None else trials
     uri, exp_id = tracking.ensure_experiment(cfg, "train")
     # Reconcile what a previous (killed) sweep left: close RUNNING runs, log trials that have files but no run.
@@ -122,21 +158,38 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
                            tracking_uri=uri)
     if not batches:
         return summary
-    # Build tiny checkpoints once here, not racing in every worker.
-    for key in sorted({t.model for t in todo}):
-        if registry.model(key).tiny is not None:
-            ensure_tiny(registry.model(key), cfg.root)
     if cfg.sweep.engine != "ray":
         raise ValueError(f"sweep.engine `{cfg.sweep.engine}` is not supported (ray)")
+    shipper = staging.Shipper(cfg)
+
+    def inputs(job):
+        shared, own = batch_files(cfg, job[0])
+        mine = staging.pack(cfg, own)
+        ref = shipper.put(shared)
+        summary.sent_bytes += mine.nbytes
+        summary.largest_task_bytes = max(summary.largest_task_bytes, shipper.size(shared) + mine.nbytes)
+        return cfg, job[0], ref, mine
+
+    def write_and_log(job, result):
+        ids, outputs = result
+        summary.returned_bytes += outputs.nbytes
+        staging.write_back(cfg, outputs)  # the trained files first, then their runs (a file without a run is logged
+        log_trials(cfg, [t for t in job[0] if t.id in ids], uri, exp_id)  # by the next sweep, never lost)
+
     try:
         done_jobs, failed = run_on_ray(
-            cfg, run_batch, [(b, [t for t in b if t.id in pending_ids]) for b in batches],
-            lambda job: (cfg, job[0], uri, exp_id), label="sweep", weight=lambda job: len(job[1]),
-            describe=lambda job: f"batch of {len(job[1])}: {[t.id for t in job[1]]}", bar_desc="trials",
-            bar_unit="trial", progress=progress)
+            cfg, run_batch, [(b, [t for t in b if t.id in pending_ids]) for b in batches], inputs, label="sweep",
+            weight=lambda job: len(job[1]), describe=lambda job: f"batch of {len(job[1])}: {[t.id for t in job[1]]}",
+            bar_desc="trials", bar_unit="trial", progress=progress, on_done=write_and_log)
     finally:
         tracking.close_orphans(uri, exp_id)
-    summary.trained += sum(len(ids) for _, ids in done_jobs)
+        for task in sorted({t.task for t in todo}):
+            write_provenance(cfg.path(cfg.train.out_dir) / task, cfg, "train", time.perf_counter() - started)
+    summary.sent_bytes += shipper.nbytes
+    print(f"[sweep] shipped {summary.sent_bytes / 2**20:.2f} MiB of inputs to {len(batches)} tasks (at most "
+          f"{summary.largest_task_bytes / 2**20:.2f} MiB to one); {summary.returned_bytes / 2**20:.2f} MiB of "
+          "trained files came back", flush=True)
+    summary.trained += sum(len(ids) for _, (ids, _) in done_jobs)
     summary.failed += [([t.id for t in job[1]], err) for job, err in failed]
     if summary.failed:
         raise SweepError(failure_report(summary.failed, "trials", "trials"))
