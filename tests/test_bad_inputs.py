@@ -213,6 +213,24 @@ CASES: dict[str, tuple] = {
                                 ["`train.out_dir`", "read-only"]),
     "maps-out-dir-under-a-file": (_write("afile", b"x"), ["maps", "--params", "{P}", "--set", "maps.out_dir={F}/m"],
                                   ["`maps.out_dir`", "afile", "cannot be written"]),
+    # a run that cannot succeed does not start: every stage that loads models checks the model lock first (no Ray
+    # cluster, no data pass), and the line names the profile asked for; the GPU-hour question is asked of every
+    # profile, tiny models included
+    "sweep-paper-without-weights": (None, ["sweep", "--params", "{P}", "--profile", "paper", "--yes"],
+                                    ["no model lock at", "profile `paper` (sd21, owlv2", "vw bake-models"]),
+    "train-claims-without-weights": (None, ["train", "--params", "{P}", "--profile", "claims"],
+                                     ["no model lock at", "profile `claims` (sd21", "BAKE_MODELS=1"]),
+    "prepare-claims-without-weights": (None, ["data", "prepare", "--params", "{P}", "--profile", "claims"],
+                                       ["vw data: error: no model lock at", "profile `claims`"]),
+    "maps-paper-without-weights": (None, ["maps", "--params", "{P}", "--profile", "paper"],
+                                   ["vw maps: error: no model lock at", "profile `paper`"]),
+    "evaluate-claims-without-weights": (None, ["evaluate", "run", "--params", "{P}", "--profile", "claims"],
+                                        ["vw evaluate: error: no model lock at", "profile `claims`"]),
+    "analyze-claims-without-weights": (None, ["analyze", "--params", "{P}", "--profile", "claims"],
+                                       ["vw analyze: error: no model lock at", "profile `claims`"]),
+    "sweep-smoke-beyond-any-budget": (None, ["sweep", "--params", "{P}", "--set", "train.steps=1000000000000"],
+                                      ["vw sweep: projected", "exceeds sweep.confirm_above_gpu_hours",
+                                       "pass --yes"]),
     # COCO ground truth
     "coco-duplicate-annotation-ids": (lambda ws: _coco(ws, "gt.json", "annotation"),
                                       ["evaluate", "coco-ap", "{F}", "{W}/dets.json"],
@@ -259,6 +277,8 @@ def ws(tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(w)
     monkeypatch.setenv("VW_CACHE_DIR", str(w / "user-cache"))
     monkeypatch.delenv("VW_DEBUG", raising=False)
+    for name in ("VW_MODELS_LOCK", "VW_YES", "VW_PLAN_SHOWN", "VW_MODELS_CHECKED", "VW_MODEL_OVERRIDES"):
+        monkeypatch.delenv(name, raising=False)  # the defaults: no lock beside the copied params.yaml, nothing agreed
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))  # no weights here

@@ -22,6 +22,12 @@ def config_from_args(args: argparse.Namespace):
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
     cfg = load_config(profile=args.profile, params_file=args.params, overrides=overrides)
     use_profile_hub_cache(cfg)
+    if getattr(args, "loads_models", False):
+        # weights missing or not the locked ones: refuse now, before a Ray cluster or a data pass starts (a no-op
+        # for the tiny models)
+        from visual_words.models.lock_check import check_models_before_stage
+
+        check_models_before_stage(cfg)
     resources = getattr(args, "resources", None)
     if getattr(args, "takes_run_lock", False) and resources is not None:
         # Commands that write the study's outputs hold the run lock of those outputs until they end, so two runs

@@ -49,4 +49,4 @@ def register(sub) -> None:
                    help="registry keys to map between (all ordered pairs; default: the study's three task models)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_maps, takes_run_lock=True, writes="maps.out_dir")
+    p.set_defaults(func=cmd_maps, takes_run_lock=True, loads_models=True, writes="maps.out_dir")

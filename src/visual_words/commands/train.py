@@ -60,7 +60,7 @@ def register(sub) -> None:
                        "runs use `vw sweep`.")
     add_config_args(p)
     add_trial_filters(p)
-    p.set_defaults(func=cmd_train, takes_run_lock=True, writes="train.out_dir")
+    p.set_defaults(func=cmd_train, takes_run_lock=True, loads_models=True, writes="train.out_dir")
 
 
 def add_trial_filters(p) -> None:
