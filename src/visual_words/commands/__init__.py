@@ -28,6 +28,11 @@ def config_from_args(args: argparse.Namespace):
         from visual_words.models.lock_check import check_models_before_stage
 
         check_models_before_stage(cfg)
+    if getattr(args, "tracks", False) and not getattr(args, "no_tracking", False):
+        # a damaged MLflow store would fail the run's first (or, for evaluate, last) write: name it now
+        from visual_words.tracking import check_store
+
+        check_store(cfg)
     resources = getattr(args, "resources", None)
     if getattr(args, "takes_run_lock", False) and resources is not None:
         # Commands that write the study's outputs hold the run lock of those outputs until they end, so two runs

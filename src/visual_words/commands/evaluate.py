@@ -76,7 +76,7 @@ def register(sub) -> None:
                    "like `vw sweep` (default: evaluate.engine)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--no-tracking", action="store_true", help="do not log the results to MLflow")
-    r.set_defaults(func=cmd_run, takes_run_lock=True, loads_models=True, writes="evaluate.out_dir")
+    r.set_defaults(func=cmd_run, takes_run_lock=True, loads_models=True, tracks=True, writes="evaluate.out_dir")
 
     s = esub.add_parser("summarize", help="per-cell mean and 95%% bootstrap CI of an evaluation table",
                         description="Reads evaluation.csv and writes summary.csv beside it: per (dataset, trained "

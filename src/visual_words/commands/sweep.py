@@ -67,9 +67,9 @@ def register(sub) -> None:
     add_plan_args(p)
     p.add_argument("--yes", action="store_true", help="run even when the projection exceeds "
                    "sweep.confirm_above_gpu_hours (non-interactive runs refuse otherwise)")
-    p.set_defaults(func=cmd_sweep, takes_run_lock=True, loads_models=True, writes="train.out_dir")
+    p.set_defaults(func=cmd_sweep, takes_run_lock=True, loads_models=True, tracks=True, writes="train.out_dir")
     p = sub.add_parser("ui", help="start the MLflow UI on the workspace's runs (bound to 127.0.0.1)")
     add_config_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=5000)
-    p.set_defaults(func=cmd_ui)
+    p.set_defaults(func=cmd_ui, tracks=True)
