@@ -45,5 +45,20 @@ def config_from_args(args: argparse.Namespace):
         from visual_words.io import check_writable
 
         section, key = args.writes.split(".")
-        check_writable(cfg.path(getattr(getattr(cfg, section), key)), f"`{args.writes}`")
+        folder = check_writable(cfg.path(getattr(getattr(cfg, section), key)), f"`{args.writes}`")
+        if getattr(args, "takes_run_lock", False) and resources is not None:
+            _remove_temporaries(folder)
     return cfg
+
+
+def _remove_temporaries(folder) -> None:
+    """A run killed with SIGKILL (or a machine that lost power) leaves its half-written temporaries; with the run
+    lock held, no other run is writing any, so the next run removes them before it starts."""
+    import sys
+
+    from visual_words.io import remove_temporaries
+
+    gone = remove_temporaries(folder)
+    if gone:
+        print(f"[vw] removed {len(gone)} temporary file(s) a killed run left in {folder} (e.g. {gone[0].name})",
+              file=sys.stderr)
