@@ -109,6 +109,17 @@ def _params(text: str | bytes):
     return make
 
 
+def _manifests(ws: Path) -> Path:
+    """The manifests `vw data prepare` writes for the smoke grid's COCO (3 concepts), in a folder of the workspace."""
+    from visual_words.config import load_config
+    from visual_words.data.prepare import prepare
+
+    sets = {"prepare.manifests_dir": str(ws / "manifests"), "prepare.synthetic_root": str(ws / "synthetic"),
+            "prepare.precompute_features": False, "study.datasets": ["coco"]}
+    prepare(load_config("smoke", ws / "params.yaml", sets), progress=False)
+    return ws / "manifests"
+
+
 # ---- the table: id -> (files to make, argv ({P}: params file, {F}: the made file, {W}: the workspace),
 #      substrings the one line must hold) ---------------------------------------------------------------------------
 
@@ -228,7 +239,30 @@ CASES: dict[str, tuple] = {
                                         ["vw evaluate: error: no model lock at", "profile `claims`"]),
     "analyze-claims-without-weights": (None, ["analyze", "--params", "{P}", "--profile", "claims"],
                                        ["vw analyze: error: no model lock at", "profile `claims`"]),
-    "sweep-smoke-beyond-any-budget": (None, ["sweep", "--params", "{P}", "--set", "train.steps=1000000000000"],
+    # values the grid or a model cannot honour are errors, not caps or quiet substitutes
+    "set-concepts-beyond-the-registry": _set("study.concepts_per_dataset=100000",
+                                             "`study.concepts_per_dataset` = 100000 exceeds the 10 concepts",
+                                             "registry/concepts.yaml", "use at most 10"),
+    "set-anchors-beyond-the-registry": _set("study.anchors_per_concept=11", "`study.anchors_per_concept` = 11",
+                                            "use at most 10"),
+    "set-unknown-dataset": _set("study.datasets=[coco, flickr]", "`study.datasets`", "unknown dataset `flickr`"),
+    "train-fp8-on-clip": (None, ["train", "--params", "{P}", "--set", "train.precision=fp8", "--task",
+                                 "classification"], ["`train.precision` = fp8", "`tiny-clip` (family open-clip",
+                                                     "cannot honour it", "--task generation"]),
+    "sweep-fp8-on-owl": (None, ["sweep", "--params", "{P}", "--set", "train.precision=fp8", "--yes"],
+                         ["`train.precision` = fp8", "`tiny-owlv2`", "cannot honour it"]),
+    "evaluate-fp8": (None, ["evaluate", "run", "--params", "{P}", "--set", "evaluate.precision=fp8"],
+                     ["`evaluate.precision` = fp8", "cannot honour it", "stable-diffusion only"]),
+    "sweep-manifests-of-another-grid": (_manifests, ["sweep", "--params", "{P}", "--set", "prepare.manifests_dir={F}",
+                                                     "--set", "study.datasets=[coco]", "--set",
+                                                     "study.concepts_per_dataset=4", "--yes"],
+                                        ["manifests/coco.json", "prepared for another grid", "(bear)",
+                                         "run `vw data prepare`"]),
+    "train-no-manifest": (None, ["train", "--params", "{P}", "--set", "prepare.manifests_dir={W}/none"],
+                          ["none/coco.json: manifest not found", "run `vw data prepare`"]),
+    "sweep-smoke-beyond-any-budget": (_manifests, ["sweep", "--params", "{P}", "--set", "train.steps=1000000000000",
+                                                   "--set", "prepare.manifests_dir={F}", "--set",
+                                                   "study.datasets=[coco]"],
                                       ["vw sweep: projected", "exceeds sweep.confirm_above_gpu_hours",
                                        "pass --yes"]),
     # COCO ground truth

@@ -35,6 +35,9 @@ def cmd_run(args) -> int:
 
     from visual_words.evaluate.fanout import EvaluationError
     from visual_words.evaluate.stage import run
+    from visual_words.models.speed import check_precision
+
+    check_precision(cfg.evaluate.precision, cfg.study.models.values(), "evaluate.precision")  # every model runs
 
     try:
         result = run(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet, engine=args.engine)

@@ -19,6 +19,12 @@ def cmd_sweep(args) -> int:
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)
+    from visual_words.data.manifest import check_manifests_cover
+    from visual_words.models.speed import check_precision
+
+    # what would fail every trial is said now, before the question below and before Ray starts
+    check_precision(cfg.train.precision, [t.model for t in trials], "train.precision")
+    check_manifests_cover(cfg, trials)  # a grid the manifests were not prepared for
     # the whole profile's projection (a filtered run is part of it); under `vw reproduce` it was shown and agreed to
     if check_budget(cfg, args, quiet=os.environ.get("VW_PLAN_SHOWN") == "1"):
         return 2
