@@ -367,3 +367,51 @@ def test_printed_token_names_are_escaped(ws, capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out and "\nvw: all good" not in out
     assert "token <a\\x1b[31mRED\\nvw: all good\\r>: 2 vectors" in out
+
+
+# ---- the model overrides file ($VW_MODEL_OVERRIDES): read only by what resolves a model, and one line if bad ------
+
+OVERRIDES = {
+    "bad-yaml": (b"sd21: [1, 2\n", ["not valid YAML (line 2, column 1", "unset $VW_MODEL_OVERRIDES"]),
+    "a-list": (b"- sd21\n- owlv2\n", ["must be a mapping of registry keys to sources", "got a list"]),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe" + bytes(range(256)), ["not a text file (not UTF-8)"]),
+    "unknown-model": (b"sd99: {folder: x}\n", ["unknown model `sd99`"]),
+}
+
+
+@pytest.fixture
+def overrides(ws, monkeypatch):
+    """Point $VW_MODEL_OVERRIDES at a file of the workspace; the registry re-reads it (it is cached per process)."""
+    from visual_words import registry
+
+    def use(data: bytes) -> Path:
+        p = ws / "overrides.yaml"
+        p.write_bytes(data)
+        monkeypatch.setenv("VW_MODEL_OVERRIDES", str(p))
+        registry.models.cache_clear()
+        return p
+
+    yield use
+    monkeypatch.delenv("VW_MODEL_OVERRIDES", raising=False)
+    registry.models.cache_clear()
+
+
+@pytest.mark.parametrize("case", list(OVERRIDES))
+def test_a_bad_overrides_file_is_one_line_naming_it(case, ws, overrides, capsys):
+    data, expect = OVERRIDES[case]
+    path, token = overrides(data), _token(ws)
+    before = _snapshot(ws)
+    for argv in (["models", "check"], ["inspect", str(token), "--model", "tiny-clip"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"vw {argv[0]}: error: {path}: ") and "Traceback" not in err + out
+        assert all(s in line for s in expect), line
+    assert _snapshot(ws) == before
+
+
+def test_inspect_without_a_model_does_not_read_the_overrides(ws, overrides, capsys):
+    overrides(OVERRIDES["bad-yaml"][0])
+    assert main(["inspect", str(_token(ws))]) == 0  # widths come from models.yaml alone
+    assert "width 32 fits: tiny-sd, tiny-owlv2, tiny-clip, tiny-clip-eval" in capsys.readouterr().out

@@ -41,7 +41,7 @@ def select_tokens(emb: Embedding, token: str | None = None, width: int | None = 
 
 def fitting_models(width: int) -> dict[str, list[str]]:
     """Which known models a vector width fits: registry keys, and the text encoders community files come from."""
-    return {"registry": [k for k, e in registry.models().items() if e.text_width == width],
+    return {"registry": [k for k, w in registry.text_widths().items() if w == width],
             "community": list(COMMUNITY_WIDTHS.get(width, ()))}
 
 
