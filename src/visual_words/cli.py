@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("VW_DEBUG", "") not in ("", "0") or (isinstance(e, SystemExit) and not terminated):
             raise
         what, code = ("terminated", 128 + signal.SIGTERM) if terminated else ("interrupted", 130)
-        print(f"vw {args.command}: {what}; re-run to resume (finished outputs are kept)", file=sys.stderr)
+        if getattr(args, "takes_run_lock", False):  # a stage: its finished outputs stay, a re-run goes on from them
+            what += "; re-run to resume (finished outputs are kept)"
+        print(f"vw {args.command}: {what}", file=sys.stderr)
         return code
     except Exception as e:  # noqa: BLE001 - one home for expected failures: one line, exit 2 (bugs re-raise)
         return report(e, args.command)

@@ -54,8 +54,53 @@ def cmd_ui(args) -> int:
            "--backend-store-uri", uri]
     if args.host not in ("127.0.0.1", "localhost"):
         cmd += ["--allowed-hosts", "*"]  # e.g. inside a container published with -p
+    _check_port_free(args.host, args.port)
     print(f"MLflow UI: http://{args.host}:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
-    return subprocess.call(cmd, env=env)
+    # The server (and its uvicorn worker) in a process group of its own, stopped with vw however vw ends: Ctrl-C,
+    # SIGTERM (cli.main turns it into an exception), an error. Otherwise a killed `vw ui` leaves them listening.
+    server = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        rc = server.wait()
+    finally:
+        _stop_group(server)
+    if rc:
+        print(f"vw ui: the MLflow server exited with code {rc} (its messages are above)", file=sys.stderr)
+    return rc
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A second `vw ui` on a port in use would print its URL and exit 0 while the server fails: refuse first."""
+    import errno
+    import socket
+
+    from visual_words.errors import UserError
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            why = "is in use (another `vw ui` or server?)" if e.errno == errno.EADDRINUSE else f"cannot be used " \
+                f"({e.strerror})"
+            raise UserError(f"port {port} on {host} {why}; choose another with --port") from None
+
+
+def _stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left of it after 10 s."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            server.poll()  # reap the leader; the group may outlive it (uvicorn's worker)
+            try:
+                os.killpg(server.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def register(sub) -> None:
