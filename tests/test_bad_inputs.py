@@ -14,7 +14,9 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,17 @@ def _save(name: str, tensors: dict):
         save_file(tensors, str(ws / name))
         return ws / name
     return make
+
+
+def _sparse_safetensors(path: Path, rows: int, width: int) -> Path:
+    """A valid safetensors header declaring a float32 [rows, width] tensor, the data a hole (a sparse file: no disk
+    space used, zeros when read)."""
+    header = json.dumps({"<x>": {"dtype": "F32", "shape": [rows, width], "data_offsets": [0, rows * width * 4]}})
+    header += " " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header.encode())
+        f.truncate(8 + len(header) + rows * width * 4)
+    return path
 
 
 def _pickle(name: str, obj):
@@ -183,6 +196,20 @@ CASES: dict[str, tuple] = {
     "emb-unknown-suffix": (_write("x.txt", b"abc"), ["inspect", "{F}"], ["x.txt", "unknown embedding format"]),
     "emb-missing": (None, ["inspect", "{W}/nope.bin"], ["nope.bin", "no such file"]),
     "emb-a-folder": (None, ["inspect", "{W}"], ["is a folder"]),
+    # special files are named for what they are (a FIFO would block a reader forever)
+    "emb-fifo": (lambda ws: (os.mkfifo(ws / "pipe.safetensors"), ws / "pipe.safetensors")[1], ["inspect", "{F}"],
+                 ["pipe.safetensors", "is a FIFO (named pipe), not an embedding file"]),
+    "emb-symlink-loop": (lambda ws: (os.symlink("loop.pt", ws / "loop.pt"), ws / "loop.pt")[1], ["inspect", "{F}"],
+                         ["loop.pt", "is a symbolic link loop"]),
+    "emb-dangling-symlink": (lambda ws: (os.symlink(ws / "gone.pt", ws / "link.pt"), ws / "link.pt")[1],
+                             ["inspect", "{F}"], ["link.pt", "is a symbolic link to", "gone.pt, which does not exist"]),
+    "emb-huge-with-a-model": (lambda ws: _sparse_safetensors(ws / "huge.safetensors", 699050, 768),
+                              ["inspect", "{F}", "--model", "tiny-clip"],
+                              ["huge.safetensors", "declares shape [699050, 768] (536,870,400 values)",
+                               "more than an embedding holds"]),
+    "transfer-huge": (lambda ws: _sparse_safetensors(ws / "huge.safetensors", 699050, 768),
+                      ["transfer", "{F}", "--from", "tiny-clip", "--to", "tiny-sd", "-o", "{W}/out.safetensors",
+                       "--params", "{P}"], ["huge.safetensors", "declares shape [699050, 768]"]),
     "emb-malicious-pickle": (_pickle("evil.bin", {"<x>": Evil()}), ["inspect", "{F}"], ["evil.bin", "refused",
                                                                                        "run code"]),
     "emb-nan": (_save("nan.safetensors", {"<x>": torch.tensor([[float("nan"), 1.0]])}), ["inspect", "{F}"],
@@ -296,10 +323,16 @@ def _read_only_folder(ws: Path):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
+    """Every entry under `root`: a folder, a special file (a FIFO, a link: never opened) or a file's hash and time."""
     out = {}
     for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest() + f"@{p.stat().st_mtime_ns}"
+        rel, st = str(p.relative_to(root)), p.lstat()
+        if stat.S_ISDIR(st.st_mode):
+            out[rel] = "dir"
+        elif not stat.S_ISREG(st.st_mode):
+            out[rel] = f"special {stat.S_IFMT(st.st_mode):o}" + (f" -> {os.readlink(p)}" if p.is_symlink() else "")
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() + f"@{st.st_mtime_ns}"
     return out
 
 
@@ -415,3 +448,32 @@ def test_inspect_without_a_model_does_not_read_the_overrides(ws, overrides, caps
     overrides(OVERRIDES["bad-yaml"][0])
     assert main(["inspect", str(_token(ws))]) == 0  # widths come from models.yaml alone
     assert "width 32 fits: tiny-sd, tiny-owlv2, tiny-clip, tiny-clip-eval" in capsys.readouterr().out
+
+
+# ---- a huge file: summarized in bounded memory and output; every vector on request --------------------------------
+
+
+def _inspect_in_a_process(*argv: str) -> tuple[subprocess.CompletedProcess, int]:
+    """`vw inspect` in a fresh interpreter; returns the result and the process's peak memory (KiB)."""
+    code = ("import resource, sys\nfrom visual_words.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", code, "inspect", *argv], capture_output=True, text=True, env=env,
+                       timeout=600)
+    return r, int(r.stderr.split("maxrss")[-1])
+
+
+@pytest.mark.slow  # three fresh interpreters; 2 GB of zeros read in chunks
+def test_a_huge_file_is_summarized_in_bounded_memory(ws):
+    small, base = _inspect_in_a_process(str(_token(ws)))
+    huge, peak = _inspect_in_a_process(str(_sparse_safetensors(ws / "huge.safetensors", 699050, 768)))
+    assert huge.returncode == 0 and small.returncode == 0, huge.stderr
+    lines = huge.stdout.splitlines()
+    assert len(lines) < 40  # not 699,054
+    assert "token <x>: 699050 vectors × 768" in lines and "  vector 15: norm 0.0000" in lines
+    assert "  norms of all 699,050 vectors: min 0.0000, mean 0.0000, max 0.0000" in lines
+    assert lines[-1] == "  … 699,034 more vectors (--all-vectors lists every one)"
+    assert peak - base < 512 * 1024, (peak, base)  # the 2 GB of data never in memory at once (was 7.3 GB)
+    every, _ = _inspect_in_a_process(str(_sparse_safetensors(ws / "big.safetensors", 20000, 768)), "--all-vectors")
+    assert every.returncode == 0 and every.stdout.count("\n  vector ") == 20000 and "more vectors" not in every.stdout

@@ -289,7 +289,7 @@ def check_models_for_config(cfg, lock_path: str | os.PathLike | None = None,
     cache = cache or (cfg.path(cfg.study.hub_cache) if cfg.study.hub_cache else None)
     keys = list(cfg.study.models.values())
     return check_models(keys, lock_path or config_lock_path(cfg), cache, hashes, accept_rehearsal,
-                        needed_by=f"profile `{cfg.profile}` ({', '.join(keys)})")
+                        needed_by=f"profile `{cfg.profile}` ({', '.join(getattr(k, 'key', k) for k in keys)})")
 
 
 def check_models_before_stage(cfg) -> list[str]:
