@@ -30,8 +30,9 @@ demo: install ## run the main job: the whole study on the smoke profile (tiny mo
 test: install lint ## run the linter and the test suite (HF_HUB_OFFLINE=1)
 	$(PY) -m pytest -q
 
-lint: install ## ruff: line length, import order, unused imports and names (config in pyproject.toml)
-	$(PY) -m ruff check src tests benchmarks
+lint: install ## ruff (line length, import order, unused names) + the layers: imports run only down, no loops
+	$(PY) -m ruff check src tests benchmarks tools
+	$(VENV)/bin/lint-imports
 
 test-quick: install ## run the quick subset (no slow tests)
 	$(PY) -m pytest -q -m "not slow"

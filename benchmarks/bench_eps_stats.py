@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from visual_words.analysis.eps_ball import eps_ball_stats, prepare_table
+from visual_words.eps_ball.search import eps_ball_stats, prepare_table
 from visual_words.models.token_table import TokenTable
 
 V, D, Q = 49_408, 768, 24_000
@@ -75,7 +75,7 @@ def test_eps_stats(benchmark, report_ratio):
         nothing done to them."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from visual_words.analysis.eps_ball import TILE_BYTES, TILE_ROWS
+        from visual_words.eps_ball.search import TILE_BYTES, TILE_ROWS
 
         rows = TILE_ROWS
         chunk = max(64, (TILE_BYTES // 4 // rows) // 16 * 16)

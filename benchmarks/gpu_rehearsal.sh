@@ -85,4 +85,4 @@ fi
 # rehearsal measured is filed for this card in artifacts/rehearsal/rates.yaml (VW_RATES=that file for `vw plan`).
 TIMES=()
 for s in models prepare maps train evaluate analyze report; do TIMES+=("$s=${SECONDS_OF[$s]}"); done
-"$PY" -m visual_words.rehearsal "${ARGS[@]}" --times "${TIMES[@]}"
+"$PY" -m visual_words.commands.rehearsal "${ARGS[@]}" --times "${TIMES[@]}"

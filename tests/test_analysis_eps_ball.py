@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visual_words.analysis.eps_ball import eps_ball_stats, prepare_table
+from visual_words.eps_ball.search import eps_ball_stats, prepare_table
 from visual_words.models.token_table import TokenTable
 
 EDGE_REL = 1e-9

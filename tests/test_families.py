@@ -113,3 +113,15 @@ def test_no_module_outside_the_families_names_a_family(repo_root):
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
     assert Path(src / "models" / "families" / "stable_diffusion.py").is_file()
+
+
+def test_every_family_the_registry_names_is_registered():
+    """The registry sits below the models, so it cannot check its entries' families itself: this does, and an entry
+    naming an unknown family fails where it is first used, naming the known ones."""
+    from visual_words.models.families import family_of
+
+    named = {entry.family for entry in registry.models().values()}
+    assert {"stable-diffusion", "owl-vit", "open-clip", "hf-clip"} <= named
+    assert named - set(families()) == set()
+    with pytest.raises(ValueError, match=r"unknown model family `lstm` \(known: .*hf-clip"):
+        family_of(replace(registry.model("tiny-clip-eval"), family="lstm"))

@@ -1,12 +1,13 @@
-"""The rehearsal's measured SD step rate and its per-stage projection of the paper profile (visual_words.rehearsal)."""
+"""The rehearsal's measured SD step rate and its per-stage projection of the paper profile
+(visual_words.commands.rehearsal)."""
 
 import json
 
 import yaml
 
+from visual_words.commands.rehearsal import measured_rates, stage_lines, write_measured
 from visual_words.config import load_config
 from visual_words.provenance import write_times
-from visual_words.rehearsal import measured_rates, stage_lines, write_measured
 from visual_words.trials import embedding_path, trial_grid
 
 

@@ -155,11 +155,11 @@ def test_a_damaged_feature_cache_entry_is_recomputed(tmp_path, repo_root, tiny_c
 
 
 def test_a_damaged_evaluation_row_is_evaluated_again(tmp_path, capsys):
-    from visual_words.evaluate.runner import _digest, _stored
-    from visual_words.io import write_json
+    from visual_words.evaluate.runner import _stored
+    from visual_words.io import json_digest, write_json
 
     row = {"trial_id": "classification/coco/cup/anchor=dog/delta=0.5", "value": 0.85}
-    path = write_json(tmp_path / "row.json", {"key": "k1", "row": row, "row_sha256": _digest(row)})
+    path = write_json(tmp_path / "row.json", {"key": "k1", "row": row, "row_sha256": json_digest(row)})
     assert _stored(path, "k1") == row and _stored(path, "k2") is None
     path.write_text(path.read_text().replace("0.85", "0.35"))  # a plausible value, silently wrong
     assert _stored(path, "k1") is None and "damaged" in capsys.readouterr().err
@@ -336,10 +336,10 @@ def test_local_ray_cluster_listens_on_loopback_only(smoke_config, monkeypatch):
 
     import psutil
 
-    from visual_words.sweep import _ray_init
+    from visual_words.ray_tasks import start_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ray = _ray_init(smoke_config)
+    ray = start_ray(smoke_config)
     try:
         @ray.remote
         def pid():

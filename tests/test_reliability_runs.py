@@ -84,7 +84,8 @@ def test_sigterm_inside_an_atomic_write_removes_its_temporary(tmp_path):
     """`vw` turns SIGTERM into an exception, so the writer's `finally` removes its temporary (Python's default
     ends the process at once: the issue's 0-byte `.tmp` in the evaluation rows)."""
     code = ("import os, signal, sys, time\nfrom pathlib import Path\n"
-            "from visual_words.cli import Terminated, sigterm_raises\nfrom visual_words.io import atomic_path\n"
+            "from visual_words.commands.main import Terminated, sigterm_raises\n"
+            "from visual_words.io import atomic_path\n"
             "with sigterm_raises():\n"
             "    try:\n"
             "        with atomic_path(Path(sys.argv[1]) / 'rows' / 'r.json') as tmp:\n"

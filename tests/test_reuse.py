@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from visual_words import reuse
+from visual_words import code_versions, reuse
 from visual_words.config import OUTPUTS, SECTIONS, load_config
 from visual_words.data.manifest import manifest_path, read_manifest
 from visual_words.trials import TASKS, trial_grid
@@ -34,7 +34,7 @@ def test_every_config_field_declares_what_it_invalidates():
 
 
 def test_result_defining_code_has_a_recorded_version():
-    stale = reuse.stale_pieces()
+    stale = code_versions.stale_pieces()
     assert not stale, (
         "result-defining code changed without a version decision: "
         + "; ".join(f"{name} (recorded {old}, now {new})" for name, old, new in stale)
@@ -46,11 +46,11 @@ def test_pieces_name_known_outputs_and_existing_code():
     from visual_words.data.features import KINDS as COMPUTE
 
     known = set(OUTPUTS) | {f"features.{k}" for k in COMPUTE}
-    for name, p in reuse._versions_file().items():
+    for name, p in code_versions._versions_file().items():
         assert set(p["outputs"]) <= known, name
-        assert p["code"] and reuse.fingerprint(p["code"])  # every reference resolves
+        assert p["code"] and code_versions.fingerprint(p["code"])  # every reference resolves
     for kind in COMPUTE:
-        assert reuse.feature_version(kind)
+        assert code_versions.feature_version(kind)
 
 
 def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
@@ -65,21 +65,22 @@ def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monk
     for src in versions:
         (tmp_path / f"{name}.py").write_text(src)
         importlib.invalidate_caches()
-        prints.append(reuse.fingerprint([f"{name}:f"]))
+        prints.append(code_versions.fingerprint([f"{name}:f"]))
         sys.modules.pop(name, None)
     assert prints[0] == prints[1] != prints[2]
 
 
 def test_record_rewrites_only_the_named_piece(tmp_path, monkeypatch):
-    src = reuse.versions_path().read_text()
+    src = code_versions.versions_path().read_text()
     target = tmp_path / "code_versions.yaml"
-    target.write_text(src.replace("fingerprint: " + reuse._versions_file()["maps"]["fingerprint"], "fingerprint: old"))
-    monkeypatch.setattr(reuse, "versions_path", lambda: target)
-    monkeypatch.setattr(reuse, "_versions_file", _loader(target))
-    assert [n for n, _, _ in reuse.stale_pieces()] == ["maps"]
-    reuse.record(["maps"], bump=True)
-    after = reuse._versions_file()
-    assert after["maps"]["version"] == 2 and not reuse.stale_pieces()
+    recorded = code_versions._versions_file()["maps"]["fingerprint"]
+    target.write_text(src.replace("fingerprint: " + recorded, "fingerprint: old"))
+    monkeypatch.setattr(code_versions, "versions_path", lambda: target)
+    monkeypatch.setattr(code_versions, "_versions_file", _loader(target))
+    assert [n for n, _, _ in code_versions.stale_pieces()] == ["maps"]
+    code_versions.record(["maps"], bump=True)
+    after = code_versions._versions_file()
+    assert after["maps"]["version"] == 2 and not code_versions.stale_pieces()
     changed = [(a, b) for a, b in zip(src.splitlines(), target.read_text().splitlines()) if a != b]
     assert changed == [("    version: 1", "    version: 2")]  # the fingerprint line is back to the recorded one
 
@@ -203,14 +204,14 @@ def test_bumping_the_loss_version_retrains_that_task_only(study):
     cfg, _, _ = study
     before = _trial_keys(cfg)
     rows_before = _eval_keys(cfg, before)
-    bumped = copy.deepcopy(reuse._versions_file())
+    bumped = copy.deepcopy(code_versions._versions_file())
     bumped["loss.detection"]["version"] += 1
     after = _trial_keys(cfg, bumped)
     detection = {t.id for t in trial_grid(cfg) if t.task == "detection"}
     assert _changed(before, after) == detection
     assert _changed(rows_before, _eval_keys(cfg, after, bumped)) == {(tid, ev) for tid in detection for ev in TASKS}
     # a metric's version re-evaluates its task's rows and retrains nothing
-    metric = copy.deepcopy(reuse._versions_file())
+    metric = copy.deepcopy(code_versions._versions_file())
     metric["metric.classification"]["version"] += 1
     assert not _changed(before, _trial_keys(cfg, metric))
     assert _changed(rows_before, _eval_keys(cfg, before, metric)) == {
@@ -237,10 +238,10 @@ def test_vw_versions_lists_pieces_and_says_how_to_record_a_change(tmp_path, monk
     out = capsys.readouterr().out
     assert "loss.detection" in out and "recorded" in out and "CHANGED" not in out
     target = tmp_path / "code_versions.yaml"
-    fp = reuse._versions_file()["loss.detection"]["fingerprint"]
-    target.write_text(reuse.versions_path().read_text().replace(f"fingerprint: {fp}", "fingerprint: old"))
-    monkeypatch.setattr(reuse, "versions_path", lambda: target)
-    monkeypatch.setattr(reuse, "_versions_file", _loader(target))
+    fp = code_versions._versions_file()["loss.detection"]["fingerprint"]
+    target.write_text(code_versions.versions_path().read_text().replace(f"fingerprint: {fp}", "fingerprint: old"))
+    monkeypatch.setattr(code_versions, "versions_path", lambda: target)
+    monkeypatch.setattr(code_versions, "_versions_file", _loader(target))
     assert main(["versions"]) == 1
     out = capsys.readouterr().out
     assert f"loss.detection               v1   CHANGED (now {fp})" in out

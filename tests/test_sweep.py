@@ -15,8 +15,9 @@ import pytest
 
 from visual_words.config import load_config
 from visual_words.embeddings import read_embedding
-from visual_words.sweep import SweepError, make_batches, run_sweep
-from visual_words.trials import Trial, embedding_path, trial_grid, trial_key
+from visual_words.reuse import trial_key
+from visual_words.train.sweep import SweepError, make_batches, run_sweep
+from visual_words.trials import Trial, embedding_path, trial_grid
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -103,7 +103,7 @@ def test_vw_train_writes_one_file_per_trial_and_skips_them_next_time(prepared, c
     assert f"0 trained, {len(trials)} already done" in capsys.readouterr().out
     assert {t.id: embedding_path(cfg, t).stat().st_mtime_ns for t in trials} == mtimes
 
-    # a changed setting that determines the result (trials.trial_key) trains again
+    # a changed setting that determines the result (reuse.trial_key) trains again
     assert main(["train", *_cli_args(cfg), "--concept", concept, "--task", "classification", "--anchor",
                  trials[0].anchor, "--delta", "inf", "--set", "train.steps=3", "--no-progress"]) == 0
     assert "1 trained, 0 already done" in capsys.readouterr().out

@@ -36,7 +36,7 @@ def _wait_http(url: str, timeout: float = 60) -> None:
 def test_ui_lists_the_smoke_runs(tmp_path, repo_root, chromium):
     from visual_words.config import load_config
     from visual_words.data.prepare import prepare
-    from visual_words.sweep import run_sweep
+    from visual_words.train.sweep import run_sweep
     from visual_words.trials import trial_grid
 
     # a real (small) smoke sweep: the COCO classification trials, 2 steps each, tracked in a fresh store

@@ -1,5 +1,5 @@
 import sys
 
-from visual_words.cli import main
+from visual_words.commands.main import main
 
 sys.exit(main())

@@ -154,6 +154,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def json_digest(obj: Any) -> str:
+    """The sha256 (hex) of `obj` as sorted-key JSON, values JSON cannot hold written as their str: the one digest of
+    a structure, behind every reuse key, the feature cache's fingerprint, the manifests' and evaluation rows'
+    checksums and the config hash."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, progress=None) -> str:
     """The sha256 of a file's bytes, read in 4 MiB chunks (the content hash outputs record in their sidecars;
     `progress`: a tqdm bar advanced by the bytes read)."""

@@ -8,6 +8,8 @@ whose projection exceeds `sweep.confirm_above_gpu_hours` (see `confirm`).
 
 The full-size benchmarks record a card's rates with `write_rates` (one `measured` entry per card: date, commit,
 basis, the numbers), so a projection can always name where its numbers come from.
+
+Layer: beside train and transfer (docs/design.md §9); it may import models, data, reuse and the foundations.
 """
 
 from __future__ import annotations
@@ -284,7 +286,7 @@ def plan_for(cfg, card: str | None = None, gpus: int = 1, rates_file: str | os.P
     per_task = Counter(t.task for t in grid)
     n = len(grid)
     tc, ec, pc = cfg.train, cfg.evaluate, cfg.prepare
-    from visual_words.report.banner import uses_tiny_models
+    from visual_words.registry import uses_tiny_models
 
     raw = load_rates_file(rates_file)
     used = {x.source for x in r.values() if x.source}

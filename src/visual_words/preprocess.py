@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from visual_words.models.tiny import CLIP_MEAN, CLIP_STD
+# OpenAI CLIP's image normalisation (open_clip's OPENAI_DATASET_MEAN/STD), used by all CLIP-family preprocessors.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def clip_transform(image_size: int):

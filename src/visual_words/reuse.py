@@ -8,36 +8,27 @@ An output is reused only when its key is unchanged. Every key is built here, the
 2. **content digests of what the output read** — the manifest records a trial trained on (image bytes, and only
    where the task reads them: boxes and labels), the held-out records an evaluation scored, the map file, the
    embedding file, the model's identity;
-3. **code versions** — `code_versions.yaml` gives each result-defining piece of code (losses and targets, prompts,
-   metrics, maps, features) a version and the outputs it defines. A test fails when a piece's source changes and
-   its recorded fingerprint was not updated (`vw versions`): the author decides whether results change (bump the
-   version: every output it defines is redone) or not (a refactor: record the fingerprint, keep the version).
+3. **code versions** — `code_versions.yaml` gives each result-defining piece of code a version and the outputs it
+   defines (visual_words.code_versions, one layer down: the feature cache in data/ reads it too).
 
 Keys: `trial_key` (trained tokens, `train.<task>`), `checkpoint_key` (trial-batch checkpoints), `evaluation_key`
-(evaluation rows, `evaluate.<task>`), `feature_version` (the feature cache, `features.<kind>`).
+(evaluation rows, `evaluate.<task>`), `map_key` (transfer maps); the feature cache's is
+`code_versions.feature_version`.
+
+Layer: reuse and code versions, above data (it reads manifests) and below train, transfer and evaluate, which ask it
+for their keys.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
-import hashlib
-import importlib
-import inspect
-import json
 import os
-import textwrap
-from importlib import resources
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import yaml
-
+from visual_words.code_versions import code_versions
 from visual_words.config import OUTPUTS, SECTIONS
-
-VERSIONS_FILE = "code_versions.yaml"  # beside this module
-
+from visual_words.io import json_digest
 
 # ---- declared settings -------------------------------------------------------------------------------------------
 
@@ -64,105 +55,7 @@ def declared_settings(cfg, output: str) -> dict[str, Any]:
     return out
 
 
-# ---- code versions -----------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _versions_file() -> dict[str, dict[str, Any]]:
-    return yaml.safe_load(resources.files(__package__).joinpath(VERSIONS_FILE).read_text())["pieces"]
-
-
-def code_versions(output: str, versions: Mapping[str, Mapping] | None = None) -> dict[str, int]:
-    """piece -> version of every piece of code that defines `output`."""
-    pieces = versions if versions is not None else _versions_file()
-    return {name: int(p["version"]) for name, p in sorted(pieces.items()) if output in p["outputs"]}
-
-
-def _resolve(ref: str) -> Any:
-    module, _, qualname = ref.partition(":")
-    obj = importlib.import_module(module)
-    for part in filter(None, qualname.split(".")):
-        obj = getattr(obj, part)
-    return obj
-
-
-class _StripDocstrings(ast.NodeTransformer):
-    def _strip(self, node):
-        self.generic_visit(node)
-        body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-        return node
-
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = visit_Module = _strip
-
-
-def _normalised_source(obj: Any) -> str:
-    """The code of a function, class or module without comments, docstrings or formatting (its AST); a constant
-    (a prompt template, a threshold) by its repr."""
-    if inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismodule(obj) or inspect.ismethod(obj):
-        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
-        return ast.dump(_StripDocstrings().visit(tree), annotate_fields=False, include_attributes=False)
-    return repr(obj)
-
-
-def fingerprint(refs: Sequence[str]) -> str:
-    """A digest of the code named by `refs` (`module:qualname`, or `module` for a whole module)."""
-    h = hashlib.sha256()
-    for ref in refs:
-        h.update(ref.encode() + b"\0" + _normalised_source(_resolve(ref)).encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def stale_pieces(versions: Mapping[str, Mapping] | None = None) -> list[tuple[str, str, str]]:
-    """(piece, recorded fingerprint, current fingerprint) of every piece whose code changed since it was recorded."""
-    pieces = versions if versions is not None else _versions_file()
-    out = []
-    for name, p in sorted(pieces.items()):
-        now = fingerprint(p["code"])
-        if now != p.get("fingerprint"):
-            out.append((name, str(p.get("fingerprint")), now))
-    return out
-
-
-def versions_path() -> Path:
-    return Path(__file__).with_name(VERSIONS_FILE)
-
-
-def record(names: Iterable[str], bump: bool) -> list[str]:
-    """Record the current fingerprint of each named piece (and with `bump`, raise its version by one), editing
-    code_versions.yaml in place (only those lines change). Returns one line per piece saying what was done."""
-    path = versions_path()
-    lines = path.read_text().splitlines(keepends=True)
-    pieces = yaml.safe_load("".join(lines))["pieces"]
-    done = []
-    for name in names:
-        if name not in pieces:
-            raise KeyError(f"{path}: no piece `{name}` (known: {', '.join(sorted(pieces))})")
-        now = fingerprint(pieces[name]["code"])
-        version = int(pieces[name]["version"]) + (1 if bump else 0)
-        start = next(i for i, line in enumerate(lines) if line.startswith(f"  {name}:"))
-        end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("    ")), len(lines))
-        for i in range(start + 1, end):  # only this piece's two lines change
-            if lines[i].startswith("    version:"):
-                lines[i] = f"    version: {version}\n"
-            elif lines[i].startswith("    fingerprint:"):
-                lines[i] = f"    fingerprint: {now}\n"
-        done.append(f"{name}: version {version}{' (bumped)' if bump else ''}, fingerprint {now}")
-    text = "".join(lines)
-    from visual_words.io import write_text
-
-    write_text(path, text)
-    _versions_file.cache_clear()
-    return done
-
-
 # ---- content digests ---------------------------------------------------------------------------------------------
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=16)
@@ -212,7 +105,7 @@ def _eval_reads_cached(version: tuple | None, task: str, dataset: str, concept: 
                     seen.add(r.file)
                     images.append(_image(m, r) | {"boxes": _boxes(r, concept, crowd=True)})
         reads["images"] = images
-    return _digest({"dataset": dataset, "reads": reads})
+    return json_digest({"dataset": dataset, "reads": reads})
 
 
 def _image(m, rec) -> dict[str, Any]:
@@ -242,7 +135,7 @@ def train_reads(m, task: str, concept: str) -> str:
         reads = {"concepts": {c: [_image(m, r) for r in s.train] for c, s in m.concepts.items()}, "target": concept}
     else:
         raise ValueError(f"unknown task `{task}`")
-    return _digest({"dataset": m.dataset, "reads": reads})
+    return json_digest({"dataset": m.dataset, "reads": reads})
 
 
 def eval_reads(cfg, task: str, dataset: str, concept: str) -> str:
@@ -271,7 +164,7 @@ def model_identity(key: str) -> dict[str, Any]:
 def _key(output: str, cfg, parts: dict[str, Any], versions: Mapping | None, length: int = 16) -> str:
     spec = {"output": output, "settings": declared_settings(cfg, output), "code": code_versions(output, versions),
             **parts}
-    return _digest(spec)[:length]
+    return json_digest(spec)[:length]
 
 
 def trial_key(cfg, trial, data_digest: str | None = None, versions: Mapping | None = None) -> str:
@@ -287,7 +180,7 @@ def trial_key(cfg, trial, data_digest: str | None = None, versions: Mapping | No
 def checkpoint_key(trial_keys: Sequence[str], table_hash: str, data_digests: Sequence[str]) -> str:
     """A trial batch's checkpoint: its trials' keys in batch order (Adam is element-wise, but a checkpoint holds
     the whole batch), the token table it was trained on and the tensors its losses read."""
-    return _digest({"trials": list(trial_keys), "table": table_hash, "data": list(data_digests)})[:20]
+    return json_digest({"trials": list(trial_keys), "table": table_hash, "data": list(data_digests)})[:20]
 
 
 def evaluation_key(cfg, trial, eval_task: str, eval_model: str, embedding_digest: str, map_digest: str | None,
@@ -307,11 +200,3 @@ def map_key(cfg, src_table_hash: str, dst_table_hash: str, versions: Mapping | N
     code version. (Evaluation rows hash the map file itself, so a refit that gives the same numbers re-evaluates
     nothing.)"""
     return _key("maps", cfg, {"src_table": src_table_hash, "dst_table": dst_table_hash}, versions)
-
-
-def feature_version(kind: str, versions: Mapping | None = None) -> dict[str, int]:
-    """The code versions of one feature kind (`features.<kind>`), part of the feature cache's fingerprint."""
-    found = code_versions(f"features.{kind}", versions)
-    if not found:
-        raise ValueError(f"{versions_path()}: no piece defines output `features.{kind}`")
-    return found

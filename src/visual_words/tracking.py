@@ -10,8 +10,6 @@ MLflow, and orphan RUNNING runs are closed at the end of a sweep.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 import sqlite3
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from visual_words.errors import DiskFullError, UserError
+from visual_words.io import json_digest
 
 TRIAL_KEY = "trial_key"  # tag: hash of the trial's full config (what makes two runs "the same trial")
 TRIAL_ID = "trial_id"
@@ -134,7 +133,7 @@ def experiment_name(cfg, stage: str) -> str:
 
 
 def config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(obj)[:16]
 
 
 @_names_a_full_store

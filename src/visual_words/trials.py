@@ -91,15 +91,6 @@ def trial_grid(cfg) -> list[Trial]:
     return out
 
 
-def trial_key(cfg, trial: Trial, data_digest: str | None = None) -> str:
-    """What determines a trial's result (visual_words.reuse.trial_key: the trial, its model, the settings declared
-    for `train.<task>`, the digest of the records it trains on, the loss's code versions). A finished trial is
-    reused only when its recorded key equals this."""
-    from visual_words.reuse import trial_key as key
-
-    return key(cfg, trial, data_digest)
-
-
 def embedding_path(cfg, trial: Trial):
     """Where a trial's embedding file goes (contract: <train.out_dir>/<task>/<slug>.safetensors)."""
     return cfg.path(cfg.train.out_dir) / trial.task / f"{trial.slug}.safetensors"

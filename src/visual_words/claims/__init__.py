@@ -14,6 +14,9 @@
 
 The two results stay two types: a point result says which of many cells disagree, an interval result carries CIs
 and power per part; what they share (id, text, status) comes from the same `Claim`.
+
+Layer: claims (docs/design.md, "Layers"; `make lint` enforces it). It may import analysis, evaluate, toolkit, train,
+transfer, plan, reuse, data, models, eps_ball and the foundations; never report or commands.
 """
 
 from __future__ import annotations

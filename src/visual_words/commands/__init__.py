@@ -1,6 +1,10 @@
-"""One module per `vw` subcommand group; each defines `register(subparsers)` (discovered by cli.py).
+"""One module per `vw` subcommand group; each defines `register(subparsers)` (discovered by commands/main.py).
 
 Shared argument helpers live here so every stage takes --profile / --set the same way.
+
+Layer: commands, just below the `vw` entry point (cli.py) (docs/design.md, "Layers"; `make lint` enforces it). It
+may import every layer below: report, claims, analysis, evaluate, toolkit, train, transfer, plan, reuse, data,
+models, eps_ball and the foundations; only cli imports it.
 """
 
 from __future__ import annotations

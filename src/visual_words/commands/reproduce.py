@@ -62,7 +62,7 @@ def _run(cfg, args, root: Path, file_profile, t0: float) -> int:
         if rc:
             return rc
     else:
-        from visual_words.cli import main
+        from visual_words.commands.main import main
 
         extra = ["--profile", cfg.profile, "--params", cfg.source] + sum((["--set", o] for o in args.overrides), [])
         for name, argv in ((s.name, list(s.command)) for s in STAGES):

@@ -14,20 +14,20 @@ def cmd_sweep(args) -> int:
     from visual_words.commands.plan import check_budget
     from visual_words.commands.train import select_trials_from_args
     from visual_words.provenance import write_provenance
-    from visual_words.sweep import SweepError
     from visual_words.train.stage import run
+    from visual_words.train.sweep import SweepError
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)
     from visual_words.data.manifest import check_manifests_cover
     from visual_words.models.speed import check_precision
 
-    # what would fail every trial is said now, before the question below and before Ray starts
+    # what would fail every trial is said now, before Ray starts
     check_precision(cfg.train.precision, [t.model for t in trials], "train.precision")
-    check_manifests_cover(cfg, trials)  # a grid the manifests were not prepared for
     # the whole profile's projection (a filtered run is part of it); under `vw reproduce` it was shown and agreed to
     if check_budget(cfg, args, quiet=os.environ.get("VW_PLAN_SHOWN") == "1"):
         return 2
+    check_manifests_cover(cfg, trials)  # a grid the manifests were not prepared for
     t0 = time.time()
     try:
         s = run(cfg, trials, progress=not args.no_progress)
@@ -57,7 +57,7 @@ def cmd_ui(args) -> int:
     _check_port_free(args.host, args.port)
     print(f"MLflow UI: http://{args.host}:{args.port}  (store {uri}; Ctrl-C to stop)", flush=True)
     # The server (and its uvicorn worker) in a process group of its own, stopped with vw however vw ends: Ctrl-C,
-    # SIGTERM (cli.main turns it into an exception), an error. Otherwise a killed `vw ui` leaves them listening.
+    # SIGTERM (commands.main turns it into an exception), an error. Otherwise a killed `vw ui` leaves them listening.
     server = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         rc = server.wait()

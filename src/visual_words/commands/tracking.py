@@ -35,9 +35,9 @@ def rebuild(cfg) -> dict[str, int]:
     """Log the runs of the study's files into the (new) store: one run per finished trial, the evaluation on those
     runs (+ the evaluate stage's run), the maps stage's run. Returns what was logged."""
     from visual_words.provenance import verify_output
-    from visual_words.sweep import log_trials
     from visual_words.tracking import ensure_experiment, log_evaluation, log_stage_run
     from visual_words.train.loop import is_done
+    from visual_words.train.sweep import log_trials
     from visual_words.trials import trial_grid
 
     uri, exp_id = ensure_experiment(cfg, "train")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 
 def cmd_versions(args) -> int:
-    from visual_words import reuse
+    from visual_words import code_versions
 
     if args.record:
-        for line in reuse.record(args.record, bump=args.bump):
+        for line in code_versions.record(args.record, bump=args.bump):
             print(f"[versions] {line}")
         return 0
-    stale = {name: now for name, _, now in reuse.stale_pieces()}
-    pieces = reuse._versions_file()
+    stale = {name: now for name, _, now in code_versions.stale_pieces()}
+    pieces = code_versions._versions_file()
     for name, p in sorted(pieces.items()):
         state = f"CHANGED (now {stale[name]})" if name in stale else "recorded"
         print(f"{name:<28} v{p['version']:<3} {state:<28} -> {', '.join(p['outputs'])}")

@@ -31,7 +31,6 @@ image file therefore misses the cache and is recomputed; nothing is ever overwri
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import weakref
 from pathlib import Path
@@ -41,10 +40,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from visual_words.io import content_hash, save_safetensors, write_json
+from visual_words.code_versions import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
+from visual_words.io import content_hash, json_digest, save_safetensors, write_json
 from visual_words.models.loading import LoadedModel
 from visual_words.preprocess import load_rgb
-from visual_words.reuse import feature_version  # a kind's code version (code_versions.yaml, features.<kind>)
 
 OWL_KEYS = ("class_embeds", "logit_shift", "logit_scale", "boxes", "image_size")
 DIGEST_KEY = "tensors_sha256"  # header field of a cache entry: tensor_digest of its tensors (checked on read)
@@ -138,7 +137,7 @@ def fingerprint(kind: str, loaded: LoadedModel) -> str:
         memo["state"], memo["digest"] = state, weights_digest(modules)
     spec = {"kind": kind, "version": feature_version(kind), "weights": memo["digest"],
             "preprocess": _preprocess_settings(kind, loaded)}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(spec)
 
 
 # ---- the cache ---------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ A relative ``image_root`` is relative to the manifest file's folder (so a moved 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from visual_words.errors import UserError
-from visual_words.io import write_text
+from visual_words.io import json_digest, write_text
 
 
 @dataclass(frozen=True)
@@ -104,16 +103,12 @@ def write_manifest(path: str | Path, m: Manifest) -> Path:
     """Atomic write; concepts stay in their dataset's order (registry order), not sorted; number lists (boxes) on
     one line, so the file stays short enough to read."""
     body = m.to_dict()
-    text = json.dumps({**body, CONTENT_HASH: _digest(body)}, indent=2)
+    text = json.dumps({**body, CONTENT_HASH: json_digest(body)}, indent=2)
     text = re.sub(r"\[\s+([-0-9.,eE\s]*?)\s+\]", lambda g: "[" + " ".join(g.group(1).split()) + "]", text)
     return write_text(path, text + "\n")
 
 
 CONTENT_HASH = "content_sha256"  # sha256 of the manifest's fields (sorted-key JSON), checked by read_manifest
-
-
-def _digest(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -126,7 +121,7 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ValueError(f"{path}: manifest is not valid JSON ({e})") from None
     if isinstance(raw, dict) and CONTENT_HASH in raw:
         want = raw.pop(CONTENT_HASH)
-        if _digest(raw) != want:
+        if json_digest(raw) != want:
             raise UserError(f"{path}: damaged: its content does not match the hash recorded when it was written; "
                             "re-run `vw data prepare` (the prepare stage) to rebuild it")
     try:

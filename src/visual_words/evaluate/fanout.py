@@ -5,15 +5,14 @@ manifest, settings) is unchanged are reused, and the rest are units of one evalu
 K trials of one (dataset, concept). Each unit is one Ray task with a GPU share (sweep.gpus_per_task when GPUs are
 present, one CPU otherwise); a worker keeps its evaluated models loaded across units (`max_calls=0` and one
 Evaluator per process) and writes each finished trial's row under rows/ as it goes, so a killed or failed run
-resumes where it stopped. The same Ray setup as the sweep (a fresh local cluster of sweep.num_workers, or
-RAY_ADDRESS), the same failure report (the failed units' trial ids and the remote error's last line, a non-zero
-exit, finished rows kept). The MLflow metrics go on each trial's training run afterwards, as in-process
+resumes where it stopped. The same Ray start-up, wait loop and failure report as the sweep (visual_words.ray_tasks:
+a fresh local cluster of sweep.num_workers, or RAY_ADDRESS; the failed units' trial ids and the remote error's last
+line, a non-zero exit, finished rows kept). The MLflow metrics go on each trial's training run afterwards, as in-process
 (tracking.log_evaluation, called by `vw evaluate run`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Sequence
 
@@ -28,6 +27,7 @@ from visual_words.evaluate.runner import (
     read_items,
     run_unit,
 )
+from visual_words.ray_tasks import failure_report, run_on_ray
 from visual_words.trials import TASKS
 
 
@@ -67,11 +67,8 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
                        items: Sequence[Item] | None = None) -> EvalResult:
     """runner.run_evaluation's result, with the units run as Ray tasks; raises EvaluationError naming the trials
     of any failed unit (after every other unit has finished and written its rows)."""
-    from tqdm import tqdm
-
     from visual_words import registry
     from visual_words.models.tiny import ensure_tiny
-    from visual_words.sweep import _last_line, _ray_init, _task_resources
 
     try:
         import ray  # noqa: F401
@@ -90,27 +87,13 @@ def run_evaluation_ray(cfg, tasks: Sequence[str] | None = None, limit: int | Non
         for key in sorted({u.dst_key for u in units} | {cfg.study.models["evaluator"]}):
             if registry.model(key).tiny is not None:  # build tiny checkpoints once here, not racing in workers
                 ensure_tiny(registry.model(key), cfg.root)
-        ray = _ray_init(cfg)
-        try:
-            remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(evaluate_unit)
-            opts = _task_resources(cfg)
-            pending = {remote.options(**opts).remote(cfg, u): u for u in units}
-            bar = tqdm(total=len(units), desc="evaluate", unit="batch", disable=not progress, file=sys.stdout)
-            while pending:
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                unit = pending.pop(ref)
-                try:
-                    rows += ray.get(ref)
-                except Exception as e:  # RayTaskError carries the remote traceback; keep its last line + trial ids
-                    failed.append((unit.trial_ids, f"{unit.eval_task}: {_last_line(e)}"))
-                    print(f"[evaluate] FAILED batch of {len(unit.members)} ({unit.eval_task} in {unit.dst_key}): "
-                          f"{unit.trial_ids}\n  {_last_line(e)}", file=sys.stderr, flush=True)
-                bar.update(1)
-            bar.close()
-        finally:
-            ray.shutdown()
+        done, failures = run_on_ray(
+            cfg, evaluate_unit, units, lambda u: (cfg, u), label="evaluate", bar_desc="evaluate", bar_unit="batch",
+            describe=lambda u: f"batch of {len(u.members)} ({u.eval_task} in {u.dst_key}): {u.trial_ids}",
+            progress=progress)
+        for _, unit_rows in done:
+            rows += unit_rows
+        failed = [(u.trial_ids, f"{u.eval_task}: {err}") for u, err in failures]
     if failed:
-        lines = [f"  {ids[0]}{' (+%d more)' % (len(ids) - 1) if len(ids) > 1 else ''}: {err}" for ids, err in failed]
-        raise EvaluationError(f"{sum(len(i) for i, _ in failed)} trial evaluations failed (re-run to resume; finished "
-                              "rows are kept):\n" + "\n".join(lines))
+        raise EvaluationError(failure_report(failed, "trial evaluations", "rows"))
     return finish(cfg, rows, len(rows) - n_reused, n_reused, time.time() - t0)

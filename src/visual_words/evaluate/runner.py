@@ -36,7 +36,7 @@ import torch
 from visual_words.data.manifest import Manifest, manifest_path, read_manifest
 from visual_words.embeddings import EmbeddingFileError, read_embedding
 from visual_words.evaluate import tasks as T
-from visual_words.io import atomic_path, sha256_file, write_json
+from visual_words.io import atomic_path, json_digest, sha256_file, write_json
 from visual_words.tasks import task
 from visual_words.transfer.estimators import LinearMap
 from visual_words.trials import TASKS, Trial
@@ -226,12 +226,6 @@ def _row_path(out_dir: Path, item: Item, eval_task: str) -> Path:
     return out_dir / "rows" / eval_task / item.trial.task / f"{item.trial.slug}.json"
 
 
-def _digest(row: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _stored(path: Path, key: str) -> dict | None:
     """The stored row when it was made with this key and is intact (its recorded digest matches); a damaged row is
     reported and evaluated again, never used."""
@@ -242,7 +236,7 @@ def _stored(path: Path, key: str) -> dict | None:
     if not isinstance(d, dict) or d.get("key") != key:
         return None
     row = d.get("row")
-    if "row_sha256" in d and (not isinstance(row, dict) or _digest(row) != d["row_sha256"]):
+    if "row_sha256" in d and (not isinstance(row, dict) or json_digest(row) != d["row_sha256"]):
         import sys
 
         print(f"[evaluate] {path}: damaged (its row does not match the digest recorded with it); evaluating it "
@@ -307,7 +301,7 @@ def run_unit(cfg, ev: Evaluator, unit: Unit) -> list[dict]:
     rows = []
     for (item, _, transferred, key), res in zip(chunk, results):
         row = _row(item, unit.eval_task, transferred, res, unit.dst_key)
-        write_json(_row_path(out_dir, item, unit.eval_task), {"key": key, "row": row, "row_sha256": _digest(row)})
+        write_json(_row_path(out_dir, item, unit.eval_task), {"key": key, "row": row, "row_sha256": json_digest(row)})
         rows.append(row)
     return rows
 

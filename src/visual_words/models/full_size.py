@@ -134,7 +134,7 @@ def build_model(key: str, device: torch.device, dtype: torch.dtype):
 def save_checkpoint(key: str, out: Path) -> None:
     """Build `key` at full size with seeded random weights and save it in its library's layout into `out`."""
     from visual_words.models.pins import pin
-    from visual_words.models.tiny import CLIP_MEAN, CLIP_STD
+    from visual_words.preprocess import CLIP_MEAN, CLIP_STD
     from visual_words.tokenizer import build_tokenizer
 
     entry = registry.model(key)

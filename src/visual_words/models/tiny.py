@@ -17,27 +17,8 @@ import torch
 
 from visual_words.models.families import family_of
 from visual_words.registry import ModelEntry
-from visual_words.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE
 
 MARKER = "tiny-model.json"  # written last: a folder without it is an interrupted build and is rebuilt
-# OpenAI CLIP's image normalisation (open_clip's OPENAI_DATASET_MEAN/STD), used by all CLIP-family preprocessors.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def text_config(entry: ModelEntry) -> dict:
-    """A transformers CLIP text config of the tiny sizes, with the real vocabulary and special ids."""
-    w = entry.text_width
-    return dict(vocab_size=VOCAB_SIZE, hidden_size=w, intermediate_size=4 * w, num_hidden_layers=entry.text_layers,
-                num_attention_heads=entry.tiny.get("heads", 4), max_position_embeddings=entry.context_length,
-                bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=0)
-
-
-def vision_config(entry: ModelEntry) -> dict:
-    t = entry.tiny
-    w = t["vision_width"]
-    return dict(hidden_size=w, intermediate_size=4 * w, num_hidden_layers=t["vision_layers"],
-                num_attention_heads=t.get("heads", 4), image_size=entry.image_size, patch_size=t["patch_size"])
 
 
 def build_tiny(entry: ModelEntry, out_dir: str | os.PathLike) -> Path:

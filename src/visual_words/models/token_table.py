@@ -9,7 +9,7 @@
     table.ball(queries, anchor_ids, radii, k=5)         # ε-ball statistics: anchor distance and rank, counts, top-k
 
 Training, the transfer maps, the analysis and the toolkit all hold a `TokenTable`; nothing else searches a table.
-The heavy exact searches run on the ε-ball engine (`analysis/eps_ball.py` + `_kernels.py`: fp32 BLAS tiles, every
+The heavy exact searches run on the ε-ball engine (`eps_ball/search.py` + `_kernels.py`: fp32 BLAS tiles, every
 undecided row resolved in fp64), which this type calls with its prepared weights.
 
 d_nn has two methods, both fp64 and equal up to rounding of the last bits (tested); which one a caller uses is part
@@ -127,7 +127,7 @@ class TokenTable:
     @functools.cached_property
     def prepared(self):
         """The table as the ε-ball engine wants it (contiguous fp32 rows, their squared norms), made once."""
-        from visual_words.analysis.eps_ball import prepare_table
+        from visual_words.eps_ball.search import prepare_table
 
         return prepare_table(self.weights)
 
@@ -213,8 +213,8 @@ class TokenTable:
              progress: bool = False) -> dict[str, np.ndarray]:
         """ε-ball statistics of `queries` [Q, d] around the rows `anchor_ids` [Q]: dist_anchor, cos_anchor,
         anchor_rank, nearest_is_anchor [Q]; nearest_ids, nearest_dists [Q, k]; with `radii` ([Q] or [Q, R]) counts
-        [Q, R] of the rows within each radius of the query. fp64-exact (`analysis.eps_ball.eps_ball_stats`)."""
-        from visual_words.analysis.eps_ball import eps_ball_stats
+        [Q, R] of the rows within each radius of the query. fp64-exact (`eps_ball.search.eps_ball_stats`)."""
+        from visual_words.eps_ball.search import eps_ball_stats
 
         return eps_ball_stats(queries, anchor_ids, self.prepared, radii, k=k, block_size=block_size,
                               progress=progress)

@@ -1,4 +1,8 @@
-"""Model and concept registries: facts kept as data (models.yaml, concepts.yaml), read here."""
+"""Model and concept registries: facts kept as data (models.yaml, concepts.yaml), read here.
+
+Layer: foundations (docs/design.md, "Layers"; `make lint` enforces it). It may import only other foundation modules
+(errors, io, config, tasks, …); never models or above.
+"""
 
 from __future__ import annotations
 
@@ -120,14 +124,10 @@ def models() -> dict[str, ModelEntry]:
     if unknown:
         raise ValueError(f"{ov_file}: unknown model `{sorted(unknown)[0]}` "
                          f"(registry/models.yaml has: {', '.join(table)})")
-    from visual_words.models.families import families
-
-    known_families = families()
+    # Each entry's `family` is checked where it is used (models.families.family_of names the known families), not
+    # here: the registry sits below the models (tests/test_families.py checks every family named here is registered).
     for key, raw in table.items():
         entry = ModelEntry(key=key, **(raw | overrides.get(key, {})))
-        if entry.family not in known_families:
-            raise ValueError(f"models.yaml: `{key}.family` is {entry.family!r}; known families: "
-                             f"{', '.join(known_families)}")
         if entry.role not in ROLES:
             raise ValueError(f"models.yaml: `{key}.role` is {entry.role!r}; known roles: {', '.join(ROLES)}")
         out[key] = entry
@@ -180,3 +180,10 @@ def study_concepts(cfg, dataset: str) -> list[Concept]:
     """The study's concepts of a dataset (the first `study.concepts_per_dataset`; paper: all 10): its classes for
     every metric (the label set a word is scored among), classification negatives and the detection pool."""
     return concepts(dataset)[: cfg.study.concepts_per_dataset]
+
+
+def uses_tiny_models(cfg) -> bool:
+    """True when any of the study's models is a tiny random-weight checkpoint (the smoke profile, or any profile
+    that swaps one in): what decides the smoke banner (report/banner.py) and the plan's note, not the profile's
+    name."""
+    return any(model(key).tiny is not None for key in cfg.study.models.values())

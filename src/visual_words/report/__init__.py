@@ -6,4 +6,7 @@
     sections.*                     one function per part of the page: data in, a section.Section out
     builder.ReportBuilder          saves the sections' figures and files, writes index.html from the templates
     stage.run(cfg)                 reads the stages' outputs, writes reports/<profile>/ (index.html, metrics.json)
+
+Layer: report (docs/design.md, "Layers"; `make lint` enforces it). It may import claims, analysis, evaluate,
+toolkit, train, transfer, plan, reuse, data, models, eps_ball and the foundations; never commands.
 """

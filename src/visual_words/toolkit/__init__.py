@@ -6,6 +6,9 @@
     result = transfer_embedding(read_embedding(path), load_model(src), load_model(dst), cfg, "out.safetensors")
 
 CLI: `vw inspect FILE [--model M]`, `vw transfer FILE --from M1 --to M2` (commands/toolkit.py).
+
+Layer: toolkit (beside evaluate, which it does not import) (docs/design.md, "Layers"; `make lint` enforces it). It
+may import train, transfer, plan, reuse, data, models, eps_ball and the foundations; never analysis or above.
 """
 
 from visual_words.toolkit.facts import paper_finding

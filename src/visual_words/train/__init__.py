@@ -2,6 +2,9 @@
 
     from visual_words.train import train_trials
     results = train_trials(cfg, trials)   # one <train.out_dir>/<task>/<slug>.safetensors (+ sidecar) per trial
+
+Layer: train (beside transfer and plan, which it does not import) (docs/design.md, "Layers"; `make lint` enforces
+it). It may import reuse, data, models, eps_ball and the foundations; never evaluate or above.
 """
 
 from visual_words.train.loop import TrialBatch, TrialResult, output_path, read_result, train_batch, train_trials

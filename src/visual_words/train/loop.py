@@ -29,11 +29,11 @@ from visual_words.models.loading import LoadedModel, load_model
 from visual_words.models.speed import SpeedOptions
 from visual_words.models.token_table import TokenTable
 from visual_words.provenance import write_times
-from visual_words.reuse import checkpoint_key
+from visual_words.reuse import checkpoint_key, trial_key
 from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import project_, radii, relative_distance
 from visual_words.train.targets import TrialData, build_trial_data, draw_batch, loss_kind
-from visual_words.trials import Trial, embedding_path, trial_key
+from visual_words.trials import Trial, embedding_path
 
 # on_step(trial, step, {"loss": float, "rel_dist": float, "nearest_token": [str, …]}) at every logged step: `loss`
 # is the loss of the vectors that entered step `step`; `rel_dist` (max over the n vectors of ‖v − a‖ / d_nn(a)) and

@@ -1,9 +1,9 @@
-"""The `train` stage: every trial of the profile's grid, fanned out on Ray (sweep.py: batches of trials, one MLflow
-run per trial, resumable), each batch trained by the trainer in train/loop.py."""
+"""The `train` stage: every trial of the profile's grid, fanned out on Ray (train/sweep.py: batches of trials, one
+MLflow run per trial, resumable), each batch trained by the trainer in train/loop.py."""
 
 from __future__ import annotations
 
-from visual_words.sweep import run_sweep
+from visual_words.train.sweep import run_sweep
 
 
 def run(cfg, trials=None, progress: bool = True):

@@ -4,6 +4,9 @@
     lmap = fit_map(X_src, Y_dst, "ols")          # X [n, d_src], Y [n, d_dst] (tensors or arrays)
     v_dst = lmap.apply(v_src)                    # [..., d_src] -> [..., d_dst], same type/dtype as the input
     lmap = load_map(map_path(cfg, "sd21", "owlv2"))
+
+Layer: transfer (beside train and plan, which it does not import) (docs/design.md, "Layers"; `make lint` enforces
+it). It may import reuse, data, models, eps_ball and the foundations; never evaluate or above.
 """
 
 from visual_words.transfer.estimators import ESTIMATORS, LinearMap, Moments, fit_from_moments, fit_map, moments

@@ -65,7 +65,8 @@ class HFClip(ClipFamily):
     def build_tiny(self, entry, out: Path) -> None:
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-        from visual_words.models.tiny import CLIP_MEAN, CLIP_STD, text_config, vision_config
+        from visual_words.models.families._tiny_configs import text_config, vision_config
+        from visual_words.preprocess import CLIP_MEAN, CLIP_STD
         from visual_words.tokenizer import build_tokenizer
 
         model = CLIPModel(CLIPConfig(text_config=text_config(entry), vision_config=vision_config(entry),

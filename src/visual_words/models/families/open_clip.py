@@ -91,7 +91,7 @@ class OpenClip(ClipFamily):
         import open_clip
         from safetensors.torch import save_file
 
-        from visual_words.models.tiny import CLIP_MEAN, CLIP_STD
+        from visual_words.preprocess import CLIP_MEAN, CLIP_STD
         from visual_words.tokenizer import VOCAB_SIZE
 
         t = entry.tiny

@@ -90,7 +90,8 @@ class OwlVit(Family):
     def build_tiny(self, entry, out: Path) -> None:
         from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-        from visual_words.models.tiny import CLIP_MEAN, CLIP_STD, text_config, vision_config
+        from visual_words.models.families._tiny_configs import text_config, vision_config
+        from visual_words.preprocess import CLIP_MEAN, CLIP_STD
         from visual_words.tokenizer import build_tokenizer
 
         # OWLv2's class head needs projection_dim == text hidden size (else the head's einsum fails).

@@ -113,7 +113,7 @@ class StableDiffusion(Family):
         from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        from visual_words.models.tiny import text_config
+        from visual_words.models.families._tiny_configs import text_config
         from visual_words.tokenizer import build_tokenizer
 
         t = entry.tiny

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from visual_words.errors import UserError
+from visual_words.ray_tasks import failure_report, run_on_ray
+from visual_words.reuse import trial_key
 from visual_words.train.loop import is_done, report_damaged
-from visual_words.trials import Trial, embedding_path, trial_grid, trial_key
+from visual_words.trials import Trial, embedding_path, trial_grid
 
 
 class SweepError(UserError, RuntimeError):
@@ -112,45 +111,8 @@ def run_batch(cfg, trials: list[Trial], uri: str, exp_id: str) -> list[str]:
     return [t.id for t in todo]
 
 
-LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-def _ray_init(cfg):
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        # A local study needs no network: with Ray's "cluster mode" off (the switch Ray itself uses on laptops; its
-        # name says Windows/OSX, it works on Linux too) the node's address is the loopback one, and the GCS, the
-        # raylet and every worker listen on 127.0.0.1 only (tests/test_reliability_faults.py checks the sockets).
-        os.environ[LOCAL_ONLY_ENV] = "0"
-    import ray
-
-    if address:  # a real cluster: its resources are its own
-        ray.init(address=address, log_to_driver=True)
-    else:
-        import torch
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; covers a `ray` imported before the env was set
-
-        # "local" always starts a fresh in-process cluster (a bare ray.init() may attach to a dead one).
-        ray.init(address="local", num_cpus=cfg.sweep.num_workers, num_gpus=torch.cuda.device_count(),
-                 include_dashboard=False, object_store_memory=300 * 2**20, log_to_driver=True)
-    return ray
-
-
-def _task_resources(cfg) -> dict[str, Any]:
-    import ray
-
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus and cfg.study.device != "cpu":
-        return {"num_gpus": cfg.sweep.gpus_per_task, "num_cpus": 1}
-    return {"num_cpus": 1}
-
-
 def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> SweepSummary:
     """Train every trial of the profile that is not done yet, on Ray; raise SweepError if any batch failed."""
-    from tqdm import tqdm
-
     from visual_words import registry, tracking
     from visual_words.models.tiny import ensure_tiny
 
@@ -179,36 +141,16 @@ def run_sweep(cfg, trials: list[Trial] | None = None, progress: bool = True) -> 
             ensure_tiny(registry.model(key), cfg.root)
     if cfg.sweep.engine != "ray":
         raise ValueError(f"sweep.engine `{cfg.sweep.engine}` is not supported (ray)")
-    ray = _ray_init(cfg)
     try:
-        remote = ray.remote(max_calls=0, max_retries=cfg.sweep.max_retries)(run_batch)
-        opts = _task_resources(cfg)
-        pending = {remote.options(**opts).remote(cfg, b, uri, exp_id): [t for t in b if t.id in pending_ids]
-                   for b in batches}
-        bar = tqdm(total=len(todo), desc="trials", unit="trial", disable=not progress, file=sys.stdout)
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            batch = pending.pop(ref)
-            try:
-                ids = ray.get(ref)
-                summary.trained += len(ids)
-            except Exception as e:  # RayTaskError carries the remote traceback; keep its last line + trial ids
-                summary.failed.append(([t.id for t in batch], _last_line(e)))
-                print(f"[sweep] FAILED batch of {len(batch)}: {[t.id for t in batch]}\n  {_last_line(e)}",
-                      file=sys.stderr, flush=True)
-            bar.update(len(batch))
-        bar.close()
+        done_jobs, failed = run_on_ray(
+            cfg, run_batch, [(b, [t for t in b if t.id in pending_ids]) for b in batches],
+            lambda job: (cfg, job[0], uri, exp_id), label="sweep", weight=lambda job: len(job[1]),
+            describe=lambda job: f"batch of {len(job[1])}: {[t.id for t in job[1]]}", bar_desc="trials",
+            bar_unit="trial", progress=progress)
     finally:
-        ray.shutdown()
         tracking.close_orphans(uri, exp_id)
+    summary.trained += sum(len(ids) for _, ids in done_jobs)
+    summary.failed += [([t.id for t in job[1]], err) for job, err in failed]
     if summary.failed:
-        lines = [f"  {ids[0]}{' (+%d more)' % (len(ids) - 1) if len(ids) > 1 else ''}: {err}"
-                 for ids, err in summary.failed]
-        raise SweepError(f"{sum(len(i) for i, _ in summary.failed)} trials failed (re-run to resume; finished "
-                         f"trials are kept):\n" + "\n".join(lines))
+        raise SweepError(failure_report(summary.failed, "trials", "trials"))
     return summary
-
-
-def _last_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[-1] if text else repr(e)

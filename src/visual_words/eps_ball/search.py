@@ -12,7 +12,7 @@ For each query vector q with an anchor token a in a table W (V × d):
 How: the distances come from fp32 BLAS products (torch.mm; a pure-Numba distance loop is 3–28× slower on a CPU),
 one cache-sized tile (256 queries × 2,048 tokens) at a time, one worker thread per core, and a fused Numba pass
 reduces each tile (top-k, the rank, every count) right after BLAS wrote it, while it is still in that core's cache.
-On a GPU the same decisions run as torch ops (analysis.eps_ball_torch). fp32 alone cannot decide a token whose
+On a GPU the same decisions run as torch ops (eps_ball.search_torch). fp32 alone cannot decide a token whose
 distance is within rounding of a threshold, so every decision is made against a rigorous error bound and the
 undecided tokens are recomputed in fp64 from the fp32 inputs: indices and ranks are exactly those of an fp64
 computation.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from visual_words.analysis import _kernels
+from visual_words.eps_ball import _kernels
 
 U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of fp32
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -143,7 +143,7 @@ def eps_ball_stats(queries, anchor_ids, table, radii=None, *, k: int = 1, block_
     out_d2 = np.empty((Q, k), np.float64)
     counts = np.empty((Q, 1 + target.shape[1]), np.int64)
     if _use_torch(backend):
-        from visual_words.analysis.eps_ball_torch import scan_torch
+        from visual_words.eps_ball.search_torch import scan_torch
 
         scan_torch(q, anchors, tab, qn, tol, thr_lo, thr_hi, target, k, kk, out_ids, out_d2, counts,
                    block_size=block_size, device=device, progress=progress)

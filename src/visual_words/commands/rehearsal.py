@@ -7,7 +7,7 @@ under the card's name (in a copy of the rates file, so the packaged one changes 
 `stage_lines` joins each rehearsal stage's time with the paper profile's projected GPU-hours for the same stage
 (`plan.plan_for`), one line per stage, with the basis of each projection.
 
-    python -m visual_words.rehearsal --profile rehearsal --set … --times prepare=12.3 maps=40.1 … [--rates FILE]
+    python -m visual_words.commands.rehearsal --profile rehearsal --set … --times prepare=12.3 … [--rates FILE]
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     from visual_words.config import load_config
     from visual_words.plan import DEFAULT_CARD, detect_card
 
-    p = argparse.ArgumentParser(prog="python -m visual_words.rehearsal", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m visual_words.commands.rehearsal",
+                                description=__doc__.split("\n\n")[0])
     add_config_args(p)
     p.add_argument("--times", nargs="+", default=[], metavar="STAGE=SECONDS", help="each stage's wall time here")
     p.add_argument("--rates", help="rates file to file this card's measurement in (default: a copy under "

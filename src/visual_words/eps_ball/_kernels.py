@@ -1,7 +1,7 @@
-"""Numba kernels behind `eps_ball.eps_ball_stats`: fused passes over the GEMM's output while it is in cache.
+"""Numba kernels behind `eps_ball.search.eps_ball_stats`: fused passes over the GEMM's output while it is in cache.
 
 The product `G[i, j] = q_i · w_j` comes from BLAS (fp32) one cache-sized tile at a time (256 queries × 2,048
-tokens, 2 MB; each worker thread computes and reduces its own tiles: eps_ball._scan_numba), and `scan_chunk` reduces
+tokens, 2 MB; each worker thread computes and reduces its own tiles: search._scan_numba), and `scan_chunk` reduces
 each tile right after BLAS wrote it — no [queries × 49,408] block ever goes to memory and back. Both kernels are
 serial and release the GIL. Per query row the kernel carries, across the chunks of its row:
   1. the `kk` smallest x_j = |w_j|² − 2 q_i·w_j (= d²(q_i, w_j) − |q_i|², so the ordering is the distance
@@ -82,7 +82,7 @@ def scan_chunk(G, j0, tn, anchors, thr_lo, thr_hi, cx, ci, c_lo, band_ids, band_
     T = thr_lo.shape[1]
     kk = cx.shape[1]
     B = band_ids.shape[2]
-    for i in range(n):  # serial: each worker thread runs its own rows (eps_ball._scan_numba)
+    for i in range(n):  # serial: each worker thread runs its own rows (search._scan_numba)
         g = G[i]
         a = anchors[i]
 
