@@ -14,7 +14,9 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,17 @@ def _save(name: str, tensors: dict):
     return make
 
 
+def _sparse_safetensors(path: Path, rows: int, width: int) -> Path:
+    """A valid safetensors header declaring a float32 [rows, width] tensor, the data a hole (a sparse file: no disk
+    space used, zeros when read)."""
+    header = json.dumps({"<x>": {"dtype": "F32", "shape": [rows, width], "data_offsets": [0, rows * width * 4]}})
+    header += " " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header.encode())
+        f.truncate(8 + len(header) + rows * width * 4)
+    return path
+
+
 def _pickle(name: str, obj):
     def make(ws: Path) -> Path:
         with open(ws / name, "wb") as f:
@@ -107,6 +120,17 @@ def _params(text: str | bytes):
         p.write_bytes(text if isinstance(text, bytes) else text.encode())
         return p
     return make
+
+
+def _manifests(ws: Path) -> Path:
+    """The manifests `vw data prepare` writes for the smoke grid's COCO (3 concepts), in a folder of the workspace."""
+    from visual_words.config import load_config
+    from visual_words.data.prepare import prepare
+
+    sets = {"prepare.manifests_dir": str(ws / "manifests"), "prepare.synthetic_root": str(ws / "synthetic"),
+            "prepare.precompute_features": False, "study.datasets": ["coco"]}
+    prepare(load_config("smoke", ws / "params.yaml", sets), progress=False)
+    return ws / "manifests"
 
 
 # ---- the table: id -> (files to make, argv ({P}: params file, {F}: the made file, {W}: the workspace),
@@ -172,6 +196,20 @@ CASES: dict[str, tuple] = {
     "emb-unknown-suffix": (_write("x.txt", b"abc"), ["inspect", "{F}"], ["x.txt", "unknown embedding format"]),
     "emb-missing": (None, ["inspect", "{W}/nope.bin"], ["nope.bin", "no such file"]),
     "emb-a-folder": (None, ["inspect", "{W}"], ["is a folder"]),
+    # special files are named for what they are (a FIFO would block a reader forever)
+    "emb-fifo": (lambda ws: (os.mkfifo(ws / "pipe.safetensors"), ws / "pipe.safetensors")[1], ["inspect", "{F}"],
+                 ["pipe.safetensors", "is a FIFO (named pipe), not an embedding file"]),
+    "emb-symlink-loop": (lambda ws: (os.symlink("loop.pt", ws / "loop.pt"), ws / "loop.pt")[1], ["inspect", "{F}"],
+                         ["loop.pt", "is a symbolic link loop"]),
+    "emb-dangling-symlink": (lambda ws: (os.symlink(ws / "gone.pt", ws / "link.pt"), ws / "link.pt")[1],
+                             ["inspect", "{F}"], ["link.pt", "is a symbolic link to", "gone.pt, which does not exist"]),
+    "emb-huge-with-a-model": (lambda ws: _sparse_safetensors(ws / "huge.safetensors", 699050, 768),
+                              ["inspect", "{F}", "--model", "tiny-clip"],
+                              ["huge.safetensors", "declares shape [699050, 768] (536,870,400 values)",
+                               "more than an embedding holds"]),
+    "transfer-huge": (lambda ws: _sparse_safetensors(ws / "huge.safetensors", 699050, 768),
+                      ["transfer", "{F}", "--from", "tiny-clip", "--to", "tiny-sd", "-o", "{W}/out.safetensors",
+                       "--params", "{P}"], ["huge.safetensors", "declares shape [699050, 768]"]),
     "emb-malicious-pickle": (_pickle("evil.bin", {"<x>": Evil()}), ["inspect", "{F}"], ["evil.bin", "refused",
                                                                                        "run code"]),
     "emb-nan": (_save("nan.safetensors", {"<x>": torch.tensor([[float("nan"), 1.0]])}), ["inspect", "{F}"],
@@ -213,6 +251,45 @@ CASES: dict[str, tuple] = {
                                 ["`train.out_dir`", "read-only"]),
     "maps-out-dir-under-a-file": (_write("afile", b"x"), ["maps", "--params", "{P}", "--set", "maps.out_dir={F}/m"],
                                   ["`maps.out_dir`", "afile", "cannot be written"]),
+    # a run that cannot succeed does not start: every stage that loads models checks the model lock first (no Ray
+    # cluster, no data pass), and the line names the profile asked for; the GPU-hour question is asked of every
+    # profile, tiny models included
+    "sweep-paper-without-weights": (None, ["sweep", "--params", "{P}", "--profile", "paper", "--yes"],
+                                    ["no model lock at", "profile `paper` (sd21, owlv2", "vw bake-models"]),
+    "train-claims-without-weights": (None, ["train", "--params", "{P}", "--profile", "claims"],
+                                     ["no model lock at", "profile `claims` (sd21", "BAKE_MODELS=1"]),
+    "prepare-claims-without-weights": (None, ["data", "prepare", "--params", "{P}", "--profile", "claims"],
+                                       ["vw data: error: no model lock at", "profile `claims`"]),
+    "maps-paper-without-weights": (None, ["maps", "--params", "{P}", "--profile", "paper"],
+                                   ["vw maps: error: no model lock at", "profile `paper`"]),
+    "evaluate-claims-without-weights": (None, ["evaluate", "run", "--params", "{P}", "--profile", "claims"],
+                                        ["vw evaluate: error: no model lock at", "profile `claims`"]),
+    "analyze-claims-without-weights": (None, ["analyze", "--params", "{P}", "--profile", "claims"],
+                                       ["vw analyze: error: no model lock at", "profile `claims`"]),
+    # values the grid or a model cannot honour are errors, not caps or quiet substitutes
+    "set-concepts-beyond-the-registry": _set("study.concepts_per_dataset=100000",
+                                             "`study.concepts_per_dataset` = 100000 exceeds the 10 concepts",
+                                             "registry/concepts.yaml", "use at most 10"),
+    "set-anchors-beyond-the-registry": _set("study.anchors_per_concept=11", "`study.anchors_per_concept` = 11",
+                                            "use at most 10"),
+    "set-unknown-dataset": _set("study.datasets=[coco, flickr]", "`study.datasets`", "unknown dataset `flickr`"),
+    "train-fp8-on-clip": (None, ["train", "--params", "{P}", "--set", "train.precision=fp8", "--task",
+                                 "classification"], ["`train.precision` = fp8", "`tiny-clip` (family open-clip",
+                                                     "cannot honour it", "--task generation"]),
+    "sweep-fp8-on-owl": (None, ["sweep", "--params", "{P}", "--set", "train.precision=fp8", "--yes"],
+                         ["`train.precision` = fp8", "`tiny-owlv2`", "cannot honour it"]),
+    "evaluate-fp8": (None, ["evaluate", "run", "--params", "{P}", "--set", "evaluate.precision=fp8"],
+                     ["`evaluate.precision` = fp8", "cannot honour it", "stable-diffusion only"]),
+    "sweep-manifests-of-another-grid": (_manifests, ["sweep", "--params", "{P}", "--set", "prepare.manifests_dir={F}",
+                                                     "--set", "study.datasets=[coco]", "--set",
+                                                     "study.concepts_per_dataset=4", "--yes"],
+                                        ["manifests/coco.json", "prepared for another grid", "(bear)",
+                                         "run `vw data prepare`"]),
+    "train-no-manifest": (None, ["train", "--params", "{P}", "--set", "prepare.manifests_dir={W}/none"],
+                          ["none/coco.json: manifest not found", "run `vw data prepare`"]),
+    "sweep-smoke-beyond-any-budget": (None, ["sweep", "--params", "{P}", "--set", "train.steps=1000000000000"],
+                                      ["vw sweep: projected", "exceeds sweep.confirm_above_gpu_hours",
+                                       "pass --yes"]),
     # COCO ground truth
     "coco-duplicate-annotation-ids": (lambda ws: _coco(ws, "gt.json", "annotation"),
                                       ["evaluate", "coco-ap", "{F}", "{W}/dets.json"],
@@ -244,10 +321,16 @@ def _read_only_folder(ws: Path):
 
 
 def _snapshot(root: Path) -> dict[str, str]:
+    """Every entry under `root`: a folder, a special file (a FIFO, a link: never opened) or a file's hash and time."""
     out = {}
     for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest() + f"@{p.stat().st_mtime_ns}"
+        rel, st = str(p.relative_to(root)), p.lstat()
+        if stat.S_ISDIR(st.st_mode):
+            out[rel] = "dir"
+        elif not stat.S_ISREG(st.st_mode):
+            out[rel] = f"special {stat.S_IFMT(st.st_mode):o}" + (f" -> {os.readlink(p)}" if p.is_symlink() else "")
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() + f"@{st.st_mtime_ns}"
     return out
 
 
@@ -259,6 +342,8 @@ def ws(tmp_path, repo_root, monkeypatch):
     monkeypatch.chdir(w)
     monkeypatch.setenv("VW_CACHE_DIR", str(w / "user-cache"))
     monkeypatch.delenv("VW_DEBUG", raising=False)
+    for name in ("VW_MODELS_LOCK", "VW_YES", "VW_PLAN_SHOWN", "VW_MODELS_CHECKED", "VW_MODEL_OVERRIDES"):
+        monkeypatch.delenv(name, raising=False)  # the defaults: no lock beside the copied params.yaml, nothing agreed
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))  # no weights here
@@ -313,3 +398,80 @@ def test_printed_token_names_are_escaped(ws, capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out and "\nvw: all good" not in out
     assert "token <a\\x1b[31mRED\\nvw: all good\\r>: 2 vectors" in out
+
+
+# ---- the model overrides file ($VW_MODEL_OVERRIDES): read only by what resolves a model, and one line if bad ------
+
+OVERRIDES = {
+    "bad-yaml": (b"sd21: [1, 2\n", ["not valid YAML (line 2, column 1", "unset $VW_MODEL_OVERRIDES"]),
+    "a-list": (b"- sd21\n- owlv2\n", ["must be a mapping of registry keys to sources", "got a list"]),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe" + bytes(range(256)), ["not a text file (not UTF-8)"]),
+    "unknown-model": (b"sd99: {folder: x}\n", ["unknown model `sd99`"]),
+}
+
+
+@pytest.fixture
+def overrides(ws, monkeypatch):
+    """Point $VW_MODEL_OVERRIDES at a file of the workspace; the registry re-reads it (it is cached per process)."""
+    from visual_words import registry
+
+    def use(data: bytes) -> Path:
+        p = ws / "overrides.yaml"
+        p.write_bytes(data)
+        monkeypatch.setenv("VW_MODEL_OVERRIDES", str(p))
+        registry.models.cache_clear()
+        return p
+
+    yield use
+    monkeypatch.delenv("VW_MODEL_OVERRIDES", raising=False)
+    registry.models.cache_clear()
+
+
+@pytest.mark.parametrize("case", list(OVERRIDES))
+def test_a_bad_overrides_file_is_one_line_naming_it(case, ws, overrides, capsys):
+    data, expect = OVERRIDES[case]
+    path, token = overrides(data), _token(ws)
+    before = _snapshot(ws)
+    for argv in (["models", "check"], ["inspect", str(token), "--model", "tiny-clip"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"vw {argv[0]}: error: {path}: ") and "Traceback" not in err + out
+        assert all(s in line for s in expect), line
+    assert _snapshot(ws) == before
+
+
+def test_inspect_without_a_model_does_not_read_the_overrides(ws, overrides, capsys):
+    overrides(OVERRIDES["bad-yaml"][0])
+    assert main(["inspect", str(_token(ws))]) == 0  # widths come from models.yaml alone
+    assert "width 32 fits: tiny-sd, tiny-owlv2, tiny-clip, tiny-clip-eval" in capsys.readouterr().out
+
+
+# ---- a huge file: summarized in bounded memory and output; every vector on request --------------------------------
+
+
+def _inspect_in_a_process(*argv: str) -> tuple[subprocess.CompletedProcess, int]:
+    """`vw inspect` in a fresh interpreter; returns the result and the process's peak memory (KiB)."""
+    code = ("import resource, sys\nfrom visual_words.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", code, "inspect", *argv], capture_output=True, text=True, env=env,
+                       timeout=600)
+    return r, int(r.stderr.split("maxrss")[-1])
+
+
+@pytest.mark.slow  # three fresh interpreters; 2 GB of zeros read in chunks
+def test_a_huge_file_is_summarized_in_bounded_memory(ws):
+    small, base = _inspect_in_a_process(str(_token(ws)))
+    huge, peak = _inspect_in_a_process(str(_sparse_safetensors(ws / "huge.safetensors", 699050, 768)))
+    assert huge.returncode == 0 and small.returncode == 0, huge.stderr
+    lines = huge.stdout.splitlines()
+    assert len(lines) < 40  # not 699,054
+    assert "token <x>: 699050 vectors × 768" in lines and "  vector 15: norm 0.0000" in lines
+    assert "  norms of all 699,050 vectors: min 0.0000, mean 0.0000, max 0.0000" in lines
+    assert lines[-1] == "  … 699,034 more vectors (--all-vectors lists every one)"
+    assert peak - base < 512 * 1024, (peak, base)  # the 2 GB of data never in memory at once (was 7.3 GB)
+    every, _ = _inspect_in_a_process(str(_sparse_safetensors(ws / "big.safetensors", 20000, 768)), "--all-vectors")
+    assert every.returncode == 0 and every.stdout.count("\n  vector ") == 20000 and "more vectors" not in every.stdout

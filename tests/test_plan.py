@@ -168,14 +168,19 @@ def test_confirm_asks_only_above_the_threshold_and_refuses_without_a_terminal(tm
     tiny = plan_for(load_config("smoke", PARAMS, {"study.concepts_per_dataset": 10, "study.anchors_per_concept": 10,
                                                   "train.steps": 1000}), "x1", 1, _rates(tmp_path))
     assert tiny.tiny and tiny.gpu_hours > 4.0 and "tiny random-weight" in format_plan(tiny)
-    confirm(tiny, 4.0, stdin=io.StringIO(""))  # a CPU run of tiny models: nothing to confirm
+    with pytest.raises(PlanRefused, match="--yes"):  # tiny models are asked too: 10^12 steps never end on a CPU
+        confirm(tiny, 4.0, stdin=io.StringIO(""))
 
 
 def test_sweep_of_the_paper_profile_refuses_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("VW_YES", raising=False)
     monkeypatch.delenv("VW_PLAN_SHOWN", raising=False)
+    # the paper's grid on the tiny models (the real ones would stop at the model-lock check before the plan)
+    tiny = [f"study.models.{role}={key}" for role, key in (("generation", "tiny-sd"), ("detection", "tiny-owlv2"),
+                                                          ("classification", "tiny-clip"),
+                                                          ("evaluator", "tiny-clip-eval"))]
     rc = main(["sweep", "--params", str(PARAMS), "--profile", "paper", "--rates", str(_rates(tmp_path)), "--gpu", "x1",
-               "--set", f"train.out_dir={tmp_path / 'emb'}"])
+               "--set", f"train.out_dir={tmp_path / 'emb'}", *sum((["--set", s] for s in tiny), [])])
     out = capsys.readouterr()
     assert rc == 2 and "[plan] total:" in out.out and "pass --yes" in out.err
     assert not (tmp_path / "emb").exists()

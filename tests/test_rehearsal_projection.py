@@ -7,6 +7,7 @@ import yaml
 
 from visual_words.commands.rehearsal import measured_rates, stage_lines, write_measured
 from visual_words.config import load_config
+from visual_words.provenance import write_times
 from visual_words.trials import embedding_path, trial_grid
 
 
@@ -17,8 +18,9 @@ def _rehearsal(repo_root, tmp_path):
         side = embedding_path(cfg, t)
         side.parent.mkdir(parents=True, exist_ok=True)
         # 50 steps in 6 s: 0.12 s per step (the rehearsal has one generation trial)
-        meta = {"trials_in_batch": 1, "steps": 50, "started_ms": 1000, "finished_ms": 1000 + (6000 if i == 0 else 8000)}
-        (side.parent / (side.name + ".json")).write_text(json.dumps(meta))
+        (side.parent / (side.name + ".json")).write_text(json.dumps({"trials_in_batch": 1, "steps": 50}))
+        write_times(side.parent / (side.name + ".json"), {"started_ms": 1000,
+                                                          "finished_ms": 1000 + (6000 if i == 0 else 8000)})
     return cfg
 
 

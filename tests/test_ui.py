@@ -2,6 +2,7 @@
 `vw ui` prints for the train experiment shows the runs table as a model-training study with the study's columns,
 and a trial's run page lists the pictures training and evaluation logged."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -134,3 +135,36 @@ def test_ui_opens_the_smoke_study_with_its_columns_and_pictures(tmp_path, repo_r
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_a_used_port_is_refused_and_sigterm_stops_the_server(tmp_path, repo_root):
+    """A second `vw ui` on the same port fails in one line (rc 2) instead of printing a URL and exiting 0; `kill`
+    (SIGTERM) of `vw ui` stops its `mlflow server` and uvicorn children too."""
+    import psutil
+
+    port = _free_port()
+    env = dict(os.environ, VW_PARAMS=str(repo_root / "params.yaml"),
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    argv = [sys.executable, "-m", "visual_words", "ui", "--port", str(port)]
+    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    children = []
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        children = psutil.Process(first.pid).children(recursive=True)
+        assert children  # the mlflow server (and its uvicorn worker)
+        second = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "MLflow UI:" not in second.stdout
+        assert second.stderr.strip() == (f"vw ui: error: port {port} on 127.0.0.1 is in use (another `vw ui` or "
+                                         "server?); choose another with --port")
+        first.send_signal(signal.SIGTERM)  # to `vw ui` alone, as `kill PID` does
+        assert first.wait(timeout=60) == 143
+        assert first.stderr.read().strip().splitlines()[-1] == "vw ui: terminated"
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, alive
+        with socket.socket() as s:  # nothing listens on the port any more
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        for p in [*children, psutil.Process(first.pid)] if first.poll() is None else children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()

@@ -391,7 +391,25 @@ def _build_section(name: str, raw: Any, source: str, overridden: frozenset[str] 
         _check_rule(f"{name}.{f}", v, where(f"{name}.{f}"))
     if name == "study":
         values["grid_by_task"] = _check_grid_by_task(values, hints, where("study.grid_by_task"))
+        _check_grid_fits_registry(values, where)
     return cls(**values)
+
+
+def _check_grid_fits_registry(study: dict, where) -> None:
+    """The grid asks only for what registry/concepts.yaml has: a count beyond a dataset's concepts (or its anchor
+    words, one per concept) is an error, not silently capped (the paper's 10 × 10 is every concept and anchor)."""
+    from visual_words import registry
+
+    table = registry.datasets()
+    for ds in study["datasets"]:
+        if ds not in table:
+            raise ConfigError(f"{where('study.datasets')}: `study.datasets`: unknown dataset `{ds}` "
+                              f"(registry/concepts.yaml has: {', '.join(table)})")
+        for k in ("concepts_per_dataset", "anchors_per_concept"):
+            if study[k] > len(table[ds]):
+                raise ConfigError(f"{where('study.' + k)}: `study.{k}` = {study[k]} exceeds the {len(table[ds])} "
+                                  f"concepts (each with its anchor word) of dataset `{ds}` in registry/concepts.yaml; "
+                                  f"use at most {min(len(table[d]) for d in study['datasets'] if d in table)}")
 
 
 GRID_KEYS = ("datasets", "concepts_per_dataset", "anchors_per_concept", "deltas", "unconstrained", "anchor_order")

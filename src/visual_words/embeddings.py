@@ -198,17 +198,99 @@ def _tokens_from_dict(d: dict, path: Path) -> tuple[str, dict[str, torch.Tensor]
     return "diffusers", {k: _as_matrix(v, path, k) for k, v in tensors.items()}, {}
 
 
-def read_embedding(path: str | os.PathLike) -> Embedding:
-    """Read any supported embedding file; clear errors for unknown formats, bad shapes, NaNs and pickle payloads."""
+def _not_a_file(path: Path) -> str | None:
+    """What `path` is when it is not a regular file (a folder, a symlink loop, a FIFO…), in words; None for a file.
+    Checked before opening: a FIFO would block the reader forever, a loop reads as "no such file"."""
+    import errno
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop, not an embedding file"
+        if path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        return "no such file" if e.errno == errno.ENOENT else f"cannot be read ({e.strerror})"
+    kinds = [(stat.S_ISDIR, "is a folder"), (stat.S_ISFIFO, "is a FIFO (named pipe)"), (stat.S_ISSOCK, "is a socket"),
+             (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device")]
+    for test, words in kinds:
+        if test(mode):
+            return f"{words}, not an embedding file"
+    return None
+
+
+# An embedding holds a few vectors (75 × 1280 at most in the files people share); a file declaring more values
+# than this is summarized by `vw inspect` in bounded memory (stream_rows) and refused by every other reader.
+MAX_VALUES = 1 << 22  # 4,194,304 values: 16 MB of float32
+
+
+class EmbeddingTooLarge(EmbeddingFileError):
+    """A safetensors file whose header declares more values than an embedding holds (see MAX_VALUES)."""
+
+    def __init__(self, path: Path, shapes: dict[str, list[int]]):
+        self.path, self.shapes = path, shapes
+        name, shape = max(shapes.items(), key=lambda kv: _count(kv[1]))
+        super().__init__(f"{path}: entry `{name}` declares shape {shape} ({_count(shape):,} values), more than an "
+                         f"embedding holds (at most {MAX_VALUES:,} are read); `vw inspect` summarizes such a file")
+
+
+def _count(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def declared_shapes(path: str | os.PathLike) -> dict[str, list[int]]:
+    """Each tensor's shape as a safetensors file's header declares it (no tensor data is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EmbeddingFileError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def stream_rows(path: str | os.PathLike, name: str, rows: int = 8192):
+    """The rows of the 2-D tensor `name` of a safetensors file, `rows` at a time as float32 [k, d]. Plain reads,
+    not a memory map (whose pages count towards the process's memory): one chunk is held at a time."""
     path = Path(path)
-    if path.is_dir():
-        raise EmbeddingFileError(f"{path}: is a folder, not an embedding file")
-    if not path.is_file():
-        raise EmbeddingFileError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        info = json.loads(f.read(n))[name]
+        dtype, (count, width), (start, _) = _FLOAT_DTYPES.get(info["dtype"]), info["shape"], info["data_offsets"]
+        if dtype is None:
+            raise EmbeddingFileError(f"{path}: entry `{name}` has dtype {info['dtype']}; expected floating point")
+        row_bytes = width * dtype.itemsize
+        f.seek(8 + n + start)
+        for i in range(0, count, rows):
+            k = min(rows, count - i)
+            buf = f.read(k * row_bytes)
+            if len(buf) != k * row_bytes:
+                raise EmbeddingFileError(f"{path}: entry `{name}` ends at row {i + len(buf) // row_bytes} of the "
+                                         f"{count} its header declares (a truncated file)")
+            yield torch.frombuffer(bytearray(buf), dtype=dtype).reshape(k, width).to(torch.float32)
+
+
+def read_embedding(path: str | os.PathLike, max_values: int = MAX_VALUES) -> Embedding:
+    """Read any supported embedding file; clear errors for unknown formats, bad shapes, NaNs, pickle payloads,
+    special files and safetensors files declaring more than `max_values` values (EmbeddingTooLarge)."""
+    path = Path(path)
+    problem = _not_a_file(path)
+    if problem:
+        raise EmbeddingFileError(f"{path}: {problem}")
     suffix = path.suffix.lower()
     if suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
         _check_magic(path, suffix)
     if suffix == ".safetensors":
+        shapes = declared_shapes(path)
+        if any(_count(s) > max_values for s in shapes.values()):
+            raise EmbeddingTooLarge(path, shapes)
         raw, header = _load_safetensors(path)
         kind, tokens, meta = _tokens_from_dict(raw, path)
         side = sidecar_path(path)

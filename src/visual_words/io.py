@@ -18,14 +18,19 @@ from typing import Any, Iterator
 
 from visual_words.errors import DiskFullError, UserError, is_disk_full
 
+TEMP_SUFFIX = ".tmp"  # every temporary this project writes beside an output ends so (.dvcignore keeps them out)
+WRITE_CHECK_PREFIX = ".vw-write-check."
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path in the target's folder; on success it replaces `path` in one rename."""
+    """Yield a temp path in the target's folder; on success it replaces `path` in one rename. The temp path is
+    `.<name>.<random><suffix>.tmp`: removed on failure (and on SIGTERM, which `vw` turns into an exception); one
+    left by SIGKILL is removed by the next run of the stage (`remove_temporaries`)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + TEMP_SUFFIX, dir=path.parent)
     except OSError as e:
         if is_disk_full(e):
             raise DiskFullError(path) from e
@@ -112,7 +117,7 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     try:
         if not probe_in.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(probe_in))
-        fd, probe = tempfile.mkstemp(prefix=".vw-write-check.", dir=probe_in)
+        fd, probe = tempfile.mkstemp(prefix=WRITE_CHECK_PREFIX, dir=probe_in)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -122,6 +127,21 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
         reason = "is read-only" if read_only else f"cannot be written ({e.strerror}: {probe_in})"
         raise UserError(f"{folder}: the {what} folder {reason}; choose another one") from None
     return folder
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed writer left anywhere under `folder` (hidden files ending in .tmp, write
+    probes); returns them. Call it only while holding the run lock of the outputs in `folder` (runlock.py): then no
+    other run can be writing one of them."""
+    gone = []
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            if name.startswith(".") and (name.endswith(TEMP_SUFFIX) or name.startswith(WRITE_CHECK_PREFIX)):
+                p = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    gone.append(p)
+    return gone
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

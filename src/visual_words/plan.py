@@ -366,11 +366,11 @@ def format_plan(plan: Plan) -> str:
 def confirm(plan: Plan, threshold_gpu_hours: float, yes: bool = False, stdin=None, out=None) -> None:
     """Ask before a run whose projection exceeds the threshold. Returns when it may go on; raises PlanRefused
     otherwise. `yes` (or $VW_YES=1) answers yes. Without a terminal to ask on (DVC stages, CI, `docker run`
-    without -it) it refuses rather than start hours of GPU work nobody agreed to."""
+    without -it) it refuses rather than start hours of GPU work nobody agreed to. Every profile is asked, tiny
+    models included: their projection overstates the cost, but a setting that multiplies the work (train.steps=10^12)
+    makes a run that never ends on any device."""
     stdin = stdin if stdin is not None else sys.stdin
     out = out if out is not None else sys.stderr
-    if plan.tiny:  # tiny random-weight models run in minutes on a CPU: no GPU-hours at stake, nothing to ask
-        return
     if plan.gpu_hours <= threshold_gpu_hours or yes or os.environ.get(YES_ENV, "") not in ("", "0"):
         return
     what = (f"projected {plan.gpu_hours:.1f} GPU-hours ({plan.wall_hours:.1f} h on {plan.gpus} x {plan.card}) "

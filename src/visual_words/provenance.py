@@ -1,5 +1,10 @@
 """What produced an output: the resolved config, the git commit and the package versions (DINOv2 style), and the
-sha256 of every table a stage wrote, so that a reader can refuse a damaged one (`verify_output`)."""
+sha256 of every table a stage wrote, so that a reader can refuse a damaged one (`verify_output`).
+
+When it was produced is kept apart: wall-clock times (a stage's elapsed seconds, a trial's start and end) go to
+`*.times.json` files beside the outputs, which `.dvcignore` keeps out of DVC's hashes, and to MLflow. So two
+identical runs write identical DVC outputs, and an identical retrain does not make every later stage run again.
+"""
 
 from __future__ import annotations
 
@@ -44,27 +49,62 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def provenance(config: Any, stage: str, elapsed_s: float | None = None) -> dict[str, Any]:
+TIMES_SUFFIX = ".times.json"  # matched by .dvcignore
+
+
+def _inside(path: str, root: str | Path) -> str:
+    """`path` relative to `root` when it lies inside it (absolute otherwise)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def provenance(config: Any, stage: str) -> dict[str, Any]:
     return {
-        "elapsed_s": elapsed_s,
         "stage": stage,
         "profile": config.profile,
         "config": config.to_dict(),
-        "params_file": config.source,
+        "params_file": _inside(config.source, config.root),  # the same in every clone of the checkout
         "git_commit": git_commit(config.root),
         "packages": package_versions(),
-        "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def write_provenance(out_dir: str | Path, config: Any, stage: str, elapsed_s: float | None = None,
                      files: Any = ()) -> Path:
-    """Write `<out_dir>/provenance.json` next to a stage's outputs (with the stage's wall time when given) and the
-    sha256 of each of `files` (outputs in `out_dir` that later stages read)."""
+    """Write `<out_dir>/provenance.json` next to a stage's outputs with the sha256 of each of `files` (outputs in
+    `out_dir` that later stages read), and the stage's time (now, and its wall seconds when given) to
+    `provenance.times.json`."""
     out_dir = Path(out_dir)
-    record = provenance(config, stage, elapsed_s)
+    record = provenance(config, stage)
     record["files"] = {Path(f).name: sha256_file(f) for f in files if f is not None and Path(f).is_file()}
-    return write_json(out_dir / PROVENANCE, record)
+    path = write_json(out_dir / PROVENANCE, record)
+    write_times(path, {"elapsed_s": elapsed_s,
+                       "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    return path
+
+
+def times_path(path: str | Path) -> Path:
+    """Where the wall-clock times of the output `path` are kept: `x.json` → `x.times.json`, `x.safetensors` →
+    `x.safetensors.times.json` (out of DVC's hashes, see the module doc)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".json") + TIMES_SUFFIX)
+
+
+def write_times(path: str | Path, times: dict[str, Any]) -> Path:
+    return write_json(times_path(path), times)
+
+
+def read_times(path: str | Path) -> dict[str, Any]:
+    """The times recorded for the output `path`; {} when none were (a pulled or older output)."""
+    import json
+
+    try:
+        times = json.loads(times_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return times if isinstance(times, dict) else {}
 
 
 def record_output(path: str | Path) -> None:

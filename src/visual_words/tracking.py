@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from visual_words import run_pictures
-from visual_words.errors import DiskFullError
+from visual_words.errors import DiskFullError, UserError
 from visual_words.io import json_digest
 from visual_words.trials import slug_of
 
@@ -62,20 +62,83 @@ def tracking_uri(cfg) -> str:
 def _names_a_full_store(write):
     """A store write that runs out of space says `disk full: <the SQLite file>`: SQLite (through SQLAlchemy and
     MLflow) only says "database or disk is full". The first argument is a tracking URI or a config. A full disk
-    met elsewhere (an artifact copied into mlruns/) keeps its own path."""
+    met elsewhere (an artifact copied into mlruns/) keeps its own path. A store found damaged mid-write is named
+    the same way (`TrackingStoreError`, with the command that rebuilds it)."""
 
     @functools.wraps(write)
     def wrapper(target, *args, **kwargs):
         try:
             return write(target, *args, **kwargs)
         except Exception as e:
-            if _sqlite_full(e):
-                uri = target if isinstance(target, str) else tracking_uri(target)
-                if uri.startswith("sqlite:///"):
-                    raise DiskFullError(uri[len("sqlite:///"):]) from e
+            uri = target if isinstance(target, str) else tracking_uri(target)
+            path = store_file(uri)
+            if path is not None and _sqlite_full(e):
+                raise DiskFullError(path) from e
+            damage = _sqlite_damage(e)
+            if path is not None and damage:
+                raise TrackingStoreError(path, damage, getattr(target, "profile", None)) from e
             raise
 
     return wrapper
+
+
+# ---- a damaged store: named, never half-used, rebuilt from the study's files (`vw tracking rebuild`) -----------
+
+
+class TrackingStoreError(UserError):
+    """The SQLite file of the MLflow store cannot be read (damaged, truncated, not a database). MLflow only records
+    the study's files, so the message gives the command that rebuilds the store from them."""
+
+    def __init__(self, path: Path, problem: str, profile: str | None = None):
+        self.path = Path(path)
+        rebuild = "vw tracking rebuild" + (f" --profile {profile}" if profile else "")
+        super().__init__(f"{path}: the MLflow store is damaged ({problem}); it only records the study's files, so "
+                         f"rebuild it from them with `{rebuild}` (it keeps the damaged file beside it)")
+
+
+def store_file(uri: str) -> Path | None:
+    """The SQLite file of a `sqlite:///` tracking URI; None for a tracking server."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def store_damage(path: Path) -> str | None:
+    """What is wrong with the SQLite store at `path` (SQLite's own words), or None when it reads as whole.
+
+    SQLite's quick_check reads every page once (a second for a paper-sized store) without changing the file;
+    a truncated or overwritten store fails it or fails to open."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    return None if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:3])
+
+
+def check_store(cfg) -> None:
+    """Refuse, before any work, a damaged SQLite store (one line naming it and the rebuild command). A missing
+    store is fine: the run creates it."""
+    path = store_file(tracking_uri(cfg))
+    if path is None or not path.exists():
+        return
+    if path.is_dir():
+        raise TrackingStoreError(path, "a folder, not an SQLite file", cfg.profile)
+    problem = store_damage(path)
+    if problem:
+        raise TrackingStoreError(path, problem, cfg.profile)
+
+
+def _sqlite_damage(e: BaseException | None) -> str | None:
+    """SQLite's words when (anywhere in `e`'s chain) it found the file damaged or not a database."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, sqlite3.DatabaseError) and any(w in str(e) for w in ("malformed", "not a database")):
+            return str(e)
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _sqlite_full(e: BaseException | None) -> bool:

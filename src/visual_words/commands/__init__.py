@@ -26,6 +26,17 @@ def config_from_args(args: argparse.Namespace):
     overrides = dict(parse_override(o) for o in getattr(args, "overrides", []) or [])
     cfg = load_config(profile=args.profile, params_file=args.params, overrides=overrides)
     use_profile_hub_cache(cfg)
+    if getattr(args, "loads_models", False):
+        # weights missing or not the locked ones: refuse now, before a Ray cluster or a data pass starts (a no-op
+        # for the tiny models)
+        from visual_words.models.lock_check import check_models_before_stage
+
+        check_models_before_stage(cfg)
+    if getattr(args, "tracks", False) and not getattr(args, "no_tracking", False):
+        # a damaged MLflow store would fail the run's first (or, for evaluate, last) write: name it now
+        from visual_words.tracking import check_store
+
+        check_store(cfg)
     resources = getattr(args, "resources", None)
     if getattr(args, "takes_run_lock", False) and resources is not None:
         # Commands that write the study's outputs hold the run lock of those outputs until they end, so two runs
@@ -38,5 +49,20 @@ def config_from_args(args: argparse.Namespace):
         from visual_words.io import check_writable
 
         section, key = args.writes.split(".")
-        check_writable(cfg.path(getattr(getattr(cfg, section), key)), f"`{args.writes}`")
+        folder = check_writable(cfg.path(getattr(getattr(cfg, section), key)), f"`{args.writes}`")
+        if getattr(args, "takes_run_lock", False) and resources is not None:
+            _remove_temporaries(folder)
     return cfg
+
+
+def _remove_temporaries(folder) -> None:
+    """A run killed with SIGKILL (or a machine that lost power) leaves its half-written temporaries; with the run
+    lock held, no other run is writing any, so the next run removes them before it starts."""
+    import sys
+
+    from visual_words.io import remove_temporaries
+
+    gone = remove_temporaries(folder)
+    if gone:
+        print(f"[vw] removed {len(gone)} temporary file(s) a killed run left in {folder} (e.g. {gone[0].name})",
+              file=sys.stderr)

@@ -37,4 +37,4 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", choices=["eps", "tsne", "truncation"], metavar="PART",
                    help="run only these parts (eps, tsne, truncation; default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_analyze, takes_run_lock=True, writes="analyze.out_dir")
+    p.set_defaults(func=cmd_analyze, takes_run_lock=True, loads_models=True, writes="analyze.out_dir")

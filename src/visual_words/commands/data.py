@@ -144,7 +144,7 @@ def register(sub) -> None:
                    help="only this dataset (repeatable; default: study.datasets)")
     q.add_argument("--no-features", action="store_true", help="skip filling the feature cache")
     add_config_args(q)
-    q.set_defaults(func=cmd_prepare, takes_run_lock=True, writes="prepare.manifests_dir")
+    q.set_defaults(func=cmd_prepare, takes_run_lock=True, loads_models=True, writes="prepare.manifests_dir")
 
     q = dsub.add_parser("dreambooth-boxes", help="detect DreamBooth boxes with OWL and mark them checked by hand",
                         description="Makes a hand-checked box file. Runs the detection model on every DreamBooth "

@@ -35,6 +35,9 @@ def cmd_run(args) -> int:
 
     from visual_words.evaluate.fanout import EvaluationError
     from visual_words.evaluate.stage import run
+    from visual_words.models.speed import check_precision
+
+    check_precision(cfg.evaluate.precision, cfg.study.models.values(), "evaluate.precision")  # every model runs
 
     try:
         result = run(cfg, tasks=args.tasks, limit=args.limit, progress=not args.quiet, engine=args.engine)
@@ -78,7 +81,7 @@ def register(sub) -> None:
                    "like `vw sweep` (default: evaluate.engine)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--no-tracking", action="store_true", help="do not log the results to MLflow")
-    r.set_defaults(func=cmd_run, takes_run_lock=True, writes="evaluate.out_dir")
+    r.set_defaults(func=cmd_run, takes_run_lock=True, loads_models=True, tracks=True, writes="evaluate.out_dir")
 
     s = esub.add_parser("summarize", help="per-cell mean and 95%% bootstrap CI of an evaluation table",
                         description="Reads evaluation.csv and writes summary.csv beside it: per (dataset, trained "

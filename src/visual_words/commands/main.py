@@ -9,7 +9,9 @@ import contextlib
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 
 from visual_words import commands
 
@@ -38,6 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, a scheduler's stop, `docker stop`), raised where the command is, like Ctrl-C: every
+    `finally` runs on the way out, so temporaries are removed, the run lock released and child servers stopped.
+    Python's default for SIGTERM ends the process at once and runs none of them."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,13 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Stage commands take the run lock when they have read their config (commands.config_from_args); it is
         # released when the command ends, however it ends.
-        with contextlib.ExitStack() as args.resources:
+        with sigterm_raises(), contextlib.ExitStack() as args.resources:
             return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        if os.environ.get("VW_DEBUG", "") not in ("", "0"):
+    except (KeyboardInterrupt, Terminated, SystemExit) as e:
+        # ray.init installs its own SIGTERM handler, sys.exit(SIGTERM): the same unwinding, the same line
+        terminated = isinstance(e, Terminated) or (isinstance(e, SystemExit) and e.code == signal.SIGTERM)
+        if os.environ.get("VW_DEBUG", "") not in ("", "0") or (isinstance(e, SystemExit) and not terminated):
             raise
-        print(f"vw {args.command}: interrupted; re-run to resume (finished outputs are kept)", file=sys.stderr)
-        return 130
+        what, code = ("terminated", 128 + signal.SIGTERM) if terminated else ("interrupted", 130)
+        if getattr(args, "takes_run_lock", False):  # a stage: its finished outputs stay, a re-run goes on from them
+            what += "; re-run to resume (finished outputs are kept)"
+        print(f"vw {args.command}: {what}", file=sys.stderr)
+        return code
     except Exception as e:  # noqa: BLE001 - one home for expected failures: one line, exit 2 (bugs re-raise)
         return report(e, args.command)
 

@@ -30,10 +30,14 @@ def cmd_maps(args) -> int:
           f"{cfg.path(cfg.maps.out_dir)}")
     from visual_words.tracking import log_stage_run
 
-    log_stage_run(cfg, "maps", {f"{r['src']}_to_{r['dst']}.{k}": r[k] for r in rows for k in ("r2", "retrieval_at_1")
-                                if r.get(k) is not None},
-                  artifacts=[cfg.path(cfg.maps.out_dir) / "quality.csv"])
+    log_stage_run(cfg, "maps", stage_metrics(rows), artifacts=[cfg.path(cfg.maps.out_dir) / "quality.csv"])
     return 0
+
+
+def stage_metrics(rows: list[dict]) -> dict[str, float]:
+    """The maps run's metrics: each map's quality, named `<src>_to_<dst>.<measure>` (also `vw tracking rebuild`)."""
+    return {f"{r['src']}_to_{r['dst']}.{k}": r[k] for r in rows for k in ("r2", "retrieval_at_1")
+            if r.get(k) is not None and r.get(k) == r.get(k)}  # r == r: not a NaN (an empty quality.csv cell)
 
 
 def register(sub) -> None:
@@ -52,4 +56,4 @@ def register(sub) -> None:
                    help="registry keys to map between (all ordered pairs; default: the study's three task models)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_maps, takes_run_lock=True, writes="maps.out_dir")
+    p.set_defaults(func=cmd_maps, takes_run_lock=True, loads_models=True, tracks=True, writes="maps.out_dir")

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from visual_words.provenance import read_times
 from visual_words.trials import embedding_path, trial_grid
 
 
@@ -30,7 +31,7 @@ def measured_rates(cfg) -> dict[str, float]:
         sidecar = Path(str(embedding_path(cfg, t)) + ".json")
         if not sidecar.is_file():
             continue
-        meta = json.loads(sidecar.read_text())
+        meta = json.loads(sidecar.read_text()) | read_times(sidecar)  # the span is kept beside the sidecar
         if meta.get("trials_in_batch") == 1 and meta.get("steps") and meta.get("finished_ms"):
             spans.append((meta["finished_ms"] - meta["started_ms"]) / 1000 / meta["steps"])
     return {"sd_train_step_s": sum(spans) / len(spans)} if spans else {}

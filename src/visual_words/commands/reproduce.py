@@ -32,7 +32,7 @@ def cmd_reproduce(args) -> int:
     root = Path(cfg.root)
     file_profile = yaml.safe_load(Path(cfg.source).read_text()).get("profile")
     t0 = time.time()
-    from visual_words.models.lock_check import check_models_for_config
+    from visual_words.models.lock_check import MODELS_CHECKED_ENV, check_models_for_config
 
     check_models_for_config(cfg)  # the real checkpoints match the model lock (a no-op for local/tiny models)
     from visual_words.commands.plan import check_budget
@@ -43,9 +43,10 @@ def cmd_reproduce(args) -> int:
 
     # the datasets before any stage: fetched (prepare.fetch, checked) or one line naming the command to run
     ensure_datasets(cfg)
-    # agreed once: the sweep stage (in this process or under dvc) neither prints the plan again nor asks again
-    saved = {k: os.environ.get(k) for k in ("VW_YES", "VW_PLAN_SHOWN")}
-    os.environ.update(VW_YES="1", VW_PLAN_SHOWN="1")
+    # agreed once: the sweep stage (in this process or under dvc) neither prints the plan again nor asks again;
+    # hashed once: each stage re-checks the weights' presence and sizes, not every byte
+    saved = {k: os.environ.get(k) for k in ("VW_YES", "VW_PLAN_SHOWN", MODELS_CHECKED_ENV)}
+    os.environ.update({"VW_YES": "1", "VW_PLAN_SHOWN": "1", MODELS_CHECKED_ENV: "1"})
     try:
         return _run(cfg, args, root, file_profile, t0)
     finally:

@@ -40,19 +40,27 @@ def _early_width_check(emb, token, spec: str, root=None) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from visual_words.embeddings import read_embedding
-    from visual_words.toolkit.inspection import format_report, inspect_embedding
+    from visual_words.embeddings import EmbeddingTooLarge, read_embedding
+    from visual_words.toolkit.inspection import format_report, inspect_embedding, inspect_large
 
     if args.k < 1:
         raise ValueError(f"-k must be ≥ 1, got {args.k}")
     if any(not d > 0 for d in args.deltas):
         raise ValueError(f"--deltas must be > 0 (units of d_nn(init)), got {args.deltas}")
-    emb = read_embedding(args.file)
+    try:
+        emb = read_embedding(args.file)
+    except EmbeddingTooLarge as e:
+        if args.model:  # its vectors would be searched against the vocabulary one by one: not for such a file
+            raise
+        report = inspect_large(e.path, e.shapes, all_vectors=args.all_vectors)  # in chunks: bounded memory
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 0
     loaded = None
     if args.model:
         _early_width_check(emb, args.token, args.model)
         loaded = _load(args.model)
-    report = inspect_embedding(emb, loaded, init=args.init, token=args.token, k=args.k, deltas=args.deltas)
+    report = inspect_embedding(emb, loaded, init=args.init, token=args.token, k=args.k, deltas=args.deltas,
+                               all_vectors=args.all_vectors)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -112,6 +120,8 @@ def register(sub) -> None:
     p.add_argument("--deltas", type=float, nargs="+", default=[0.1, 0.2, 0.5, 1.0], metavar="δ",
                    help="ε-ball radii in units of d_nn(init) (default: the paper's 0.1 0.2 0.5 1.0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--all-vectors", action="store_true", help="list every vector (default: the first 16, and a "
+                   "summary of all norms; a file declaring millions of values is read in chunks either way)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(

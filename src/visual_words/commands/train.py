@@ -36,10 +36,15 @@ def _delta(text: str) -> float:
 
 
 def cmd_train(args) -> int:
+    from visual_words.data.manifest import check_manifests_cover
+    from visual_words.models.speed import check_precision
     from visual_words.train.loop import results_table, train_trials
 
     cfg = config_from_args(args)
     trials = select_trials_from_args(cfg, args)
+    # what would fail every trial is said now, before any model is loaded
+    check_precision(cfg.train.precision, [t.model for t in trials], "train.precision")
+    check_manifests_cover(cfg, trials)  # a grid the manifests were not prepared for
     print(f"[train] profile={cfg.profile}: {len(trials)} trials, {cfg.train.steps} steps each, "
           f"{cfg.train.num_vectors} vectors per token -> {cfg.path(cfg.train.out_dir)}", flush=True)
     results = train_trials(cfg, trials, progress=not args.no_progress)
@@ -60,7 +65,7 @@ def register(sub) -> None:
                        "runs use `vw sweep`.")
     add_config_args(p)
     add_trial_filters(p)
-    p.set_defaults(func=cmd_train, takes_run_lock=True, writes="train.out_dir")
+    p.set_defaults(func=cmd_train, takes_run_lock=True, loads_models=True, writes="train.out_dir")
 
 
 def add_trial_filters(p) -> None:

@@ -137,3 +137,22 @@ def read_manifest(path: str | Path) -> Manifest:
 
 def manifest_path(cfg, dataset: str) -> Path:
     return cfg.path(cfg.prepare.manifests_dir) / f"{dataset}.json"
+
+
+def check_manifests_cover(cfg, trials) -> None:
+    """Before any training: every dataset the trials train on has a manifest holding the study's concepts (each
+    trial's own, and the others its loss reads as negatives). A manifest prepared for another grid (a changed
+    `study.concepts_per_dataset`, `study.datasets`) fails every trial; say so once, with the command that fixes it."""
+    from visual_words import registry
+
+    for dataset in dict.fromkeys(t.dataset for t in trials):
+        path = manifest_path(cfg, dataset)
+        if not path.is_file():
+            raise UserError(f"{path}: manifest not found: run `vw data prepare` (the prepare stage) with the same "
+                            "--profile and --set as this run first")
+        have = read_manifest(path).concepts
+        missing = [c.name for c in registry.study_concepts(cfg, dataset) if c.name not in have]
+        if missing:
+            raise UserError(f"{path}: prepared for another grid: it lacks {len(missing)} concept(s) the study trains "
+                            f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}); run `vw data prepare` "
+                            "(the prepare stage) with the same --profile and --set as this run first")

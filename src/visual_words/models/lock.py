@@ -422,11 +422,12 @@ def bake(keys: Iterable[str] | None = None, cache: str | os.PathLike | None = No
 # check (offline, before a paper run)
 
 
-def read_lock(path: str | os.PathLike) -> dict[str, Any]:
+def read_lock(path: str | os.PathLike, needed_by: str = "a run on the real models") -> dict[str, Any]:
+    """The lock at `path`; `needed_by` says who needs it in the error when there is none (e.g. a profile)."""
     path = Path(path)
     if not path.is_file():
         raise ModelLockError(
-            f"no model lock at {path}: the paper profile runs only on pinned weights. In the container, build the "
+            f"no model lock at {path}: {needed_by} runs only on pinned weights. In the container, build the "
             f"image with --build-arg BAKE_MODELS=1; elsewhere run `HF_HUB_OFFLINE=0 vw bake-models` once (it "
             f"downloads the weights into the Hugging Face cache and writes the lock). ${LOCK_ENV} points at another "
             "lock.")

@@ -39,6 +39,8 @@ from visual_words.models.lock import (
 from visual_words.models.pins import compare, pin, single_file_match
 from visual_words.registry import ModelEntry, model
 
+MODELS_CHECKED_ENV = "VW_MODELS_CHECKED"  # "1": `vw reproduce` verified every sha256 before its stages ran
+
 
 def _problems(entry: ModelEntry, rec: dict[str, Any], cache: Path, hashes: bool) -> list[str]:
     """Everything that differs between the lock record of `entry` and the cache (empty list = as locked)."""
@@ -243,7 +245,7 @@ def model_statuses(keys, lock_path: str | os.PathLike | None = None, cache: str 
 
 def check_models(keys, lock_path: str | os.PathLike | None = None,
                  cache: str | os.PathLike | None = None, hashes: bool = True, accept_rehearsal: bool | None = None,
-                 pins_table: dict[str, Any] | None = None) -> list[str]:
+                 pins_table: dict[str, Any] | None = None, needed_by: str = "a run on the real models") -> list[str]:
     """Verify the models among `keys` against the lock and the publisher's pins; returns the keys checked, raises
     ModelLockError listing every difference.
 
@@ -259,7 +261,7 @@ def check_models(keys, lock_path: str | os.PathLike | None = None,
         return []
     lock_path = Path(lock_path) if lock_path else default_lock_path()
     cache = hub_cache_dir(cache)
-    lock = read_lock(lock_path) if any(not e.is_local for e in entries) else None
+    lock = read_lock(lock_path, needed_by) if any(not e.is_local for e in entries) else None
     accept = accept_rehearsal_default(accept_rehearsal)
     statuses = [model_status(e, lock, lock_path, cache, hashes, accept, pins_table) for e in entries]
     problems = [p for s in statuses if not s.ok for p in (s.problems or [f"`{s.key}`: {s.detail}"])]
@@ -285,5 +287,15 @@ def check_models_for_config(cfg, lock_path: str | os.PathLike | None = None,
     if accept_rehearsal is None and getattr(cfg, "profile", None) == REHEARSAL_PROFILE:
         accept_rehearsal = True
     cache = cache or (cfg.path(cfg.study.hub_cache) if cfg.study.hub_cache else None)
-    return check_models(cfg.study.models.values(), lock_path or config_lock_path(cfg), cache, hashes,
-                        accept_rehearsal)
+    keys = list(cfg.study.models.values())
+    return check_models(keys, lock_path or config_lock_path(cfg), cache, hashes, accept_rehearsal,
+                        needed_by=f"profile `{cfg.profile}` ({', '.join(getattr(k, 'key', k) for k in keys)})")
+
+
+def check_models_before_stage(cfg) -> list[str]:
+    """The check every stage command that loads models runs when it has read its config, before any heavy work
+    (a Ray cluster, a data pass): a run on weights that are missing or not the locked ones cannot succeed.
+
+    Standalone (or under `dvc repro`) it hashes every file; under `vw reproduce`, which hashed them once before the
+    first stage (and says so in ${MODELS_CHECKED_ENV}), each stage checks presence, commits and sizes only."""
+    return check_models_for_config(cfg, hashes=os.environ.get(MODELS_CHECKED_ENV) != "1")

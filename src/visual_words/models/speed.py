@@ -59,6 +59,23 @@ class SpeedOptions:
         return device.type == "cuda" if self.compile == "auto" else bool(self.compile)
 
 
+def check_precision(precision: str, model_keys, setting: str) -> None:
+    """Refuse, before any model is loaded, a precision one of the models cannot honour (fp8 exists only for the SD
+    UNet: a CLIP or OWLv2 model would quietly run in bf16 instead). `setting` names the key, e.g. `train.precision`."""
+    from visual_words.models.families import families, family_of
+    from visual_words.registry import model
+
+    for key in dict.fromkeys(model_keys):
+        fam = family_of(model(key))
+        if precision not in fam.precisions:
+            able = [f for f in families().values() if precision in f.precisions]
+            only = f"; it exists for {', '.join(f.name for f in able)} only" if able else ""
+            if able and setting.startswith("train."):  # training can run those trials alone
+                only += f": select those trials with --task {able[0].task}"
+            raise SpeedOptionError(f"`{setting}` = {precision}: model `{key}` (family {fam.name}, {fam.task} trials) "
+                                   f"cannot honour it (it runs {', '.join(fam.precisions)}){only}")
+
+
 def _backends(choice: str, device: torch.device) -> list | None:
     """The SDPA backends to allow, in priority order; None = torch's own choice."""
     from torch.nn.attention import SDPBackend

@@ -78,9 +78,23 @@ def _overrides() -> tuple[str | None, dict[str, dict]]:
     if not path:
         return None, {}
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise ValueError(f"{file}: ${OVERRIDES_ENV} names a folder, not an overrides file (docs/models.md)")
     if not file.is_file():
         raise ValueError(f"{file}: ${OVERRIDES_ENV} names no such file")
-    raw = yaml.safe_load(file.read_text()) or {}
+    try:
+        raw = yaml.safe_load(file.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{file}: not a text file (not UTF-8); ${OVERRIDES_ENV} must name a YAML file of "
+                         "model sources (docs/models.md)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ValueError(f"{file}: not valid YAML ({where}{getattr(e, 'problem', None) or e}); fix it or unset "
+                         f"${OVERRIDES_ENV}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: must be a mapping of registry keys to sources (e.g. `sd21: {{folder: DIR}}`), "
+                         f"got a {type(raw).__name__}; see docs/models.md")
     base = file.resolve().parent  # relative paths are relative to the overrides file, not the working directory
     out = {}
     for key, ov in raw.items():
@@ -118,6 +132,13 @@ def models() -> dict[str, ModelEntry]:
             raise ValueError(f"models.yaml: `{key}.role` is {entry.role!r}; known roles: {', '.join(ROLES)}")
         out[key] = entry
     return out
+
+
+def text_widths() -> dict[str, int]:
+    """Each registry model's text width, from models.yaml alone: an override changes where the weights come from,
+    never the architecture, so a caller that needs only widths (`vw inspect` without --model) does not read
+    $VW_MODEL_OVERRIDES."""
+    return {key: int(raw["text_width"]) for key, raw in _read_yaml("models.yaml").items()}
 
 
 def model(key: str) -> ModelEntry:

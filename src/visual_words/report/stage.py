@@ -80,6 +80,7 @@ def target_images(cfg, datasets) -> dict[tuple[str, str], Path]:
 
 def stage_provenance(cfg) -> list[dict]:
     """The provenance.json of every stage that wrote one (its commit, time and elapsed seconds)."""
+    from visual_words.provenance import read_times
     from visual_words.trials import TASKS as TRAIN_TASKS
 
     places = [("prepare", cfg.path(cfg.prepare.manifests_dir)), ("maps", cfg.path(cfg.maps.out_dir))]
@@ -91,7 +92,7 @@ def stage_provenance(cfg) -> list[dict]:
         if not p.is_file():
             continue
         try:
-            prov = json.loads(p.read_text())
+            prov = json.loads(p.read_text()) | read_times(p)  # its time is kept beside it (provenance.py)
         except json.JSONDecodeError:
             continue
         el = prov.get("elapsed_s")

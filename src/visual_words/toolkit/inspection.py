@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -41,7 +42,7 @@ def select_tokens(emb: Embedding, token: str | None = None, width: int | None = 
 
 def fitting_models(width: int) -> dict[str, list[str]]:
     """Which known models a vector width fits: registry keys, and the text encoders community files come from."""
-    return {"registry": [k for k, e in registry.models().items() if e.text_width == width],
+    return {"registry": [k for k, w in registry.text_widths().items() if w == width],
             "community": list(COMMUNITY_WIDTHS.get(width, ()))}
 
 
@@ -63,8 +64,46 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+SHOWN_VECTORS = 16  # vectors listed per token unless every one is asked for (`vw inspect --all-vectors`)
+
+
+def _norm_summary(norms: list[float], nonfinite: int) -> dict[str, Any]:
+    return {"min": min(norms), "mean": sum(norms) / len(norms), "max": max(norms), "nonfinite": nonfinite} \
+        if norms else {"nonfinite": nonfinite}
+
+
+def inspect_large(path: Path, shapes: dict[str, list[int]], all_vectors: bool = False) -> dict[str, Any]:
+    """The report of a safetensors file that declares more values than an embedding holds (EmbeddingTooLarge),
+    read in chunks: memory stays at one chunk whatever the file's size; the first SHOWN_VECTORS vectors are
+    listed (every one with `all_vectors`), and the norms of all of them summarized."""
+    from visual_words.embeddings import stream_rows
+
+    report: dict[str, Any] = {"file": str(path), "format": "safetensors", "meta": {}, "tokens": [],
+                              "notes": ["the file declares far more values than an embedding holds: read in chunks "
+                                        "and summarized; no other command reads it"]}
+    for name, shape in shapes.items():
+        entry: dict[str, Any] = {"name": name, "shape": list(shape), "width": int(shape[-1]) if shape else 0,
+                                 "fits": fitting_models(int(shape[-1])) if shape else {"registry": [], "community": []},
+                                 "vectors": []}
+        report["tokens"].append(entry)
+        if len(shape) != 2:
+            report["notes"].append(f"entry `{name}` has shape {shape}; an embedding is [n, d]")
+            continue
+        norms: list[float] = []
+        nonfinite = 0
+        for chunk in stream_rows(path, name):
+            finite = torch.isfinite(chunk)
+            nonfinite += int((~finite).sum())
+            n = torch.linalg.vector_norm(torch.where(finite, chunk, 0.0).double(), dim=1).tolist()
+            keep = len(n) if all_vectors else max(0, SHOWN_VECTORS - len(entry["vectors"]))
+            entry["vectors"] += [{"index": len(norms) + i, "norm": v} for i, v in enumerate(n[:keep])]
+            norms += n
+        entry["norms"] = _norm_summary(norms, nonfinite)
+    return json_safe(report)
+
+
 def inspect_embedding(emb: Embedding, loaded: Any = None, init: str | None = None, token: str | None = None,
-                      k: int = 5, deltas: Sequence[float] = PAPER_DELTAS) -> dict[str, Any]:
+                      k: int = 5, deltas: Sequence[float] = PAPER_DELTAS, all_vectors: bool = False) -> dict[str, Any]:
     """A JSON-ready report. Without `loaded`: format, tokens, shapes, norms, which models the widths fit. With a
     `LoadedModel`: per vector the nearest words (L2 and cosine, decoded), the nearest word's distance in units of
     its d_nn, and — for `init` or the sidecar's recorded `anchor` — the distance to that word in units of
@@ -105,6 +144,10 @@ def inspect_embedding(emb: Embedding, loaded: Any = None, init: str | None = Non
     for name, vecs in tokens.items():
         entry: dict[str, Any] = {"name": name, "shape": list(vecs.shape), "width": int(vecs.shape[1]),
                                  "fits": fitting_models(int(vecs.shape[1]))}
+        if len(vecs) > SHOWN_VECTORS:
+            norms = torch.linalg.vector_norm(vecs.double(), dim=1).tolist()
+            entry["norms"] = _norm_summary(norms, 0)  # a reader already refused non-finite values
+            vecs = vecs if all_vectors else vecs[:SHOWN_VECTORS]
         if adapter is None:
             entry["vectors"] = [{"index": i, "norm": float(torch.linalg.vector_norm(v.double()))}
                                 for i, v in enumerate(vecs)]
@@ -155,8 +198,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"token {t['name']}: {n} vector{'s' if n != 1 else ''} × {d}")
         fits = t["fits"]["registry"] + t["fits"]["community"]
         lines.append(f"  width {d} fits: {', '.join(fits) if fits else 'no known model'}")
+        if "norms" in t:
+            ns = t["norms"]
+            lines.append(f"  norms of all {n:,} vectors: min {_num(ns.get('min'))}, mean {_num(ns.get('mean'))}, "
+                         f"max {_num(ns.get('max'))}"
+                         + (f"; {ns['nonfinite']:,} NaN/inf values" if ns["nonfinite"] else ""))
         for v in t["vectors"]:
-            lines.append(f"  vector {v['index']}: norm {v['norm']:.4f}")
+            lines.append(f"  vector {v['index']}: norm {_num(v['norm'])}")
             if "nearest_l2" not in v:
                 continue
             lines.append(f"    nearest (L2):     {_words(v['nearest_l2'], 'distance')}")
@@ -174,6 +222,8 @@ def format_report(report: dict[str, Any]) -> str:
                     f"outside every ball up to δ = {list(i['inside'])[-1]}"
                 lines.append(f"    ε-ball: {balls}; tokens within δ·d_nn(init) of the vector: "
                              + ", ".join(f"δ={d}: {c}" for d, c in i["tokens_within"].items()))
+        if len(t["vectors"]) < n:
+            lines.append(f"  … {n - len(t['vectors']):,} more vectors (--all-vectors lists every one)")
     # Names and metadata come from the file: escape control characters (ANSI escapes, carriage returns, newlines
     # inside a name), so a file cannot recolour the terminal or fake output lines.
     return "\n".join(printable(line) for line in lines)

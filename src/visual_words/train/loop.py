@@ -27,6 +27,7 @@ from visual_words.models.adapters import Adapter, adapter_for
 from visual_words.models.loading import LoadedModel, load_model
 from visual_words.models.speed import SpeedOptions
 from visual_words.models.token_table import TokenTable
+from visual_words.provenance import write_times
 from visual_words.reuse import checkpoint_key, trial_key
 from visual_words.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from visual_words.train.geometry import project_, radii, relative_distance
@@ -236,8 +237,10 @@ def train_batch(cfg, adapter: Adapter, trials: Sequence[Trial], data: Sequence[T
         if t.id in keep:
             results.append(read_result(cfg, t))
             continue
-        meta = state.meta(k) | {"started_ms": started_ms, "finished_ms": int(time.time() * 1000)}
+        meta = state.meta(k)
         path = write_embedding(output_path(cfg, t), t.token, vectors[k], meta)
+        # beside the sidecar, not in it: identical retrains write identical sidecars (provenance.py)
+        write_times(sidecar_path(path), {"started_ms": started_ms, "finished_ms": int(time.time() * 1000)})
         results.append(TrialResult(t, path, vectors[k].clone(), meta["final_loss"], meta["curves"], meta))
     ckpt.unlink(missing_ok=True)
     return results

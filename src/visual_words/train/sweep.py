@@ -75,7 +75,9 @@ def _run_tags(cfg, trial: Trial) -> dict[str, str]:
 
 
 def log_trials(cfg, trials: list[Trial], uri: str, exp_id: str) -> int:
-    """Log one MLflow run per trial from its files (used by workers and by the driver's reconciliation)."""
+    """Log one MLflow run per trial from its files (used by workers and by the driver's reconciliation): the
+    sidecar, and the trial's wall-clock span from its times file (kept out of the sidecar, see provenance.py)."""
+    from visual_words.provenance import read_times
     from visual_words.tracking import log_trial_run
 
     n = 0
@@ -83,7 +85,7 @@ def log_trials(cfg, trials: list[Trial], uri: str, exp_id: str) -> int:
         path = embedding_path(cfg, t)
         side = read_sidecar(path)
         if side is not None:
-            log_trial_run(uri, exp_id, side, path, tags=_run_tags(cfg, t))
+            log_trial_run(uri, exp_id, side | read_times(Path(str(path) + ".json")), path, tags=_run_tags(cfg, t))
             n += 1
     return n
 

@@ -45,6 +45,8 @@ class Family:
     # caches features only for the concepts the task's grid trains
     trains_on_own_concept_only: ClassVar[bool] = False
     adapter_class: ClassVar[str] = ""  # "module:Class" of its adapter (models/adapters.py)
+    # the `train.precision` / `evaluate.precision` values it honours (fp8 only where a module is converted to it)
+    precisions: ClassVar[tuple[str, ...]] = ("auto", "fp32", "fp16", "bf16")
 
     # -- loading ---------------------------------------------------------------------------------------------
 

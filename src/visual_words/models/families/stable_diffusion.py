@@ -14,6 +14,7 @@ class StableDiffusion(Family):
     name = "stable-diffusion"
     library = "diffusers"
     task = "generation"
+    precisions = ("auto", "fp32", "fp16", "bf16", "fp8")  # fp8: the UNet's linear layers (models/speed.py)
     table_folder = "text_encoder"
     table_files = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     bake_files = {  # diffusers StableDiffusionPipeline (safety checker disabled)
