@@ -48,7 +48,7 @@ bench: install ## run every benchmark (pytest-benchmark); each prints `NAME rati
 docker-test: ## build the image and run the smoke study inside it with --network none
 	bash docker/test.sh
 
-cluster-test: install ## train + evaluate on a 2-node Ray cluster whose worker shares no disk, a node killed (root; ≈ 6 min)
+cluster-test: install ## train + evaluate on a 2-node Ray cluster whose worker shares no disk, a node killed (root; ≈ 8 min)
 	$(PY) -m pytest -q -s --cluster tests/test_cluster.py
 
 clean: ## remove generated outputs (artifacts/, every reports/<profile>/, mlflow store); keeps .venv and data/

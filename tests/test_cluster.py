@@ -148,6 +148,10 @@ def test_study_on_two_nodes_without_a_shared_disk_equals_one_node_and_survives_a
         _vw(["evaluate", "run", *SETTINGS, "--set", "evaluate.engine=ray", "--quiet"], work, env=env)
         cluster_s = time.time() - t0
         records = nodes.records()
+        name = f"{cfg.sweep.experiment_prefix}/{cfg.profile}/train"
+        server = _runs_by_trial(nodes.tracking_uri, name)  # read while the head's server is up
+        server_facts = {tid: [(r.info.status, _run_facts(nodes.tracking_uri, r)) for r in rs]
+                        for tid, rs in server.items()}
     finally:
         nodes.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -179,14 +183,12 @@ def test_study_on_two_nodes_without_a_shared_disk_equals_one_node_and_survives_a
 
     # MLflow: one FINISHED run per trial on the head's server, nothing left RUNNING, each run equal to the
     # single-node run's (params, metrics incl. the evaluation's, our tags, the loss curve, the logged files).
-    name = f"{cfg.sweep.experiment_prefix}/{cfg.profile}/train"
-    server = _runs_by_trial(env["MLFLOW_TRACKING_URI"], name)
-    local = _runs_by_trial(f"sqlite:///{single / 'mlflow.db'}", name)
-    assert sorted(server) == sorted(t.id for t in trials)
-    assert all(len(rs) == 1 and rs[0].info.status == "FINISHED" for rs in server.values())
-    for trial_id, (run,) in server.items():
-        assert _run_facts(env["MLFLOW_TRACKING_URI"], run) == _run_facts(f"sqlite:///{single / 'mlflow.db'}",
-                                                                         local[trial_id][0]), trial_id
+    local_uri = f"sqlite:///{single / 'mlflow.db'}"
+    local = _runs_by_trial(local_uri, name)
+    assert sorted(server_facts) == sorted(t.id for t in trials)
+    assert all(len(rs) == 1 and rs[0][0] == "FINISHED" for rs in server_facts.values())
+    for trial_id, [(_, facts)] in server_facts.items():
+        assert facts == _run_facts(local_uri, local[trial_id][0]), trial_id
     print(f"\n[cluster-test] {len(trials)} trials; single node {single_s:.0f} s; two nodes with a node kill "
           f"{cluster_s:.0f} s; whole test {time.time() - t_start:.0f} s; {finished_at_kill} trials were back when "
           "worker node 0's raylet was killed")

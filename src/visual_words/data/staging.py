@@ -163,17 +163,25 @@ class Scratch:
         return self.dir / ABSOLUTE / p.relative_to("/") if p.is_absolute() else self.dir / p
 
     def _localise_manifests(self, cfg) -> None:
-        """A manifest whose image_root is absolute (an ImageNet folder outside the workspace, say) points at where
-        those images are in this scratch workspace."""
+        """Point each shipped manifest's image_root at where its images are in this scratch workspace, when the
+        manifest's own (relative or absolute) image_root would miss them: images outside the workspace, or a
+        manifests folder and an image folder on different sides of the workspace root."""
         import json
 
         from visual_words.data.manifest import read_manifest, write_manifest
 
-        folder = self._local(cfg.prepare.manifests_dir)
-        for path in folder.glob("*.json") if folder.is_dir() else []:
-            if Path(json.loads(path.read_text()).get("image_root", "")).is_absolute():
-                m = read_manifest(path)
-                write_manifest(path, dataclasses.replace(m, image_root=str(self._local(m.image_root))))
+        folder = Path(os.path.abspath(cfg.path(cfg.prepare.manifests_dir)))
+        for key in list(self.staged):
+            driver_path = Path(os.path.abspath(cfg.path(key)))
+            if driver_path.parent != folder or driver_path.suffix != ".json":
+                continue
+            local = self._local(key)
+            root = json.loads(local.read_text()).get("image_root", "")
+            driver_root = os.path.normpath(driver_path.parent / root)  # an absolute root stays itself
+            wanted = str(self._local(workspace_key(cfg, driver_root)))
+            if os.path.normpath(local.parent / root) != wanted:
+                m = read_manifest(local)
+                write_manifest(local, dataclasses.replace(m, image_root=wanted))
 
     def _key(self, local: Path) -> str:
         rel = local.relative_to(self.dir)
