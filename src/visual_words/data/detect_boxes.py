@@ -40,7 +40,8 @@ def detect(loaded, image, query: str) -> tuple[list[float], float]:
         raise ValueError(f"OWL returned no box at all for query {query!r}")
     best = int(result["scores"].float().argmax())
     x0, y0, x1, y1 = (float(v) for v in result["boxes"][best].float())
-    x0, y0 = max(0.0, x0), max(0.0, y0)
+    # clipped to the image; a box wholly outside it (possible for any scorer) becomes a 1-px box at its edge
+    x0, y0 = min(max(0.0, x0), image.width - 1.0), min(max(0.0, y0), image.height - 1.0)
     x1, y1 = min(float(image.width), x1), min(float(image.height), y1)
     return [round(x0, 2), round(y0, 2), round(max(x1 - x0, 1.0), 2), round(max(y1 - y0, 1.0), 2)], \
         float(result["scores"][best])
