@@ -154,8 +154,11 @@ def claims_rehearsal_overrides(sources: Path, hub: Path) -> dict:
         "prepare.dataset_sources": str(sources), "prepare.train_per_concept": 1, "prepare.eval_per_concept": 1,
         "prepare.dreambooth_holdout": 1,
         "train.steps": 2, "train.batch_size": 1, "train.log_every": 1, "train.checkpoint_every": 1,
-        "train.precision": "bf16",
-        "evaluate.engine": "local", "evaluate.inference_steps": 1, "evaluate.precision": "bf16",
+        # fp32: the half-precision paths are the paper rehearsal's to exercise (`vw reproduce --profile rehearsal`);
+        # this one is about the claims run's start (fetch, boxes, every stage), and a CPU without native bf16
+        # convolutions takes tens of minutes for one 768 px VAE encode in bf16 (43 s in fp32, measured here)
+        "train.precision": "fp32",
+        "evaluate.engine": "local", "evaluate.inference_steps": 1, "evaluate.precision": "fp32",
         "evaluate.bootstrap_resamples": 100, "analyze.tsne_perplexity": 2.0, "analyze.truncation_word": "",
     }
 
