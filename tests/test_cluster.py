@@ -50,12 +50,13 @@ def _prepared_workspace(path: Path) -> Path:
 
 
 def _outputs(cfg) -> dict[str, bytes]:
-    """Every file the train and evaluate stages wrote, by path relative to the workspace."""
+    """Every file the train and evaluate stages wrote, by path relative to the workspace; not the `*.times.json`
+    wall-clock records beside them (DVC ignores them too: two identical runs differ only there)."""
     root = Path(cfg.root)
     out = {}
     for folder in (cfg.path(cfg.train.out_dir), cfg.path(cfg.evaluate.out_dir)):
         for p in sorted(folder.rglob("*")):
-            if p.is_file() and ".checkpoints" not in p.parts:
+            if p.is_file() and ".checkpoints" not in p.parts and not p.name.endswith(".times.json"):
                 out[p.relative_to(root).as_posix()] = p.read_bytes()
     return out
 
