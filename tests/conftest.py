@@ -16,6 +16,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = REPO.parent / "shared" / "assets"
 
 
+def prepared_coco_workspace(repo_root: Path, ws: Path, **more_sets) -> dict:
+    """A smoke workspace in `ws` on the COCO manifest alone (features computed on demand), reading the repo's tiny
+    checkpoints through a symlink; prepares it and returns the --set overrides its commands need."""
+    import shutil
+
+    from visual_words.config import load_config
+    from visual_words.data.prepare import prepare
+
+    shutil.copy(repo_root / "params.yaml", ws / "params.yaml")
+    os.symlink(repo_root / "artifacts", ws / "artifacts")  # the tiny checkpoints (read only)
+    sets = {"prepare.manifests_dir": str(ws / "manifests"), "prepare.cache_dir": str(ws / "cache"),
+            "prepare.synthetic_root": str(ws / "synthetic"), "study.datasets": ["coco"],
+            "prepare.precompute_features": False, "train.out_dir": str(ws / "emb"), **more_sets}
+    prepare(load_config("smoke", ws / "params.yaml", sets), progress=False)
+    return sets
+
+
 def pytest_addoption(parser):
     parser.addoption("--rehearsal", action="store_true",
                      help="run only the checks of a finished rehearsal (make rehearse runs the rehearsal first)")

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import prepared_coco_workspace
 from visual_words.cli import main
 from visual_words.embeddings import damage, read_embedding, sidecar_path, write_embedding
 from visual_words.errors import DiskFullError, UserError
@@ -77,17 +78,8 @@ def test_a_damaged_token_is_detected_by_every_reader(tmp_path):
 @pytest.fixture(scope="module")
 def workspace(repo_root, tmp_path_factory):
     """A smoke workspace with the COCO manifest (features computed on demand, so only the CLIP ones are)."""
-    from visual_words.config import load_config
-    from visual_words.data.prepare import prepare
-
     ws = tmp_path_factory.mktemp("faults")
-    shutil.copy(repo_root / "params.yaml", ws / "params.yaml")
-    os.symlink(repo_root / "artifacts", ws / "artifacts")  # the tiny checkpoints (read only)
-    sets = {"prepare.manifests_dir": str(ws / "manifests"), "prepare.cache_dir": str(ws / "cache"),
-            "prepare.synthetic_root": str(ws / "synthetic"), "study.datasets": ["coco"],
-            "prepare.precompute_features": False, "train.out_dir": str(ws / "emb")}
-    cfg = load_config("smoke", ws / "params.yaml", sets)
-    prepare(cfg, progress=False)
+    sets = prepared_coco_workspace(repo_root, ws)
     return ws, sets
 
 

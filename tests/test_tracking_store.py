@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import prepared_coco_workspace
 from visual_words.cli import main
 from visual_words.config import load_config
 
@@ -25,17 +26,10 @@ def _argv(sets: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def study(repo_root, tmp_path_factory):
     """Two trained classification trials (tiny CLIP) and an MLflow store holding their runs."""
-    from visual_words.data.prepare import prepare
-
     ws = tmp_path_factory.mktemp("store")
-    shutil.copy(repo_root / "params.yaml", ws / "params.yaml")
-    os.symlink(repo_root / "artifacts", ws / "artifacts")  # the tiny checkpoints (read only)
-    sets = {"prepare.manifests_dir": str(ws / "manifests"), "prepare.cache_dir": str(ws / "cache"),
-            "prepare.synthetic_root": str(ws / "synthetic"), "study.datasets": ["coco"],
-            "prepare.precompute_features": False, "train.out_dir": str(ws / "emb"),
-            "maps.out_dir": str(ws / "maps"), "evaluate.out_dir": str(ws / "ev"),
-            "sweep.tracking_uri": f"sqlite:///{ws / 'mlflow.db'}"}
-    prepare(load_config("smoke", ws / "params.yaml", sets), progress=False)
+    sets = prepared_coco_workspace(repo_root, ws, **{
+        "maps.out_dir": str(ws / "maps"), "evaluate.out_dir": str(ws / "ev"),
+        "sweep.tracking_uri": f"sqlite:///{ws / 'mlflow.db'}"})
     argv = ["train", "--params", str(ws / "params.yaml"), *_argv(sets), "--task", "classification", "--limit", "2",
             "--no-progress"]
     assert main(argv) == 0
