@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export DVC_NO_ANALYTICS ?= 1
 PROFILE ?= smoke
 
-.PHONY: help install demo test test-quick lint rehearse rehearse-claims bench docker-test cluster-test clean clean-profile
+.PHONY: help install demo test test-slow lint rehearse rehearse-claims bench docker-test cluster-test clean clean-profile
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,15 +27,15 @@ install: $(VENV)/.installed ## create .venv (if missing) and install the pinned 
 demo: install ## run the main job: the whole study on the smoke profile (tiny models, CPU, minutes)
 	$(VW) reproduce --profile $(PROFILE)
 
-test: install lint ## run the linter and the test suite (HF_HUB_OFFLINE=1)
-	$(PY) -m pytest -q
+test: install lint ## lint, then every test not marked slow (HF_HUB_OFFLINE=1; a few minutes)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install ## the slow tests: whole smoke studies, DVC fresh clones, Ray, Chromium (≈ 15 min; CI runs them)
+	$(PY) -m pytest -q -m slow
 
 lint: install ## ruff (line length, import order, unused names) + the layers: imports run only down, no loops
 	$(PY) -m ruff check src tests benchmarks tools
 	$(VENV)/bin/lint-imports
-
-test-quick: install ## run the quick subset (no slow tests)
-	$(PY) -m pytest -q -m "not slow"
 
 rehearse: install ## full size on CPU, random-weight models, few trials: the paper profile's code paths (≈ 15 min)
 	$(VW) rehearsal-models

@@ -183,6 +183,31 @@ def test_prepare_fills_the_feature_cache_for_the_study_models(tmp_path):
     assert again == {"tiny-sd": 0, "tiny-owlv2": 0, "tiny-clip": 0}  # everything already cached
 
 
+def test_training_and_evaluation_at_their_own_precision_read_what_prepare_cached(tmp_path):
+    """train.precision bf16, evaluate.precision fp32: prepare loads each model at the precision of the stage that
+    reads a split, so neither stage computes a feature again (the cache key holds the weights' dtype)."""
+    from visual_words.data.features import FeatureCache
+    from visual_words.data.manifest import manifest_path, read_manifest
+    from visual_words.data.prepare import prepare
+    from visual_words.models.loading import load_model
+
+    cfg = _cfg(tmp_path, **{"prepare.precompute_features": True, "study.datasets": ["pascal"],
+                            "train.precision": "bf16", "evaluate.precision": "fp32"})
+    prepare(cfg, progress=False)
+    manifest = read_manifest(manifest_path(cfg, "pascal"))
+    train = [r for s in manifest.concepts.values() for r in s.train]
+    held_out = [r for s in manifest.concepts.values() for r in s.eval]
+    for precision, records in (("bf16", train), ("fp32", held_out)):
+        loaded = load_model("tiny-clip", device="cpu", precision=precision, root=cfg.root)
+        cache = FeatureCache(cfg)
+        feats = cache.get("clip_image_embeds", loaded, manifest, records)
+        assert (cache.hits, cache.misses, feats.shape[0]) == (len(records), 0, len(records))
+    sd = load_model("tiny-sd", device="cpu", precision="bf16", root=cfg.root)
+    cache = FeatureCache(cfg)
+    cache.get("sd_latents", sd, manifest, train[:2])
+    assert cache.misses == 0
+
+
 def test_smoke_set_covers_imagenet_and_dreambooth_too(tmp_path):
     """The synthetic set exists for all four datasets, so a smoke run can add ImageNet and DreamBooth."""
     from visual_words.data.manifest import manifest_path, read_manifest

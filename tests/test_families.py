@@ -68,9 +68,24 @@ def test_prepare_asks_the_family_which_features_to_cache(smoke_config):
 
     manifest = _manifest_of_two_records()
     jobs = feature_jobs(smoke_config, manifest)
-    kinds = {key: (kind, len(records)) for key, kind, records in jobs}
-    assert kinds == {"tiny-sd": ("sd_latents", 1), "tiny-owlv2": ("owl_image_embeds", 2),
-                     "tiny-clip": ("clip_image_embeds", 2)}
+    kinds = {key: (kind, len(records), precision) for key, kind, records, precision in jobs}
+    assert kinds == {"tiny-sd": ("sd_latents", 1, "auto"), "tiny-owlv2": ("owl_image_embeds", 2, "auto"),
+                     "tiny-clip": ("clip_image_embeds", 2, "auto")}
+
+
+def test_each_split_is_prepared_at_the_precision_of_the_stage_that_reads_it(smoke_config):
+    """Train images at train.precision, held-out images at evaluate.precision (the cache key holds the dtype)."""
+    import dataclasses
+
+    from visual_words.data.prepare import feature_jobs
+
+    cfg = dataclasses.replace(smoke_config, train=dataclasses.replace(smoke_config.train, precision="bf16"))
+    jobs = {(key, precision): sorted(r.file for r in records) for key, _, records, precision in
+            feature_jobs(cfg, _manifest_of_two_records())}
+    assert set(jobs) == {("tiny-sd", "bf16"), ("tiny-owlv2", "bf16"), ("tiny-owlv2", "auto"),
+                         ("tiny-clip", "bf16"), ("tiny-clip", "auto")}
+    assert jobs[("tiny-clip", "bf16")] == jobs[("tiny-sd", "bf16")] and len(jobs[("tiny-clip", "auto")]) == 1
+    assert not set(jobs[("tiny-clip", "bf16")]) & set(jobs[("tiny-clip", "auto")])
 
 
 def test_sd_latents_are_cached_only_for_the_concepts_sd_trains():
@@ -86,11 +101,11 @@ def test_sd_latents_are_cached_only_for_the_concepts_sd_trains():
     manifest = Manifest(dataset="coco", source="synthetic", seed=0, image_root=".", concepts=split)
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     narrow = load_config("smoke", params, {"study.grid_by_task": {"generation": {"concepts_per_dataset": 1}}})
-    files = {key: sorted(r.file for r in records) for key, _, records in feature_jobs(narrow, manifest)}
+    files = {key: sorted(r.file for r in records) for key, _, records, _ in feature_jobs(narrow, manifest)}
     assert files["tiny-sd"] == [f"{first}.jpg"]
     assert files["tiny-clip"] == sorted([f"{first}.jpg", f"{second}.jpg", f"{first}-eval.jpg", f"{second}-eval.jpg"])
     elsewhere = load_config("smoke", params, {"study.grid_by_task": {"generation": {"datasets": ["pascal"]}}})
-    assert "tiny-sd" not in {key for key, _, _ in feature_jobs(elsewhere, manifest)}
+    assert "tiny-sd" not in {key for key, *_ in feature_jobs(elsewhere, manifest)}
 
 
 def _manifest_of_two_records():

@@ -130,10 +130,14 @@ def verify_images(m: Manifest, root: Path, progress: bool = True) -> None:
                              f"{r.width}x{r.height}; the boxes would not fit it")
 
 
-def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
-    """(model key, feature kind, records) the study's task models need from a manifest (their families say which
-    features of which splits: `Family.prepared_features`; a family whose training reads only its own concept's
-    images gets features only for the concepts its task's grid trains)."""
+def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list, str]]:
+    """(model key, feature kind, records, precision) the study's task models need from a manifest (their families
+    say which features of which splits: `Family.prepared_features`; a family whose training reads only its own
+    concept's images gets features only for the concepts its task's grid trains).
+
+    Each split's features are computed at the precision of the stage that reads them (train images at
+    `train.precision`, held-out images at `evaluate.precision`): a feature's cache key holds the weights' dtype, so a
+    feature computed at another precision would never be read, and the reading stage would compute it again."""
     from visual_words.models.families import family_of
     from visual_words.trials import trained_concepts
 
@@ -148,11 +152,12 @@ def feature_jobs(cfg, manifest: Manifest) -> list[tuple[str, str, list]]:
             trained = {c.name for c in trained_concepts(cfg, role, manifest.dataset)}
             concepts = {name: split for name, split in concepts.items() if name in trained}
         train = [r for s in concepts.values() for r in s.train]
-        both = train + [r for s in concepts.values() for r in s.eval]
+        held_out = [r for s in concepts.values() for r in s.eval]
         for kind, splits in family.prepared_features.items():
-            records = both if "eval" in splits else train
-            if records:
-                jobs.append((key, kind, records))
+            by_precision: dict[str, list] = {cfg.train.precision: list(train)}
+            if "eval" in splits:
+                by_precision.setdefault(cfg.evaluate.precision, []).extend(held_out)
+            jobs += [(key, kind, records, precision) for precision, records in by_precision.items() if records]
     return jobs
 
 
@@ -161,18 +166,18 @@ def precompute_features(cfg, manifests: dict[str, Manifest], progress: bool = Tr
     from visual_words.data.features import FeatureCache
     from visual_words.models.loading import load_model
 
-    by_model: dict[str, list[tuple[str, Manifest, list]]] = {}
+    by_model: dict[tuple[str, str], list[tuple[str, Manifest, list]]] = {}
     for m in manifests.values():
-        for key, kind, records in feature_jobs(cfg, m):
-            by_model.setdefault(key, []).append((kind, m, records))
+        for key, kind, records, precision in feature_jobs(cfg, m):
+            by_model.setdefault((key, precision), []).append((kind, m, records))
     cache = FeatureCache(cfg, progress=progress)
-    computed = {}
-    for key, jobs in by_model.items():
-        loaded = load_model(key, device=cfg.study.device, root=cfg.root)
+    computed: dict[str, int] = {}
+    for (key, precision), jobs in by_model.items():
+        loaded = load_model(key, device=cfg.study.device, precision=precision, root=cfg.root)
         before = cache.misses
         for kind, m, records in jobs:
             cache.get(kind, loaded, m, records)
-        computed[key] = cache.misses - before
+        computed[key] = computed.get(key, 0) + cache.misses - before
         del loaded
     return computed
 
