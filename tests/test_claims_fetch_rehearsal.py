@@ -160,6 +160,7 @@ def claims_rehearsal_overrides(sources: Path, hub: Path) -> dict:
         "train.precision": "fp32",
         "evaluate.engine": "local", "evaluate.inference_steps": 1, "evaluate.precision": "fp32",
         "evaluate.bootstrap_resamples": 100, "analyze.tsne_perplexity": 2.0, "analyze.truncation_word": "",
+        "analyze.truncation_depths": 1,  # the paper rehearsal generates at two depths
     }
 
 
@@ -240,4 +241,10 @@ def test_claims_run_fetches_draws_boxes_and_reports_from_an_empty_workspace(serv
     assert (report / "figures" / "dreambooth_boxes.png").stat().st_size > 10_000
     page = (report / "index.html").read_text()
     assert 'id="dreambooth-boxes"' in page and "checked by nobody" in page
-    assert "claims_profile" in metrics  # the claims profile's own verdicts ran on the fetched data
+    # the claims profile's own verdicts ran on the fetched data: one per claim it checks, each three-valued (or not
+    # run where a part has no cell: this rehearsal trains one word per task)
+    verdicts = metrics["verdicts"]
+    assert list(verdicts) == list(cfg.report.claims) == ["C1", "C2", "C5"]
+    statuses = {part["status"] for v in verdicts.values() for part in v["parts"]}
+    assert statuses <= {"supported", "contradicted", "inconclusive", "not run"} and statuses - {"not run"}
+    assert sum(metrics["verdicts_summary"].values()) == 3
