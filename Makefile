@@ -37,12 +37,12 @@ lint: install ## ruff (line length, import order, unused names) + the layers: im
 	$(PY) -m ruff check src tests benchmarks tools
 	$(VENV)/bin/lint-imports
 
-rehearse: install ## full size on CPU, random-weight models, few trials: the paper profile, then the claims run from an empty workspace (≈ 33 min)
+rehearse: install ## full size on CPU, random-weight models, few trials: the paper profile, then the claims run from an empty workspace (≈ 31 min)
 	$(VW) rehearsal-models
 	$(VW) reproduce --profile rehearsal
 	$(PY) -m pytest -q --rehearsal
 
-rehearse-claims: install ## only the claims run's rehearsal: fetch (local archives), OWLv2 boxes, every stage (≈ 18 min)
+rehearse-claims: install ## only the claims run's rehearsal: fetch (local archives), OWLv2 boxes, every stage (≈ 15 min)
 	$(VW) rehearsal-models
 	$(PY) -m pytest -q --rehearsal tests/test_claims_fetch_rehearsal.py
 
